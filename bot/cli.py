@@ -1,0 +1,212 @@
+"""`lora-bot` commands. Each command parses its arguments here and hands off to the module that does the work.
+
+Exit codes: 0 nothing wrong, 1 an error-severity finding (or a failed run), 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from bot import __version__
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A mistake in how the command was called: printed as one line, exit status 2."""
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from bot.lora.inspect import inspect_evidence
+    from bot.report import render_inspections_json, render_inspections_text
+    from bot.sources import local
+
+    target = Path(args.target)
+    if target.exists():
+        inspections = [inspect_evidence(e) for e in local.collect(target)]
+    elif _looks_like_repo_id(args.target):
+        inspections = _inspect_hub_repo(args)
+    else:
+        raise UsageError(f"no such file or folder: {args.target}")
+    if args.json:
+        print(render_inspections_json(inspections, with_modules=args.modules))
+    else:
+        print(render_inspections_text(inspections))
+    return EXIT_FINDINGS if any(i.has_error for i in inspections) else EXIT_OK
+
+
+def _looks_like_repo_id(text: str) -> bool:
+    parts = text.split("/")
+    return len(parts) == 2 and all(parts) and not text.startswith((".", "/"))
+
+
+def _inspect_hub_repo(args: argparse.Namespace):
+    try:
+        from bot.hub.remote import inspect_repo_for_cli
+    except ImportError:
+        raise UsageError(f"no such file or folder: {args.target}") from None
+    return inspect_repo_for_cli(args)
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from bot.lora.flags import CODES, explain
+
+    if args.code is None:
+        width = max(len(c) for c in CODES)
+        for entry in CODES.values():
+            print(f"{entry.code:<{width}}  {entry.severity:<7}  {entry.summary}")
+        return EXIT_OK
+    text = explain(args.code)
+    if text is None:
+        raise UsageError(f"unknown flag code {args.code!r}; `lora-bot explain` lists them all")
+    print(text)
+    return EXIT_OK
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from bot.config import ConfigError, load_config
+    from bot.hub.client import describe_error
+    from bot.hub.discovery import Shard
+    from bot.report import render_scan_text, scan_report, scan_report_markdown
+    from bot.run import ScanOptions, run_scan
+
+    try:
+        config = load_config(args.config)
+        shard = Shard.parse(args.shard) if args.shard else None
+    except (ConfigError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    if args.max_prs is not None and args.max_prs < 0:
+        raise UsageError("--max-prs must be 0 or more")
+    options = ScanOptions(
+        endpoint=args.endpoint, token=args.token, dry_run=args.dry_run, repos=tuple(args.repo or ()),
+        shard=shard, max_prs=args.max_prs, progress=sys.stderr.isatty() and not args.json,
+    )
+    try:
+        result = run_scan(config, options)
+    except Exception as error:  # noqa: BLE001 — discovery itself failed: nothing to report but the reason
+        print(f"lora-bot: error: the scan could not list repos: {describe_error(error)}", file=sys.stderr)
+        return EXIT_FINDINGS
+    report = scan_report(result)
+    if args.report_json:
+        _write(args.report_json, json.dumps(report, indent=2) + "\n")
+    if args.report_md:
+        _write(args.report_md, scan_report_markdown(result))
+    print(json.dumps(report, indent=2) if args.json else render_scan_text(result))
+    # Findings are the scan's product, not a failure; only a run where no repo could be read fails.
+    all_failed = result.repos and all(r.error and not r.files for r in result.repos)
+    return EXIT_FINDINGS if all_failed else EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The whole bot offline: the sandbox Hub with its sample repos, and a dry-run scan against it."""
+    import dataclasses
+    import tempfile
+
+    from bot.config import ConfigError, Query, load_config
+    from bot.report import render_scan_text, scan_report, scan_report_markdown
+    from bot.run import ScanOptions, run_scan
+    from bot.sandbox.samples import write_sample_repos
+    from bot.sandbox.server import SandboxHub
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+    with tempfile.TemporaryDirectory(prefix="lora-bot-demo-") as scratch:
+        root = Path(scratch) / "repos"
+        repo_ids = write_sample_repos(root)
+        with SandboxHub(user="lora-bot") as hub:
+            hub.load_directory(root)
+            print(f"sandbox Hub at {hub.endpoint} serving {len(repo_ids)} sample repos", file=sys.stderr)
+            # The samples are everything the demo owner has; a watermark would hide them on a second run.
+            discovery = dataclasses.replace(config.discovery, queries=(Query(filter=(), author="demo"),),
+                                            incremental=False, state_file=str(Path(scratch) / "state.json"))
+            config = dataclasses.replace(config, discovery=discovery)
+            options = ScanOptions(endpoint=hub.endpoint, token="hf_sandbox_demo", dry_run=True,
+                                  progress=sys.stderr.isatty())
+            result = run_scan(config, options)
+            writes = hub.write_request_count()
+    if args.report_md:
+        _write(args.report_md, scan_report_markdown(result))
+    print(json.dumps(scan_report(result), indent=2) if args.json else render_scan_text(result))
+    print(f"dry run: {writes} write requests reached the sandbox Hub", file=sys.stderr)
+    return EXIT_OK
+
+
+def _write(path: str, text: str) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lora-bot", description="Find and fix broken LoRA adapters.")
+    parser.add_argument("--version", action="version", version=f"lora-bot {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    inspect = commands.add_parser("inspect", help="format, rank, alpha, base model and flags of LoRA files",
+                                  description="Inspect a LoRA file, every LoRA file in a folder, or a Hub repo "
+                                              "(OWNER/NAME). Reads headers only.")
+    inspect.add_argument("target", help="a file, a folder, or a Hub repo id")
+    inspect.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    inspect.add_argument("--modules", action="store_true", help="with --json: per-module details")
+    inspect.add_argument("--endpoint", help="Hub endpoint for a repo id (default: HF_ENDPOINT, else the Hub)")
+    inspect.add_argument("--token", help="Hub token for a repo id (default: HF_TOKEN)")
+    inspect.add_argument("--revision", help="branch, tag or commit for a repo id")
+    inspect.set_defaults(handler=cmd_inspect)
+
+    scan = commands.add_parser("scan", help="find and inspect LoRAs on a Hub (headers only)",
+                               description="Discover repos by the config's queries (or --repo), inspect every "
+                                           "LoRA file from its header, and report.")
+    scan.add_argument("--config", help="config file (default: the bundled config.yaml)")
+    scan.add_argument("--endpoint", help="Hub endpoint (default: the config, then HF_ENDPOINT, then the Hub)")
+    scan.add_argument("--token", help="Hub token (default: the variable named by hub.token_env, HF_TOKEN)")
+    scan.add_argument("--repo", action="append", metavar="ID", help="scan only this repo (repeatable)")
+    scan.add_argument("--dry-run", action="store_true", help="print what would be proposed; write nothing")
+    scan.add_argument("--json", action="store_true", help="print the report JSON on stdout")
+    scan.add_argument("--report-json", metavar="FILE", help="write the report JSON to FILE")
+    scan.add_argument("--report-md", metavar="FILE", help="write the markdown report to FILE")
+    scan.add_argument("--shard", metavar="K/N", help="scan only shard K of N (stable by repo id)")
+    scan.add_argument("--max-prs", type=int, metavar="N", help="at most N PRs this run (overrides the config)")
+    scan.set_defaults(handler=cmd_scan)
+
+    demo = commands.add_parser("demo", help="run the bot offline on the sandbox Hub's sample repos (dry run)",
+                               description="Start the sandbox Hub with its built-in sample repos, run a dry-run "
+                                           "scan against it, print the report and stop the sandbox.")
+    demo.add_argument("--config", help="config file (default: the bundled config.yaml)")
+    demo.add_argument("--json", action="store_true", help="print the report JSON on stdout")
+    demo.add_argument("--report-md", metavar="FILE", help="write the markdown report to FILE")
+    demo.set_defaults(handler=cmd_demo)
+
+    commands.add_parser("sandbox", help="serve the local sandbox Hub (a test and demo server)", add_help=False,
+                        description="See `lora-bot sandbox --help`.")
+
+    explain = commands.add_parser("explain", help="what a flag code means",
+                                  description="Explain a flag code; without a code, list them all.")
+    explain.add_argument("code", nargs="?")
+    explain.set_defaults(handler=cmd_explain)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sandbox"]:
+        from bot.sandbox.server import serve_main
+
+        return serve_main(argv[1:])  # it owns its arguments and its lifetime
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except UsageError as error:
+        print(f"lora-bot: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("lora-bot: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,159 @@
+"""config.yaml: the schema as frozen dataclasses, loaded and validated before any request is made.
+
+Every option has a default here and a comment in config.yaml. A wrong option or value is an error that names
+the option and what it accepts — a scheduled bot must not start with a typo'd limit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"
+
+
+class ConfigError(ValueError):
+    """The configuration is wrong; the message names the option and the allowed values."""
+
+
+@dataclass(frozen=True)
+class Query:
+    filter: tuple[str, ...] = ("lora",)  # tags a repo must all have, e.g. [lora], [peft, lora]
+    author: str | None = None
+    search: str | None = None
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    endpoint: str | None = None  # None: the HF_ENDPOINT environment variable, else the Hub
+    token_env: str = "HF_TOKEN"
+    workers: int = 8
+    timeout: float = 60.0
+    retries: int = 5
+    max_retry_wait: float = 60.0
+
+
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    queries: tuple[Query, ...] = (Query(),)
+    repos: tuple[str, ...] = ()
+    skip: tuple[str, ...] = ()
+    sort: Literal["lastModified", "createdAt", "downloads", "likes", "trendingScore"] = "lastModified"
+    limit: int = 1000
+    incremental: bool = True
+    state_file: str = ".lora-bot/state.json"
+
+
+@dataclass(frozen=True)
+class VariantPolicy:
+    reduce_above_rank: int = 16  # offer a reduced variant when the rank exceeds this
+    reduce_to_rank: int = 16
+    min_energy: float = 0.99  # ...and only when that rank keeps this share of the Frobenius energy
+    pad_to_declared_rank: bool = True  # offer a padded variant at the rank a config or card declares
+    max_variant_bytes: int = 2_000_000_000
+
+
+@dataclass(frozen=True)
+class ProposalsConfig:
+    card: bool = True
+    config_fix: bool = True
+    variants: bool = True
+    flag_discussions: bool = True
+    variant_policy: VariantPolicy = field(default_factory=VariantPolicy)
+    max_prs_per_run: int = 10
+    max_prs_per_repo: int = 1
+    title_prefix: str = "[lora-bot]"
+
+
+@dataclass(frozen=True)
+class Config:
+    hub: HubConfig = field(default_factory=HubConfig)
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    proposals: ProposalsConfig = field(default_factory=ProposalsConfig)
+
+
+_POSITIVE = {"workers", "retries", "limit", "max_prs_per_repo", "reduce_to_rank", "max_variant_bytes", "timeout"}
+_NON_NEGATIVE = {"max_prs_per_run", "reduce_above_rank", "max_retry_wait"}
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """The default config.yaml, or `path`; a missing or malformed file is a ConfigError."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot read config {path}: {error.strerror}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    return config_from_mapping(data, source=path.name)
+
+
+def config_from_mapping(data: Any, source: str = "config") -> Config:
+    return _build(Config, data, source)
+
+
+def _build(cls, data: Any, where: str):
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of options, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown option; allowed: {', '.join(names)}")
+    values = {name: _value(hints[name], data[name], f"{where}.{name}") for name in names if name in data}
+    return cls(**values)
+
+
+def _value(hint, raw: Any, where: str):
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if raw is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _value(inner, raw, where)
+    if origin is Literal:
+        if raw not in args:
+            raise ConfigError(f"{where}: {raw!r} is not allowed; allowed values: {', '.join(map(str, args))}")
+        return raw
+    if origin is tuple:
+        items = [raw] if isinstance(raw, str) else raw
+        if not isinstance(items, list):
+            raise ConfigError(f"{where}: expected a list, got {type(raw).__name__}")
+        return tuple(_value(args[0], item, f"{where}[{i}]") for i, item in enumerate(items))
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, raw, where)
+    return _scalar(hint, raw, where)
+
+
+def _scalar(hint, raw: Any, where: str):
+    name = where.rsplit(".", 1)[-1]
+    if hint is bool:
+        if not isinstance(raw, bool):
+            raise ConfigError(f"{where}: expected true or false, got {raw!r}")
+        return raw
+    if hint in (int, float):
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or (hint is int and int(raw) != raw):
+            raise ConfigError(f"{where}: expected {'a whole number' if hint is int else 'a number'}, got {raw!r}")
+        if name in _POSITIVE and raw <= 0:
+            raise ConfigError(f"{where}: must be greater than 0, got {raw!r}")
+        if name in _NON_NEGATIVE and raw < 0:
+            raise ConfigError(f"{where}: must be 0 or more, got {raw!r}")
+        if name == "min_energy" and not 0 < raw <= 1:
+            raise ConfigError(f"{where}: must be in (0, 1], got {raw!r}")
+        return hint(raw)
+    if hint is str:
+        if not isinstance(raw, str) or not raw:
+            raise ConfigError(f"{where}: expected a non-empty string, got {raw!r}")
+        return raw
+    raise ConfigError(f"{where}: unsupported option type")  # a schema bug, caught by the tests

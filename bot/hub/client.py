@@ -1,0 +1,192 @@
+"""The HfApi edge: one configured client, a request/byte meter, and bounded retries.
+
+Everything lora-bot sends to a Hub goes through huggingface_hub: `HfApi` for the API, and huggingface_hub's
+shared HTTP session for the few range reads HfApi has no method for. This module configures that session
+(timeouts, metering) and wraps calls in a retry policy, because most HfApi methods do not retry
+429s or 5xx themselves (pr-bots.md §4).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, TypeVar
+from urllib.parse import urlparse
+
+import httpx2
+from huggingface_hub import HfApi, constants
+from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.utils import get_session, set_client_factory
+from huggingface_hub.utils._http import hf_request_event_hook
+
+T = TypeVar("T")
+DEFAULT_ENDPOINT = "https://huggingface.co"
+RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class HubMeter:
+    """Counts requests and response-body bytes of every call huggingface_hub makes in this process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.bytes = 0
+        self.writes = 0
+
+    def add(self, requests: int = 0, nbytes: int = 0, writes: int = 0) -> None:
+        with self._lock:
+            self.requests += requests
+            self.bytes += nbytes
+            self.writes += writes
+
+    def snapshot(self) -> tuple[int, int, int]:
+        with self._lock:
+            return self.requests, self.bytes, self.writes
+
+
+METER = HubMeter()
+
+
+class _CountingStream(httpx2.SyncByteStream):
+    def __init__(self, inner: httpx2.SyncByteStream) -> None:
+        self._inner = inner
+
+    def __iter__(self):
+        for chunk in self._inner:
+            METER.add(nbytes=len(chunk))
+            yield chunk
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class _MeteredTransport(httpx2.BaseTransport):
+    def __init__(self, inner: httpx2.BaseTransport) -> None:
+        self._inner = inner
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        METER.add(requests=1, writes=int(request.method not in ("GET", "HEAD")))
+        response = self._inner.handle_request(request)
+        response.stream = _CountingStream(response.stream)
+        return response
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+_configured = threading.Lock()
+_timeout_installed: float | None = None
+
+
+def configure_session(timeout: float = 60.0) -> None:
+    """Install the metered session with a timeout (huggingface_hub's default waits forever on a hung server)."""
+    global _timeout_installed
+    with _configured:
+        if _timeout_installed == timeout:
+            return
+
+        def factory() -> httpx2.Client:
+            return httpx2.Client(
+                event_hooks={"request": [hf_request_event_hook]},
+                follow_redirects=True,
+                timeout=httpx2.Timeout(timeout, connect=min(timeout, 15.0)),
+                transport=_MeteredTransport(httpx2.HTTPTransport()),
+            )
+
+        set_client_factory(factory)
+        _timeout_installed = timeout
+
+
+def is_loopback(endpoint: str) -> bool:
+    host = urlparse(endpoint).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def make_api(endpoint: str | None, token: str | None, timeout: float = 60.0) -> HfApi:
+    """An HfApi for `endpoint`. A loopback endpoint is the sandbox Hub, which speaks LFS, not Xet."""
+    configure_session(timeout)
+    endpoint = (endpoint or constants.ENDPOINT or DEFAULT_ENDPOINT).rstrip("/")
+    if is_loopback(endpoint):
+        # Read at call time by huggingface_hub; without it uploads ask the sandbox for a Xet token (hub-api.md).
+        constants.HF_HUB_DISABLE_XET = True
+    return HfApi(endpoint=endpoint, token=token or False, library_name="lora-bot")
+
+
+def session() -> httpx2.Client:
+    return get_session()
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 5  # total tries, the first included
+    base_wait: float = 1.0
+    max_wait: float = 60.0  # a Retry-After longer than this is not waited out: the call fails with a reason
+
+    def wait_for(self, attempt: int, error: BaseException) -> float | None:
+        """Seconds to wait before the next try, or None when the error is not worth retrying."""
+        if isinstance(error, HfHubHTTPError):
+            response = getattr(error, "response", None)
+            status = getattr(response, "status_code", None)
+            if status not in RETRY_STATUS:
+                return None
+            advised = _advised_wait(response.headers) if response is not None else None
+            if advised is not None:
+                return advised if advised <= self.max_wait else None
+        elif not isinstance(error, (httpx2.TransportError, TimeoutError, ConnectionError)):
+            return None
+        backoff = self.base_wait * (2 ** (attempt - 1))
+        return min(self.max_wait, backoff * (0.5 + random.random() / 2))
+
+
+def _advised_wait(headers) -> float | None:
+    """Retry-After in seconds, or the reset time of an IETF `RateLimit: "api";r=0;t=55` header."""
+    retry_after = headers.get("Retry-After")
+    if retry_after:
+        try:
+            return max(0.0, float(retry_after))
+        except ValueError:
+            pass
+    rate_limit = headers.get("RateLimit")
+    if rate_limit:
+        for part in rate_limit.split(";"):
+            key, _, value = part.strip().partition("=")
+            if key == "t":
+                try:
+                    return max(0.0, float(value))
+                except ValueError:
+                    return None
+    return None
+
+
+def with_retries(policy: RetryPolicy, call: Callable[[], T], sleep: Callable[[float], None] = time.sleep) -> T:
+    """Run `call`, retrying what is transient (429, 5xx, dropped connections) within the policy's bounds."""
+    attempt = 1
+    while True:
+        try:
+            return call()
+        except Exception as error:  # noqa: BLE001 — classified just below; anything else is re-raised
+            wait = policy.wait_for(attempt, error) if attempt < policy.attempts else None
+            if wait is None:
+                raise
+            sleep(wait)
+            attempt += 1
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for a report: the HTTP status and the server's message, never a token or a traceback."""
+    if isinstance(error, HfHubHTTPError):
+        response = getattr(error, "response", None)
+        status = getattr(response, "status_code", "?")
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return f"HTTP {status}: {first_line}"
+    if isinstance(error, httpx2.TransportError):
+        return f"connection failed: {type(error).__name__}: {error}"
+    return f"{type(error).__name__}: {error}"

@@ -1,0 +1,161 @@
+"""Which repos to scan: config queries + explicit repos, minus skips and opt-outs, one shard, newer than the
+watermark. Produces `RepoRef`s; reads nothing but listings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Iterable
+
+from huggingface_hub import HfApi
+
+from bot.config import DiscoveryConfig
+from bot.hub.client import RetryPolicy, with_retries
+from bot.hub.remote import RepoRef
+
+OPT_OUT_TAG = "lora-bot-ignore"
+_SORT_ARGUMENT = {"lastModified": "last_modified", "createdAt": "created_at", "downloads": "downloads",
+                  "likes": "likes", "trendingScore": "trending_score"}
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int  # 1-based, as in `--shard 2/4`
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Shard":
+        try:
+            index, count = (int(part) for part in text.split("/"))
+        except ValueError:
+            raise ValueError(f"--shard takes K/N with whole numbers, e.g. 1/4; got {text!r}") from None
+        if not 1 <= index <= count:
+            raise ValueError(f"--shard K/N needs 1 <= K <= N; got {text!r}")
+        return cls(index, count)
+
+    def owns(self, repo_id: str) -> bool:
+        """Stable across runs and machines: a hash of the repo id, not Python's salted hash()."""
+        digest = int.from_bytes(hashlib.sha256(repo_id.encode()).digest()[:8], "big")
+        return digest % self.count == self.index - 1
+
+
+def opted_out(tags: Iterable[str], card_data: dict | None) -> bool:
+    """The owner's own opt-out: the tag `lora-bot-ignore`, or `lora-bot: ignore` in the card metadata."""
+    if OPT_OUT_TAG in set(tags or ()):
+        return True
+    value = (card_data or {}).get("lora-bot")
+    return isinstance(value, str) and value.strip().lower() == "ignore"
+
+
+# ------------------------------------------------------------------------------------------- watermark
+
+
+def read_watermark(state_file: str | Path) -> datetime | None:
+    try:
+        data = json.loads(Path(state_file).read_text(encoding="utf-8"))
+        return datetime.fromisoformat(data["watermark"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no state or a damaged one: a full scan costs time, never a duplicate
+
+
+def write_watermark(state_file: str | Path, watermark: datetime) -> None:
+    path = Path(state_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"watermark": watermark.isoformat()}) + "\n", encoding="utf-8")
+
+
+def next_watermark(previous: datetime | None, scanned: Iterable[tuple[datetime | None, bool]]) -> datetime | None:
+    """The newest lastModified scanned, but never past a repo that failed: it must be scanned again."""
+    done = [when for when, ok in scanned if when and ok]
+    failed = [when for when, ok in scanned if when and not ok]
+    if not done:
+        return previous
+    candidate = max(done)
+    if failed:
+        earliest_failure = min(failed)
+        candidate = min(candidate, earliest_failure - _EPSILON)
+    return max(candidate, previous) if previous else candidate
+
+
+_EPSILON = timedelta(microseconds=1)
+
+
+def _aware(when: datetime | None) -> datetime | None:
+    if when is not None and when.tzinfo is None:
+        return when.replace(tzinfo=timezone.utc)
+    return when
+
+
+# ------------------------------------------------------------------------------------------- discovery
+
+
+@dataclass(frozen=True)
+class Discovery:
+    refs: tuple[RepoRef, ...]
+    skipped: tuple[tuple[str, str], ...]  # (repo id, why), shown in the report
+
+
+def discover(
+    api: HfApi,
+    config: DiscoveryConfig,
+    policy: RetryPolicy,
+    *,
+    explicit: Iterable[str] = (),
+    shard: Shard | None = None,
+    watermark: datetime | None = None,
+) -> Discovery:
+    """Explicit repos (`--repo`) replace the queries; config `repos` are added to them."""
+    explicit = list(explicit)
+    found: dict[str, RepoRef] = {}
+    skipped: list[tuple[str, str]] = []
+    if explicit:
+        for repo_id in explicit:
+            found.setdefault(repo_id, RepoRef(repo_id))
+    else:
+        for query in config.queries:
+            for ref in _list(api, config, query, policy, watermark):
+                found.setdefault(ref.repo_id, ref)
+        for repo_id in config.repos:
+            found.setdefault(repo_id, RepoRef(repo_id))
+    refs = []
+    skip = set(config.skip)
+    for repo_id, ref in found.items():
+        if repo_id in skip:
+            skipped.append((repo_id, "in the config's skip list"))
+        elif OPT_OUT_TAG in ref.tags:
+            skipped.append((repo_id, f"opted out with the tag {OPT_OUT_TAG}"))
+        elif shard and not shard.owns(repo_id):
+            continue  # another shard's repo: not skipped, just not ours
+        else:
+            refs.append(ref)
+    return Discovery(tuple(refs), tuple(skipped))
+
+
+def _list(api: HfApi, config: DiscoveryConfig, query, policy: RetryPolicy,
+          watermark: datetime | None) -> list[RepoRef]:
+    watermark = _aware(watermark)
+    incremental = config.incremental and watermark is not None
+    newest_first = config.sort == "lastModified"
+
+    def listing() -> list[RepoRef]:
+        refs = []
+        models = api.list_models(
+            filter=list(query.filter) or None, author=query.author, search=query.search,
+            sort=_SORT_ARGUMENT[config.sort], limit=config.limit,
+            expand=["lastModified", "sha", "tags"],
+        )
+        for model in models:
+            modified = _aware(model.last_modified)
+            if incremental and modified is not None and modified <= watermark:
+                if newest_first:
+                    break  # everything after this was scanned already
+                continue
+            refs.append(RepoRef(model.id, sha=model.sha, last_modified=modified, tags=tuple(model.tags or ())))
+        return refs
+
+    # A failed page restarts the listing: the first page is not retried by huggingface_hub itself.
+    return with_retries(policy, listing)

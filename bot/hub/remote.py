@@ -1,0 +1,235 @@
+"""Evidence from a Hub repo without downloading weights: one model_info, header range reads, small texts.
+
+Per safetensors file: one `Range: bytes=0-100000` read (the same first read huggingface_hub's
+`parse_safetensors_file_metadata` makes; 97% of headers fit), a second only when the header is larger, and
+one multi-range read for kohya `.alpha` scalars that fall outside the first read. We keep the raw bytes
+instead of calling `parse_safetensors_file_metadata` so the header is validated as strictly as a local file
+and so the alpha offsets (which need the header length) are known.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Iterable, Mapping
+
+from huggingface_hub import HfApi, hf_hub_url
+from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
+
+from bot.hub.client import RetryPolicy, describe_error, session, with_retries
+from bot.lora.header import HeaderError, SafetensorsHeader, decode_scalar, declared_header_length, parse_header
+from bot.lora.inspect import FileEvidence, FileInspection, inspect_evidence
+from bot.lora.selection import CARD_NAME, select_candidates
+from bot.sources.local import scalar_names
+
+FIRST_READ = 100_000  # bytes of the first range read, as huggingface_hub reads them
+MAX_TEXT_BYTES = 1_000_000  # adapter_config.json and README.md larger than this are not read
+RANGES_PER_REQUEST = 64  # keeps the Range header short enough for any proxy
+SAFE_PATH = re.compile(r"^(?!/)(?!.*(^|/)\.\.?(/|$))[^\x00\\]+$")
+
+
+@dataclass(frozen=True)
+class RepoRef:
+    repo_id: str
+    sha: str | None = None
+    last_modified: datetime | None = None
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RepoInspection:
+    repo_id: str
+    sha: str | None
+    last_modified: datetime | None = None
+    files: tuple[FileInspection, ...] = ()
+    error: str | None = None
+    tags: tuple[str, ...] = ()
+    card_data: Mapping = field(default_factory=dict)
+    texts: Mapping[str, str] = field(default_factory=dict)  # README.md and adapter_config.json files read
+    sizes: Mapping[str, int] = field(default_factory=dict)  # every file of the repo at `sha`
+
+    def to_json(self) -> dict:
+        return {"repo_id": self.repo_id, "sha": self.sha, "files": [f.to_json() for f in self.files],
+                "error": self.error}
+
+
+class RemoteReader:
+    """Reads one repo at one revision through huggingface_hub, retrying transient failures."""
+
+    def __init__(self, api: HfApi, policy: RetryPolicy = RetryPolicy()) -> None:
+        self.api = api
+        self.policy = policy
+
+    def _get(self, repo_id: str, path: str, revision: str, headers: Mapping[str, str] | None = None):
+        url = hf_hub_url(repo_id, path, revision=revision, endpoint=self.api.endpoint)
+        all_headers = {**build_hf_headers(token=self.api.token, library_name="lora-bot"), **(headers or {})}
+
+        def call():
+            response = session().get(url, headers=all_headers)
+            hf_raise_for_status(response)
+            return response
+
+        return with_retries(self.policy, call)
+
+    def read_text(self, repo_id: str, path: str, revision: str) -> str:
+        response = self._get(repo_id, path, revision)
+        return response.content[:MAX_TEXT_BYTES].decode("utf-8", errors="replace")
+
+    def read_ranges(self, repo_id: str, path: str, revision: str, ranges: list[tuple[int, int]]) -> dict:
+        """Bytes of each [start, end) range, in as few requests as the server allows."""
+        found: dict[tuple[int, int], bytes] = {}
+        for start in range(0, len(ranges), RANGES_PER_REQUEST):
+            batch = ranges[start : start + RANGES_PER_REQUEST]
+            spec = ",".join(f"{a}-{b - 1}" for a, b in batch)
+            response = self._get(repo_id, path, revision, {"Range": f"bytes={spec}"})
+            pieces = _split_range_response(response)
+            for a, b in batch:
+                found[(a, b)] = _slice(pieces, a, b)
+        return found
+
+    def header(self, repo_id: str, path: str, revision: str, size: int | None) -> tuple[SafetensorsHeader, bytes]:
+        """The parsed header and the raw bytes of the first read (they often hold the alpha scalars too)."""
+        first = self._get(repo_id, path, revision, {"Range": f"bytes=0-{FIRST_READ - 1}"})
+        prefix = first.content  # a server without range support sends the whole file; it is then all here
+        length = declared_header_length(prefix, size)
+        if 8 + length > len(prefix):
+            rest = self.read_ranges(repo_id, path, revision, [(len(prefix), 8 + length)])
+            prefix = prefix + rest[(len(prefix), 8 + length)]
+        return parse_header(prefix, size), prefix
+
+    def alpha_scalars(self, repo_id: str, path: str, revision: str, header: SafetensorsHeader,
+                      prefix: bytes) -> dict[str, float]:
+        names = scalar_names(header)
+        spans = {name: header.absolute_range(name) for name in names}
+        missing = sorted({span for span in spans.values() if span[1] > len(prefix)})
+        fetched = self.read_ranges(repo_id, path, revision, _coalesce(missing)) if missing else {}
+        values = {}
+        for name, (a, b) in spans.items():
+            raw = prefix[a:b] if b <= len(prefix) else _from_coalesced(fetched, a, b)
+            values[name] = decode_scalar(header.tensors[name], raw)
+        return values
+
+    def inspect(self, ref: RepoRef) -> RepoInspection:
+        """Everything the engine needs about a repo; failures become the repo's `error`, never an exception."""
+        try:
+            info = with_retries(self.policy, lambda: self.api.model_info(
+                ref.repo_id, revision=ref.sha, files_metadata=True))
+        except Exception as error:  # noqa: BLE001 — a report line, the scan goes on
+            return RepoInspection(ref.repo_id, ref.sha, ref.last_modified, error=describe_error(error),
+                                  tags=ref.tags)
+        sha = info.sha or ref.sha
+        sizes = {s.rfilename: (s.size or 0) for s in (info.siblings or [])}
+        tags = tuple(info.tags or ref.tags)
+        card_data = _card_data(info)
+        base = RepoInspection(ref.repo_id, sha, info.last_modified or ref.last_modified, tags=tags,
+                              card_data=card_data, sizes=sizes)
+        unsafe = [p for p in sizes if not SAFE_PATH.match(p)]
+        if unsafe:
+            return replace(base, error=f"refused: the repo lists unsafe file names ({unsafe[0]!r})")
+        texts: dict[str, str] = {}
+        files: list[FileInspection] = []
+        try:
+            candidates = select_candidates(sizes)
+            wanted = {c.config_path for c in candidates} | {c.card_path for c in candidates}
+            if CARD_NAME in sizes:
+                wanted.add(CARD_NAME)
+            for path in sorted(p for p in wanted if p):
+                texts[path] = self.read_text(ref.repo_id, path, sha)
+            for candidate in candidates:
+                evidence = self._evidence(ref.repo_id, sha, candidate, sizes.get(candidate.path), texts)
+                files.append(inspect_evidence(evidence))
+        except Exception as error:  # noqa: BLE001 — keep what was found, report why the rest is missing
+            return replace(base, files=tuple(files), texts=texts, error=describe_error(error))
+        return replace(base, files=tuple(files), texts=texts)
+
+    def _evidence(self, repo_id: str, sha: str, candidate, size: int | None, texts: Mapping[str, str]):
+        context = {"adapter_config_text": texts.get(candidate.config_path or ""),
+                   "card_text": texts.get(candidate.card_path or "")}
+        if candidate.pickle:
+            return FileEvidence(path=candidate.path, size=size, pickle=True, **context)
+        try:
+            header, prefix = self.header(repo_id, candidate.path, sha, size)
+            scalars = self.alpha_scalars(repo_id, candidate.path, sha, header, prefix)
+        except HeaderError as error:
+            return FileEvidence(path=candidate.path, size=size, header_error=str(error), **context)
+        return FileEvidence(path=candidate.path, size=size, header=header, scalars=scalars, **context)
+
+
+def _card_data(info) -> dict:
+    card = getattr(info, "card_data", None) or getattr(info, "cardData", None)
+    if card is None:
+        return {}
+    return card.to_dict() if hasattr(card, "to_dict") else dict(card)
+
+
+def _coalesce(spans: Iterable[tuple[int, int]], gap: int = 4096) -> list[tuple[int, int]]:
+    """Merge nearby ranges: a few KB of extra bytes cost less than another range in the request."""
+    merged: list[list[int]] = []
+    for a, b in sorted(spans):
+        if merged and a - merged[-1][1] <= gap:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    return [(a, b) for a, b in merged]
+
+
+def _from_coalesced(fetched: Mapping[tuple[int, int], bytes], a: int, b: int) -> bytes:
+    for (start, end), data in fetched.items():
+        if start <= a and b <= end:
+            return data[a - start : b - start]
+    raise HeaderError(f"server did not return bytes {a}-{b - 1}")
+
+
+def _split_range_response(response) -> list[tuple[int, bytes]]:
+    """(offset, bytes) pieces of a 206 (single or multipart/byteranges) or a 200 (the whole body)."""
+    if response.status_code == 200:
+        return [(0, response.content)]
+    content_type = response.headers.get("Content-Type", "")
+    if content_type.startswith("multipart/byteranges"):
+        boundary = content_type.split("boundary=", 1)[1].strip().strip('"')
+        return _parse_multipart(response.content, boundary)
+    return [(_range_start(response.headers.get("Content-Range", "")), response.content)]
+
+
+def _range_start(content_range: str) -> int:
+    found = re.match(r"bytes (\d+)-\d+/", content_range)
+    if not found:
+        raise HeaderError(f"server answered a range read without a usable Content-Range ({content_range!r})")
+    return int(found.group(1))
+
+
+def _parse_multipart(body: bytes, boundary: str) -> list[tuple[int, bytes]]:
+    pieces = []
+    delimiter = b"--" + boundary.encode()
+    for part in body.split(delimiter)[1:]:
+        if part.startswith(b"--"):
+            break
+        head, _, data = part.partition(b"\r\n\r\n")
+        content_range = next((line.split(b":", 1)[1].strip().decode() for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-range:")), "")
+        if data.endswith(b"\r\n"):
+            data = data[:-2]
+        pieces.append((_range_start(content_range), data))
+    return pieces
+
+
+def _slice(pieces: list[tuple[int, bytes]], a: int, b: int) -> bytes:
+    for offset, data in pieces:
+        if offset <= a and b <= offset + len(data):
+            return data[a - offset : b - offset]
+    raise HeaderError(f"server did not return bytes {a}-{b - 1}")
+
+
+def inspect_repo_for_cli(args) -> list[FileInspection]:
+    """`lora-bot inspect OWNER/NAME`: the same engine on a Hub repo; a failure is a usage-style error."""
+    import os
+
+    from bot.cli import UsageError
+    from bot.hub.client import make_api
+
+    api = make_api(args.endpoint or os.environ.get("HF_ENDPOINT"), args.token or os.environ.get("HF_TOKEN"))
+    result = RemoteReader(api).inspect(RepoRef(args.target, sha=args.revision))
+    if result.error and not result.files:
+        raise UsageError(f"{args.target}: {result.error}")
+    return list(result.files)

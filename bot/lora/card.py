@@ -1,0 +1,41 @@
+"""The model card's YAML front matter, read the way the Hub reads it (a `---` block at the very top)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import yaml
+
+_FRONT_MATTER = re.compile(r"\A(?:\ufeff)?---[ \t]*\r?\n(?P<yaml>.*?)(?:\r?\n)?^---[ \t]*(?:\r?\n|\Z)",
+                           re.DOTALL | re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class CardText:
+    text: str
+    yaml_text: str | None  # the front matter, without the fences; None when there is none
+    data: dict  # parsed front matter ({} when absent or invalid)
+    error: str | None  # why the front matter does not parse
+    body_start: int  # offset of the body in `text`
+
+
+def parse_card(text: str) -> CardText:
+    found = _FRONT_MATTER.match(text)
+    if not found:
+        if text.lstrip("\ufeff").startswith("---"):
+            return CardText(text, None, {}, "the YAML block that starts the card is never closed with '---'", 0)
+        return CardText(text, None, {}, None, 0)
+    yaml_text = found.group("yaml")
+    try:
+        data = yaml.safe_load(yaml_text) if yaml_text.strip() else {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 2})" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        return CardText(text, yaml_text, {}, f"front matter is not valid YAML{where}: {problem}", found.end())
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        return CardText(text, yaml_text, {}, "front matter is not a YAML mapping", found.end())
+    return CardText(text, yaml_text, data, None, found.end())

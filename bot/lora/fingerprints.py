@@ -1,0 +1,332 @@
+"""Which base model a LoRA belongs to: shape fingerprints (lora-formats.md §4) and declared sources.
+
+Shapes are the truth; declarations (card, config, trainer metadata) add the exact repo id when they agree
+with the shapes, and become a `base-model-mismatch` finding when they do not.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from bot.lora.formats import Module, component_of
+
+SD1, SD2, SDXL, SD3, FLUX1, LLM = "sd1", "sd2", "sdxl", "sd3", "flux1", "llm"
+FAMILIES = (SD1, SD2, SDXL, SD3, FLUX1, LLM)
+
+FAMILY_NAMES = {SD1: "Stable Diffusion 1.x", SD2: "Stable Diffusion 2.x", SDXL: "SDXL", SD3: "SD3",
+                FLUX1: "FLUX.1", LLM: "a language model"}
+
+# The repos whose module shapes each diffusion fingerprint matches. One entry means the shapes decide.
+SD1_REPOS = ("stable-diffusion-v1-5/stable-diffusion-v1-5", "CompVis/stable-diffusion-v1-4")
+SD2_REPOS = ("stabilityai/stable-diffusion-2-1", "stabilityai/stable-diffusion-2-1-base")
+SDXL_REPOS = ("stabilityai/stable-diffusion-xl-base-1.0",)
+SDXL_REFINER_REPOS = ("stabilityai/stable-diffusion-xl-refiner-1.0",)
+SD3_MEDIUM_REPOS = ("stabilityai/stable-diffusion-3-medium-diffusers", "stabilityai/stable-diffusion-3.5-medium")
+SD35_LARGE_REPOS = ("stabilityai/stable-diffusion-3.5-large", "stabilityai/stable-diffusion-3.5-large-turbo")
+FLUX1_REPOS = ("black-forest-labs/FLUX.1-dev", "black-forest-labs/FLUX.1-schnell")
+
+
+@dataclass(frozen=True)
+class LlmShape:
+    repo_ids: tuple[str, ...]
+    hidden: int
+    kv: int
+    intermediate: int
+    layers: int
+    vocab: int
+
+
+LLM_SHAPES = (
+    LlmShape(("meta-llama/Llama-2-7b-hf",), 4096, 4096, 11008, 32, 32000),
+    LlmShape(("meta-llama/Llama-2-13b-hf",), 5120, 5120, 13824, 40, 32000),
+    LlmShape(("meta-llama/Llama-2-70b-hf",), 8192, 1024, 28672, 80, 32000),
+    LlmShape(("meta-llama/Meta-Llama-3-8B", "meta-llama/Llama-3.1-8B"), 4096, 1024, 14336, 32, 128256),
+    LlmShape(("mistralai/Mistral-7B-v0.1",), 4096, 1024, 14336, 32, 32000),
+    LlmShape(("meta-llama/Meta-Llama-3-70B", "meta-llama/Llama-3.1-70B"), 8192, 1024, 28672, 80, 128256),
+    LlmShape(("Qwen/Qwen2-7B",), 3584, 512, 18944, 28, 152064),
+    LlmShape(("Qwen/Qwen2-0.5B",), 896, 128, 4864, 24, 151936),
+)
+
+
+@dataclass(frozen=True)
+class ShapeFingerprint:
+    family: str | None
+    candidates: tuple[str, ...]
+    evidence: str  # the shape that decided, in words
+
+
+@dataclass(frozen=True)
+class Declaration:
+    source: str  # where it was read, e.g. "card base_model"
+    value: str
+    family: str | None
+    repo_id: str | None
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    family: str | None
+    repo_id: str | None
+    candidates: tuple[str, ...]
+    source: str
+    evidence: str
+    conflicts: tuple[Declaration, ...]  # declarations the shapes contradict
+
+    def to_json(self) -> dict:
+        return {"family": self.family, "repo_id": self.repo_id, "candidates": list(self.candidates),
+                "source": self.source, "evidence": self.evidence}
+
+
+# ---------------------------------------------------------------------------------------------- shapes
+
+
+def fingerprint(modules: Sequence[Module]) -> ShapeFingerprint:
+    by_component: dict[str, list[Module]] = {}
+    for module in modules:
+        by_component.setdefault(component_of(module.name), []).append(module)
+    denoiser = by_component.get("denoiser", [])
+    model = by_component.get("model", [])
+    text = by_component.get("text_encoder", []) + by_component.get("text_encoder_2", [])
+    # PEFT on a bare UNet/transformer has no component prefix: recognise it by its block names.
+    if model and not denoiser and any(_is_diffusion_block(m.canonical) for m in model):
+        denoiser, model = model, []
+    if denoiser or text:
+        found = _diffusion(denoiser, by_component)
+        if found.family:
+            return found
+    if model:
+        return _llm(model)
+    return ShapeFingerprint(None, (), "no module whose shape identifies a base model")
+
+
+def _is_diffusion_block(canonical: str) -> bool:
+    return bool(re.search(r"(^|_)(down_blocks|up_blocks|mid_block|transformer_blocks|single_transformer_blocks"
+                          r"|double_blocks|single_blocks|joint_blocks|input_blocks|output_blocks)_\d", canonical))
+
+
+def _widths(modules: Sequence[Module], pattern: str, attr: str) -> Counter:
+    regex = re.compile(pattern)
+    return Counter(getattr(m, attr) for m in modules if regex.search(m.canonical) and getattr(m, attr))
+
+
+def _diffusion(denoiser: Sequence[Module], by_component: Mapping[str, list[Module]]) -> ShapeFingerprint:
+    names = [m.canonical for m in denoiser]
+    if any(re.search(r"single_transformer_blocks|single_blocks|double_blocks", n) for n in names):
+        widths = _widths(denoiser, r"(attn_to_q|attn_qkv|img_attn_qkv|linear1|attn_to_k)$", "in_features")
+        if 3072 in widths:
+            return ShapeFingerprint(FLUX1, FLUX1_REPOS, "double/single transformer blocks with hidden size 3072")
+        return ShapeFingerprint(None, (), f"Flux-style blocks with unexpected hidden size {sorted(widths)}")
+    joint = any(re.search(r"joint_blocks|context_block|add_q_proj|add_k_proj", n) for n in names)
+    if joint or any(re.search(r"(^|_)transformer_transformer_blocks_\d", n) for n in names):
+        widths = _widths(denoiser, r"(attn_to_q|attn_to_k|attn_qkv|x_block_attn_qkv)$", "in_features")
+        if 1536 in widths:
+            return ShapeFingerprint(SD3, SD3_MEDIUM_REPOS, "joint transformer blocks with hidden size 1536")
+        if 2432 in widths:
+            return ShapeFingerprint(SD3, SD35_LARGE_REPOS, "joint transformer blocks with hidden size 2432")
+    context = _widths(denoiser, r"attn2_to_[kv]$", "in_features")
+    if context:
+        width = context.most_common(1)[0][0]
+        decided = {768: (SD1, SD1_REPOS), 1024: (SD2, SD2_REPOS), 2048: (SDXL, SDXL_REPOS),
+                   1280: (SDXL, SDXL_REFINER_REPOS)}.get(width)
+        if decided:
+            return ShapeFingerprint(decided[0], decided[1], f"cross-attention (attn2.to_k) input width {width}")
+    if by_component.get("text_encoder_2"):
+        return ShapeFingerprint(SDXL, SDXL_REPOS, "a second text encoder (text_encoder_2 / lora_te2)")
+    if any(re.search(r"transformer_blocks_[1-9]", n) for n in names):
+        return ShapeFingerprint(SDXL, SDXL_REPOS, "UNet attention with more than one transformer block per level")
+    text_widths = _widths(by_component.get("text_encoder", []), r"(q_proj|self_attn_q_proj)$", "in_features")
+    if 1024 in text_widths:
+        return ShapeFingerprint(SD2, SD2_REPOS, "text encoder width 1024 (OpenCLIP ViT-H)")
+    self_attention = _widths(denoiser, r"attn1_to_[qkv]$", "in_features")
+    if 320 in self_attention:
+        proj_in_conv = any(re.search(r"proj_in$", m.canonical) and m.is_conv for m in denoiser)
+        if proj_in_conv:
+            return ShapeFingerprint(SD1, SD1_REPOS, "attention at 320 channels with a 1x1-conv proj_in")
+        return ShapeFingerprint(None, SD1_REPOS + SD2_REPOS, "attention at 320 channels (SD 1.x or 2.x)")
+    if 768 in text_widths:
+        return ShapeFingerprint(SD1, SD1_REPOS, "text encoder width 768 (CLIP ViT-L) and no second encoder")
+    return ShapeFingerprint(None, (), "diffusion modules without an identifying shape")
+
+
+_LLM_LAYER = re.compile(r"layers_(\d+)_(?:self_attn|mlp|attention|feed_forward)_(\w+)$")
+
+
+def _llm(modules: Sequence[Module]) -> ShapeFingerprint:
+    seen: dict[str, int] = {}
+    layers = -1
+    vocab = None
+    for module in modules:
+        found = _LLM_LAYER.search(module.canonical)
+        if found:
+            layers = max(layers, int(found.group(1)))
+            leaf = found.group(2)
+            if leaf == "q_proj" and module.in_features:
+                seen["hidden"] = module.in_features
+            elif leaf in ("k_proj", "v_proj") and module.out_features:
+                seen["kv"] = module.out_features
+            elif leaf in ("gate_proj", "up_proj") and module.out_features:
+                seen["intermediate"] = module.out_features
+            elif leaf == "down_proj" and module.in_features:
+                seen["intermediate"] = module.in_features
+            elif leaf == "o_proj" and module.out_features:
+                seen["hidden"] = module.out_features
+        elif module.canonical.endswith("embed_tokens") and module.in_features:
+            vocab = module.in_features  # lora_embedding_A is [r, vocab]
+        elif module.canonical.endswith("lm_head") and module.out_features:
+            vocab = module.out_features
+    if layers < 0 and vocab is None:
+        return ShapeFingerprint(None, (), "no transformer layer names (model.layers.N...) to match")
+    observed = dict(seen, layers=layers + 1)
+    if vocab:
+        observed["vocab"] = vocab
+    candidates = tuple(
+        repo for shape in LLM_SHAPES if _llm_fits(shape, observed) for repo in shape.repo_ids
+    )
+    description = ", ".join(f"{k} {v}" for k, v in observed.items())
+    return ShapeFingerprint(LLM, candidates, f"decoder layers with {description}")
+
+
+def _llm_fits(shape: LlmShape, observed: Mapping[str, int]) -> bool:
+    for key, value in observed.items():
+        # layers_to_transform can leave the top layers out, so fewer layers than the model has still fits.
+        if key == "layers":
+            if value > shape.layers:
+                return False
+        elif getattr(shape, key) != value:
+            return False
+    return "hidden" in observed
+
+
+# -------------------------------------------------------------------------------------------- declared
+
+
+_KNOWN_REPOS = {repo.lower(): family for family, repos in (
+    (SD1, SD1_REPOS + ("runwayml/stable-diffusion-v1-5",)), (SD2, SD2_REPOS), (SDXL, SDXL_REPOS + SDXL_REFINER_REPOS),
+    (SD3, SD3_MEDIUM_REPOS + SD35_LARGE_REPOS), (FLUX1, FLUX1_REPOS),
+    (LLM, tuple(r for s in LLM_SHAPES for r in s.repo_ids)),
+) for repo in repos}
+
+# Name patterns for the many fine-tunes a card may name; checked only when the repo is not a known base.
+_NAME_PATTERNS = (
+    (FLUX1, r"flux"),
+    (SD3, r"stable-diffusion-3|(^|[-_/])sd-?3"),
+    (SDXL, r"stable-diffusion-xl|sdxl|(^|[-_/ ])xl([-_. ]|$)|sd_xl|pony|illustrious"),
+    (SD2, r"stable-diffusion-2|(^|[-_/])sd-?2|v2-1|768-v"),
+    (SD1, r"stable-diffusion-v1|v1-5|(^|[-_/])sd-?1\.?5|sd15"),
+    (LLM, r"llama|mistral|mixtral|qwen|gemma|phi-|gpt|falcon|opt-|bloom|pythia|smollm|deepseek"),
+)
+
+
+def family_of_name(value: str) -> str | None:
+    lowered = value.strip().lower()
+    if lowered in _KNOWN_REPOS:
+        return _KNOWN_REPOS[lowered]
+    for family, pattern in _NAME_PATTERNS:
+        if re.search(pattern, lowered):
+            return family
+    return None
+
+
+_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+def _declaration(source: str, value: object) -> Declaration | None:
+    if not isinstance(value, str) or not value.strip():
+        return None
+    value = value.strip()
+    repo_id = value if _REPO_ID.match(value) else None
+    return Declaration(source=source, value=value, family=family_of_name(value), repo_id=repo_id)
+
+
+_SS_VERSIONS = {"sd_v1": SD1, "sd_v2": SD2, "sd_v2_v": SD2, "flux1": FLUX1}
+_ARCHITECTURES = (
+    ("stable-diffusion-v1", SD1, None), ("stable-diffusion-v2", SD2, None), ("stable-diffusion-xl", SDXL, None),
+    ("stable-diffusion-3", SD3, None), ("flux-1-dev", FLUX1, "black-forest-labs/FLUX.1-dev"),
+    ("flux-1-schnell", FLUX1, "black-forest-labs/FLUX.1-schnell"),
+)
+
+
+def declarations(
+    adapter_config: Mapping | None, card_data: Mapping | None, metadata: Mapping[str, str]
+) -> list[Declaration]:
+    """Every place that states a base model, most authoritative first."""
+    found: list[Declaration | None] = []
+    if adapter_config:
+        found.append(_declaration("adapter_config.json base_model_name_or_path",
+                                  adapter_config.get("base_model_name_or_path")))
+    if card_data:
+        base = card_data.get("base_model")
+        for value in base if isinstance(base, list) else [base]:
+            found.append(_declaration("card base_model", value))
+    architecture = metadata.get("modelspec.architecture", "")
+    for prefix, family, repo_id in _ARCHITECTURES:
+        if architecture.startswith(prefix):
+            found.append(Declaration("metadata modelspec.architecture", architecture, family, repo_id))
+            break
+    version = metadata.get("ss_base_model_version", "")
+    if version:
+        family = _SS_VERSIONS.get(version) or (SDXL if version.startswith("sdxl") else None) or (
+            SD3 if version.startswith("sd3") else None)
+        found.append(Declaration("metadata ss_base_model_version", version, family, None))
+    elif metadata.get("ss_v2") in ("True", "true"):
+        found.append(Declaration("metadata ss_v2", "True", SD2, None))
+    if metadata.get("ss_sd_model_name"):
+        name = metadata["ss_sd_model_name"]
+        found.append(Declaration("metadata ss_sd_model_name", name, family_of_name(name),
+                                 name if _REPO_ID.match(name) and family_of_name(name) else None))
+    diffusers_meta = _json_object(metadata.get("lora_adapter_metadata"))
+    for key, value in diffusers_meta.items():
+        if key.endswith("base_model_name_or_path"):
+            found.append(_declaration("metadata lora_adapter_metadata", value))
+    return [d for d in found if d is not None]
+
+
+def _json_object(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+# -------------------------------------------------------------------------------------------- combined
+
+
+def resolve(shape: ShapeFingerprint, declared: Sequence[Declaration]) -> BaseModel:
+    """Combine the shape fingerprint with the declarations; the shapes win a disagreement."""
+    if shape.family:
+        conflicts = tuple(d for d in declared if _contradicts(d, shape))
+        agreeing = [d for d in declared if d not in conflicts and d.repo_id and d.family == shape.family]
+        if agreeing:
+            chosen = agreeing[0]
+            return BaseModel(shape.family, chosen.repo_id, shape.candidates, f"{chosen.source} + shapes",
+                             shape.evidence, conflicts)
+        repo_id = shape.candidates[0] if len(shape.candidates) == 1 else None
+        return BaseModel(shape.family, repo_id, shape.candidates, "shapes", shape.evidence, conflicts)
+    with_family = [d for d in declared if d.family]
+    if with_family:
+        first = with_family[0]
+        conflicts = tuple(d for d in with_family[1:] if d.family != first.family)
+        repo_id = next((d.repo_id for d in with_family if d.repo_id and d.family == first.family), None)
+        return BaseModel(first.family, repo_id, shape.candidates, first.source, shape.evidence, conflicts)
+    named = next((d for d in declared if d.repo_id), None)
+    if named:
+        return BaseModel(None, named.repo_id, shape.candidates, named.source, shape.evidence, ())
+    return BaseModel(None, None, shape.candidates, "none", shape.evidence, ())
+
+
+def _contradicts(declaration: Declaration, shape: ShapeFingerprint) -> bool:
+    if declaration.family is None:
+        return False
+    if declaration.family != shape.family:
+        return True
+    # Within LLMs the table can tell Llama-2-7B from Llama-3-8B: a known repo outside the candidates is wrong.
+    known = declaration.repo_id and declaration.repo_id.lower() in _KNOWN_REPOS
+    lowered = {c.lower() for c in shape.candidates}
+    return bool(known and shape.family == LLM and lowered and declaration.repo_id.lower() not in lowered)

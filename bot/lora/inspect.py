@@ -1,0 +1,374 @@
+"""The inspection engine: evidence about one file in, one `FileInspection` out. Pure: no I/O, no Hub types.
+
+Evidence is what a source (a local folder, a Hub repo) could read: the parsed safetensors header or why it
+could not be parsed, the few scalar `.alpha` values, and the text of the sibling adapter_config.json and
+README.md. Everything later — scan reports, PRs, resize — consumes the `FileInspection` this returns.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+from bot.lora import flags as F
+from bot.lora.card import parse_card
+from bot.lora.fingerprints import BaseModel, FAMILY_NAMES, declarations, fingerprint, resolve
+from bot.lora.flags import Flag, flag
+from bot.lora.formats import LOHA, LOKR, LORA, LORA_TUCKER, OTHER, Module, ParsedKeys, component_of, leaf_name, parse_keys
+from bot.lora.header import SafetensorsHeader
+from bot.lora.peft_config import ConfigError, PeftConfig, lora_scale, parse_peft_config
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+@dataclass(frozen=True)
+class FileEvidence:
+    path: str
+    size: int | None = None
+    header: SafetensorsHeader | None = None
+    header_error: str | None = None  # set when the header could not be read or validated
+    scalars: Mapping[str, float] = field(default_factory=dict)  # `.alpha` values by tensor name
+    adapter_config_text: str | None = None
+    card_text: str | None = None
+    pickle: bool = False  # a .bin/.pt/.ckpt/.pth file: never opened
+
+
+@dataclass(frozen=True)
+class ModuleReport:
+    name: str
+    kind: str
+    rank: int | None
+    alpha: float | None  # what loaders apply
+    alpha_declared: bool
+    in_features: int | None
+    out_features: int | None
+    conv: bool
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "rank": self.rank, "alpha": self.alpha,
+                "alpha_declared": self.alpha_declared, "in": self.in_features, "out": self.out_features,
+                "conv": self.conv}
+
+
+@dataclass(frozen=True)
+class FileInspection:
+    path: str
+    format: str
+    variant: str | None
+    rank: int | None
+    ranks: Mapping[int, int]
+    alpha: float | None
+    alpha_declared: bool
+    scale: float | None
+    use_rslora: bool
+    modules: tuple[ModuleReport, ...]
+    target_modules: tuple[str, ...]
+    components: tuple[str, ...]
+    base_model: BaseModel
+    flags: tuple[Flag, ...]
+    size: int | None
+    header_bytes: int | None
+    tensors: int
+    unknown_keys: tuple[str, ...]
+    metadata: Mapping[str, str]
+
+    @property
+    def has_error(self) -> bool:
+        return any(f.severity == F.ERROR for f in self.flags)
+
+    def codes(self) -> set[str]:
+        return {f.code for f in self.flags}
+
+    def to_json(self, with_modules: bool = False) -> dict:
+        out = {
+            "path": self.path,
+            "format": self.format,
+            "rank": self.rank,
+            "ranks": {str(r): n for r, n in sorted(self.ranks.items())},
+            "alpha": self.alpha,
+            "alpha_declared": self.alpha_declared,
+            "modules": len(self.modules),
+            "base_model": self.base_model.to_json(),
+            "flags": [f.to_json() for f in self.flags],
+            "variant": self.variant,
+            "scale": self.scale,
+            "use_rslora": self.use_rslora,
+            "target_modules": list(self.target_modules),
+            "components": list(self.components),
+            "size": self.size,
+            "header_bytes": self.header_bytes,
+            "tensors": self.tensors,
+            "unknown_keys": list(self.unknown_keys[:20]),
+        }
+        if with_modules:
+            out["module_details"] = [m.to_json() for m in self.modules]
+        return out
+
+
+def inspect_evidence(evidence: FileEvidence) -> FileInspection:
+    if evidence.pickle:
+        return _empty(evidence, [flag("pickle-only",
+                                      f"{evidence.path} is a pickle file; it was not opened (unpickling runs "
+                                      "arbitrary code). Convert it to .safetensors to make it safe to load.")])
+    if evidence.header is None:
+        reason = evidence.header_error or "the header could not be read"
+        return _empty(evidence, [flag("corrupt-header", f"{evidence.path}: {reason}")])
+    return _inspect_header(evidence, evidence.header)
+
+
+def _empty(evidence: FileEvidence, found: list[Flag]) -> FileInspection:
+    config, card_data, context_flags = _context(evidence)
+    base = resolve(fingerprint(()), declarations(config.raw if config else None, card_data, {}))
+    return FileInspection(
+        path=evidence.path, format="unknown", variant=None, rank=None, ranks={}, alpha=None,
+        alpha_declared=False, scale=None, use_rslora=False, modules=(), target_modules=(), components=(),
+        base_model=base, flags=tuple(found + context_flags), size=evidence.size, header_bytes=None, tensors=0,
+        unknown_keys=(), metadata={},
+    )
+
+
+def _context(evidence: FileEvidence) -> tuple[PeftConfig | None, dict, list[Flag]]:
+    found: list[Flag] = []
+    config = None
+    if evidence.adapter_config_text is not None:
+        try:
+            config = parse_peft_config(evidence.adapter_config_text)
+        except ConfigError as error:
+            found.append(flag("config-invalid", str(error)))
+    card_data: dict = {}
+    if evidence.card_text is not None:
+        card = parse_card(evidence.card_text)
+        if card.error:
+            found.append(flag("card-invalid", f"README.md: {card.error}"))
+        card_data = card.data
+    return config, card_data, found
+
+
+def _inspect_header(evidence: FileEvidence, header: SafetensorsHeader) -> FileInspection:
+    config, card_data, found = _context(evidence)
+    metadata = dict(header.metadata)
+    parsed = parse_keys(header.tensors, metadata, config.modules_to_save if config else ())
+    diffusers_meta = _diffusers_metadata(metadata)
+    rslora = bool(config and config.use_rslora) or any(
+        k.endswith("use_rslora") and v is True for k, v in diffusers_meta.items())
+    reports = tuple(_module_report(m, config, diffusers_meta, evidence.scalars) for m in parsed.modules)
+    lora_reports = [r for r in reports if r.rank is not None]
+    ranks = Counter(r.rank for r in lora_reports)
+    rank = _most_common(ranks)
+    alphas = Counter(r.alpha for r in lora_reports if r.alpha is not None)
+    alpha = _most_common(alphas)
+    alpha_declared = any(r.alpha_declared for r in reports)
+    base = resolve(fingerprint(parsed.modules), declarations(config.raw if config else None, card_data, metadata))
+
+    found += _structure_flags(parsed, evidence)
+    found += _rank_flags(parsed, reports, config, metadata, diffusers_meta, ranks, evidence)
+    found += _alpha_flags(alpha_declared, ranks, rank, parsed)
+    found += _base_model_flags(base)
+    return FileInspection(
+        path=evidence.path, format=parsed.format, variant=parsed.variant, rank=rank, ranks=dict(ranks),
+        alpha=alpha, alpha_declared=alpha_declared,
+        scale=None if alpha is None or not rank else lora_scale(alpha, rank, rslora),
+        use_rslora=rslora, modules=reports,
+        target_modules=tuple(sorted({leaf_name(m.name) for m in parsed.modules})),
+        components=tuple(sorted({component_of(m.name) for m in parsed.modules})),
+        base_model=base, flags=tuple(found), size=evidence.size, header_bytes=header.header_length + 8,
+        tensors=len(header.tensors), unknown_keys=parsed.unknown_keys, metadata=metadata,
+    )
+
+
+def _most_common(counter: Counter):
+    """The value most modules have; a tie goes to the larger value so padding is never under-estimated."""
+    if not counter:
+        return None
+    return max(counter.items(), key=lambda item: (item[1], item[0]))[0]
+
+
+def _diffusers_metadata(metadata: Mapping[str, str]) -> dict:
+    text = metadata.get("lora_adapter_metadata")
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _diffusers_declared(diffusers_meta: Mapping, module: str, field_name: str):
+    """A value from diffusers' `lora_adapter_metadata`, keyed `<component>.<field>` (e.g. `unet.lora_alpha`)."""
+    component = module.split(".", 1)[0]
+    value = diffusers_meta.get(f"{component}.{field_name}")
+    if value is None:
+        value = diffusers_meta.get(field_name)
+    return value
+
+
+def _module_report(module: Module, config: PeftConfig | None, diffusers_meta: Mapping,
+                   scalars: Mapping[str, float]) -> ModuleReport:
+    rank = module.rank
+    alpha, declared = None, False
+    if module.alpha_tensor is not None and module.alpha_tensor.name in scalars:
+        alpha, declared = scalars[module.alpha_tensor.name], True
+    elif config is not None and config.declared_alpha(module.name) is not None:
+        alpha, declared = config.declared_alpha(module.name), True
+    elif diffusers_meta:
+        patterns = _diffusers_declared(diffusers_meta, module.name, "alpha_pattern") or {}
+        value = next((v for p, v in patterns.items() if module.name.endswith(p)), None)
+        value = value if value is not None else _diffusers_declared(diffusers_meta, module.name, "lora_alpha")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            alpha, declared = float(value), True
+    if alpha is None and rank is not None and module.kind in (LORA, LORA_TUCKER, LOHA, LOKR):
+        alpha = float(rank)  # every loader's fallback when nothing declares alpha: scale 1
+    return ModuleReport(
+        name=module.name, kind=module.kind, rank=rank if module.kind != OTHER else None, alpha=alpha,
+        alpha_declared=declared, in_features=module.in_features, out_features=module.out_features,
+        conv=module.is_conv,
+    )
+
+
+def _first(items: Sequence[str], limit: int = 3) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _structure_flags(parsed: ParsedKeys, evidence: FileEvidence) -> list[Flag]:
+    found = []
+    header = evidence.header
+    if not parsed.modules:
+        if not header.tensors:
+            found.append(flag("not-an-adapter", "the file holds no tensors at all"))
+        else:
+            found.append(flag("not-an-adapter",
+                              f"none of the {len(header.tensors)} tensors has a LoRA name (e.g. "
+                              f"{_first(list(header.tensors), 2)}); this looks like a full checkpoint or an "
+                              "embedding, not a LoRA"))
+        return found
+    unpaired = [m for m in parsed.modules if not m.is_paired]
+    if unpaired:
+        first = unpaired[0]
+        roles = ", ".join(sorted(first.tensors))
+        found.append(flag("unpaired-module",
+                          f"{len(unpaired)} module(s) lack a factor; first: {first.name} has only {roles}"))
+    mismatched = [(m, m.pair_shape_problem) for m in parsed.modules if m.pair_shape_problem]
+    if mismatched:
+        module, problem = mismatched[0]
+        found.append(flag("pair-shape-mismatch",
+                          f"{len(mismatched)} module(s) cannot multiply; first: {module.name}: {problem}"))
+    if parsed.unknown_keys:
+        found.append(flag("unknown-keys", f"{len(parsed.unknown_keys)} tensor(s) match no LoRA format and "
+                                          f"are ignored by loaders: {_first(list(parsed.unknown_keys))}"))
+    magnitude = [m for m in parsed.modules if "magnitude" in m.tensors]
+    dora_scale = [m for m in parsed.modules if "dora_scale" in m.tensors]
+    if magnitude:
+        found.append(flag("dora-present", f"{len(magnitude)} module(s) carry PEFT DoRA magnitude vectors"))
+    if dora_scale:
+        shape = list(dora_scale[0].tensors["dora_scale"].shape)
+        axis = "output" if len(shape) == 2 and shape[1] == 1 else "input"
+        found.append(flag("dora-present", f"{len(dora_scale)} module(s) carry LyCORIS dora_scale {shape} "
+                                          f"(normalised along the {axis} axis); diffusers drops these",
+                          F.WARNING))
+    non_lora = Counter(m.kind for m in parsed.modules if m.kind in (LOHA, LOKR, OTHER))
+    if non_lora:
+        kinds = ", ".join(f"{n} {k.upper() if k != OTHER else 'non-LoRA'}" for k, n in non_lora.items())
+        found.append(flag("non-lora-adapter", f"{kinds} module(s): not rank-r products B·A; only "
+                                              "LyCORIS-aware loaders apply them and they cannot be resized"))
+    return found
+
+
+def _rank_flags(parsed: ParsedKeys, reports: Sequence[ModuleReport], config: PeftConfig | None,
+                metadata: Mapping[str, str], diffusers_meta: Mapping, ranks: Counter,
+                evidence: FileEvidence) -> list[Flag]:
+    found = []
+    lora = [(m, r) for m, r in zip(parsed.modules, reports) if m.kind in (LORA, LORA_TUCKER) and r.rank]
+    if config is not None and config.r is not None and parsed.format in ("peft", "diffusers"):
+        wrong = [(m, r, config.declared_rank(m.name)) for m, r in lora if config.declared_rank(m.name) != r.rank]
+        if wrong:
+            module, report, declared = wrong[0]
+            where = "rank_pattern" if declared != config.r else "r"
+            shape = list(module.down.shape) if module.down is not None else list(module.up.shape)
+            found.append(flag("rank-mismatch-config",
+                              f"adapter_config.json {where} says {declared} but the weights have rank "
+                              f"{report.rank} ({len(wrong)} of {len(lora)} modules; first: {module.name}, "
+                              f"lora_A {shape}); PEFT will fail with 'size mismatch'"))
+    found += _metadata_rank_flags(lora, metadata, diffusers_meta)
+    per_module_declared = bool(
+        (config and config.rank_pattern) or any(k.endswith("rank_pattern") and v for k, v in diffusers_meta.items())
+        or _network_args(metadata).keys() & {"conv_dim", "block_dims", "conv_block_dims"}
+        or metadata.get("ss_network_dim") == "Dynamic"
+    )
+    if len(ranks) > 1 and not per_module_declared and not any(f.code == "rank-mismatch-config" for f in found):
+        histogram = ", ".join(f"rank {r}: {n}" for r, n in sorted(ranks.items()))
+        found.append(flag("mixed-rank-undeclared", f"modules have different ranks ({histogram}) and nothing "
+                                                    "declares a per-module rank"))
+    return found
+
+
+def _network_args(metadata: Mapping[str, str]) -> dict:
+    try:
+        value = json.loads(metadata.get("ss_network_args", "") or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _as_int(value) -> int | None:
+    try:
+        return int(str(value))
+    except ValueError:
+        return None
+
+
+def _metadata_rank_flags(lora, metadata: Mapping[str, str], diffusers_meta: Mapping) -> list[Flag]:
+    found = []
+    linear = Counter(r.rank for m, r in lora if not m.is_conv)
+    conv = Counter(r.rank for m, r in lora if m.is_conv)
+    checks = []
+    dim = _as_int(metadata.get("ss_network_dim", ""))
+    if dim is not None and linear:
+        checks.append(("ss_network_dim", dim, linear, F.WARNING))
+    conv_dim = _as_int(_network_args(metadata).get("conv_dim", ""))
+    if conv_dim is not None and conv:
+        checks.append(("ss_network_args conv_dim", conv_dim, conv, F.WARNING))
+    for component in sorted({m.name.split(".", 1)[0] for m, _ in lora}):
+        declared = diffusers_meta.get(f"{component}.r")
+        pattern = diffusers_meta.get(f"{component}.rank_pattern") or {}
+        mine = Counter(r.rank for m, r in lora if m.name.startswith(component + ".")
+                       and not any(m.name.endswith(p) or p in m.name for p in pattern))
+        if isinstance(declared, int) and mine:
+            # diffusers builds the LoRA layers from this metadata, so a mismatch fails the load.
+            checks.append((f"lora_adapter_metadata {component}.r", declared, mine, F.ERROR))
+    for source, declared, observed, severity in checks:
+        if set(observed) != {declared}:
+            shown = ", ".join(str(r) for r in sorted(observed))
+            found.append(flag("rank-mismatch-metadata",
+                              f"{source} says {declared} but the weights have rank {shown}", severity))
+    return found
+
+
+def _alpha_flags(alpha_declared: bool, ranks: Counter, rank: int | None, parsed: ParsedKeys) -> list[Flag]:
+    if alpha_declared or rank is None:
+        return []
+    if len(ranks) > 1:
+        return [flag("alpha-missing", "no alpha is declared and the ranks are mixed; loaders apply alpha = "
+                                      "rank per module (scale 1), but some use one alpha for the whole file",
+                     F.WARNING)]
+    return [flag("alpha-missing", f"no alpha is declared; loaders apply alpha = rank = {rank} (scale 1)")]
+
+
+def _base_model_flags(base: BaseModel) -> list[Flag]:
+    found = []
+    for conflict in base.conflicts:
+        declared = FAMILY_NAMES.get(conflict.family, conflict.family)
+        if base.source.endswith("shapes"):
+            actual = FAMILY_NAMES.get(base.family, base.family)
+            candidates = f" ({', '.join(base.candidates)})" if base.candidates else ""
+            found.append(flag("base-model-mismatch",
+                              f"{conflict.source} is {conflict.value!r} ({declared}) but the shapes fit "
+                              f"{actual}{candidates}: {base.evidence}"))
+        else:
+            found.append(flag("base-model-mismatch",
+                              f"{conflict.source} is {conflict.value!r} ({declared}) but {base.source} "
+                              f"declares {FAMILY_NAMES.get(base.family, base.family)}"))
+    return found

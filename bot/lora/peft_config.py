@@ -1,0 +1,105 @@
+"""adapter_config.json as PEFT reads it: the declared rank and alpha of each module.
+
+PEFT looks a module up in `rank_pattern` / `alpha_pattern` (regex → value, matched against the module's
+name inside the base model) and falls back to `r` / `lora_alpha`. Getting this lookup exactly right is what
+keeps lora-bot from flagging adapters that legitimately use per-module ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Mapping
+
+PEFT_PREFIX = "base_model.model."
+
+
+class ConfigError(ValueError):
+    """adapter_config.json cannot be used; the message names the field."""
+
+
+@dataclass(frozen=True)
+class PeftConfig:
+    raw: Mapping  # the whole JSON object, kept so fixes can change only what they must
+    r: int | None
+    lora_alpha: float | None
+    rank_pattern: Mapping[str, int] = field(default_factory=dict)
+    alpha_pattern: Mapping[str, float] = field(default_factory=dict)
+    use_rslora: bool = False
+    use_dora: bool = False
+    modules_to_save: tuple[str, ...] = ()
+    target_modules: tuple[str, ...] | str | None = None
+    peft_type: str | None = None
+
+    def declared_rank(self, module: str) -> int | None:
+        return _lookup(self.rank_pattern, peft_module_key(module), self.r)
+
+    def declared_alpha(self, module: str) -> float | None:
+        return _lookup(self.alpha_pattern, peft_module_key(module), self.lora_alpha)
+
+
+def peft_module_key(module: str) -> str:
+    """The name PEFT matches patterns against: the module's path inside the base model."""
+    return module[len(PEFT_PREFIX):] if module.startswith(PEFT_PREFIX) else module
+
+
+def _pattern_matches(pattern: str, key: str) -> bool:
+    # PEFT ≥ 0.14 matches `(.*\.)?pattern$`; a bad regex in someone's config must not crash a scan.
+    try:
+        return re.match(rf"(.*\.)?({pattern})$", key) is not None
+    except re.error:
+        return pattern == key
+
+
+def _lookup(patterns: Mapping[str, float], key: str, default):
+    for pattern, value in patterns.items():
+        if _pattern_matches(pattern, key):
+            return value
+    return default
+
+
+def _number(value: object, name: str, integer: bool = False):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"adapter_config.json: {name} must be a number, got {value!r}")
+    if integer and (int(value) != value or value <= 0):
+        raise ConfigError(f"adapter_config.json: {name} must be a positive integer, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def _patterns(value: object, name: str, integer: bool) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"adapter_config.json: {name} must be an object, got {type(value).__name__}")
+    return {str(k): _number(v, f"{name}[{k!r}]", integer) for k, v in value.items()}
+
+
+def parse_peft_config(text: str) -> PeftConfig:
+    try:
+        raw = json.loads(text)
+    except ValueError as error:
+        raise ConfigError(f"adapter_config.json is not valid JSON: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError("adapter_config.json is not a JSON object")
+    r = raw.get("r")
+    alpha = raw.get("lora_alpha")
+    modules_to_save = raw.get("modules_to_save") or ()
+    target = raw.get("target_modules")
+    return PeftConfig(
+        raw=raw,
+        r=None if r is None else _number(r, "r", integer=True),
+        lora_alpha=None if alpha is None else _number(alpha, "lora_alpha"),
+        rank_pattern=_patterns(raw.get("rank_pattern"), "rank_pattern", integer=True),
+        alpha_pattern=_patterns(raw.get("alpha_pattern"), "alpha_pattern", integer=False),
+        use_rslora=bool(raw.get("use_rslora", False)),
+        use_dora=bool(raw.get("use_dora", False)),
+        modules_to_save=tuple(str(m) for m in modules_to_save) if isinstance(modules_to_save, list) else (),
+        target_modules=tuple(target) if isinstance(target, list) else target,
+        peft_type=raw.get("peft_type"),
+    )
+
+
+def lora_scale(alpha: float, rank: int, rslora: bool) -> float:
+    """What the update is multiplied by: alpha/r, or alpha/√r with rsLoRA."""
+    return alpha / (rank ** 0.5 if rslora else rank)

@@ -1,0 +1,54 @@
+"""Which files of a folder or repo are LoRA files, and which config and card describe each. Pure: paths in."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+CONFIG_NAME = "adapter_config.json"
+CARD_NAME = "README.md"
+
+# Weights of full pipelines and sharded checkpoints: not LoRA files even when they sit in a LoRA repo.
+_FULL_MODEL = re.compile(r"(^|/)(diffusion_pytorch_model[^/]*|[^/]*-\d{5}-of-\d{5})\.safetensors$")
+# Pickles are only considered when their name says LoRA: training_args.bin or optimizer.pt are not adapters.
+_PICKLE_LORA_NAME = re.compile(r"(^|/)(adapter_model|pytorch_lora_weights)\.bin$|lora", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    path: str  # posix path relative to the folder or repo root
+    pickle: bool
+    config_path: str | None  # sibling adapter_config.json, when present
+    card_path: str | None  # sibling README.md, else the root README.md
+
+
+def select_candidates(paths: Iterable[str]) -> list[Candidate]:
+    paths = sorted(set(paths))
+    present = set(paths)
+    stems = {posixpath.splitext(p)[0] for p in paths if p.endswith(".safetensors")}
+    chosen = []
+    for path in paths:
+        lowered = path.lower()
+        if lowered.endswith(".safetensors"):
+            if _FULL_MODEL.search(path):
+                continue
+            pickle = False
+        elif lowered.endswith(PICKLE_SUFFIXES) and _PICKLE_LORA_NAME.search(path):
+            if posixpath.splitext(path)[0] in stems:
+                continue  # a safetensors twin exists: the pickle is redundant, not the only copy
+            pickle = True
+        else:
+            continue
+        folder = posixpath.dirname(path)
+        config = posixpath.join(folder, CONFIG_NAME) if folder else CONFIG_NAME
+        card = posixpath.join(folder, CARD_NAME) if folder else CARD_NAME
+        chosen.append(Candidate(
+            path=path,
+            pickle=pickle,
+            config_path=config if config in present else None,
+            card_path=card if card in present else (CARD_NAME if CARD_NAME in present else None),
+        ))
+    return chosen

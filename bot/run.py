@@ -1,0 +1,126 @@
+"""The scan pipeline: discover → inspect → (propose → execute or print) → report.
+
+Each stage is a module with one job; this file only wires them and keeps the run's bookkeeping (stats,
+watermark). A repo that fails is reported with its reason and never stops the others.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Callable
+
+from bot.config import Config
+from bot.hub.client import METER, RetryPolicy, make_api
+from bot.hub.discovery import Shard, discover, next_watermark, opted_out, read_watermark, write_watermark
+from bot.hub.remote import RemoteReader, RepoInspection, RepoRef
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    endpoint: str | None = None
+    token: str | None = None
+    dry_run: bool = False
+    repos: tuple[str, ...] = ()
+    shard: Shard | None = None
+    max_prs: int | None = None  # overrides proposals.max_prs_per_run
+    progress: bool = False
+
+
+@dataclass(frozen=True)
+class ScanStats:
+    repos: int
+    files: int
+    requests: int
+    bytes: int
+    write_requests: int
+    seconds: float
+
+    def to_json(self) -> dict:
+        return {"repos": self.repos, "files": self.files, "requests": self.requests, "bytes": self.bytes,
+                "write_requests": self.write_requests, "seconds": round(self.seconds, 3)}
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    endpoint: str
+    dry_run: bool
+    repos: tuple[RepoInspection, ...]
+    skipped: tuple[tuple[str, str], ...]
+    stats: ScanStats
+    outcomes: tuple = field(default=())  # what was proposed and done, filled by the proposal stage
+
+
+def resolve_endpoint(config: Config, options: ScanOptions) -> str | None:
+    return options.endpoint or config.hub.endpoint or os.environ.get("HF_ENDPOINT")
+
+
+def resolve_token(config: Config, options: ScanOptions) -> str | None:
+    return options.token or os.environ.get(config.hub.token_env) or None
+
+
+def inspect_all(reader: RemoteReader, refs: tuple[RepoRef, ...], workers: int,
+                on_done: Callable[[RepoInspection], None] | None = None) -> list[RepoInspection]:
+    """Inspect repos in parallel; results come back in discovery order, whatever finished first."""
+    results: dict[int, RepoInspection] = {}
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lora-bot") as pool:
+        futures = {pool.submit(reader.inspect, ref): index for index, ref in enumerate(refs)}
+        for future in as_completed(futures):
+            index = futures[future]
+            try:
+                result = future.result()
+            except Exception as error:  # noqa: BLE001 — reader.inspect reports errors itself; belt and braces
+                result = RepoInspection(refs[index].repo_id, refs[index].sha, error=f"internal error: {error!r}")
+            results[index] = result
+            if on_done:
+                on_done(result)
+    return [results[i] for i in range(len(refs))]
+
+
+def _progress(total: int, enabled: bool) -> tuple[Callable[[RepoInspection], None] | None, Callable[[], None]]:
+    if not enabled or total == 0:
+        return None, lambda: None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, unit="repo", desc="scanning", file=sys.stderr, leave=False)
+    return (lambda _result: bar.update(1)), bar.close
+
+
+def run_scan(config: Config, options: ScanOptions) -> ScanResult:
+    started = time.monotonic()
+    requests_before, bytes_before, writes_before = METER.snapshot()
+    endpoint = resolve_endpoint(config, options)
+    api = make_api(endpoint, resolve_token(config, options), timeout=config.hub.timeout)
+    policy = RetryPolicy(attempts=config.hub.retries, max_wait=config.hub.max_retry_wait)
+    use_watermark = config.discovery.incremental and not options.repos
+    watermark = read_watermark(config.discovery.state_file) if use_watermark else None
+    found = discover(api, config.discovery, policy, explicit=options.repos, shard=options.shard,
+                     watermark=watermark)
+    on_done, close = _progress(len(found.refs), options.progress)
+    try:
+        inspected = inspect_all(RemoteReader(api, policy), found.refs, config.hub.workers, on_done)
+    finally:
+        close()
+    kept, skipped = [], list(found.skipped)
+    for result in inspected:
+        if opted_out(result.tags, result.card_data):
+            skipped.append((result.repo_id, "opted out in its model card (lora-bot: ignore)"))
+        kept.append(result)
+
+    outcomes = ()
+
+    # A dry run leaves no trace anywhere, the watermark included: the next live run must see these repos.
+    if use_watermark and not options.dry_run:
+        new_mark = next_watermark(watermark, [(r.last_modified, r.error is None) for r in kept])
+        if new_mark and new_mark != watermark:
+            write_watermark(config.discovery.state_file, new_mark)
+    requests_after, bytes_after, writes_after = METER.snapshot()
+    stats = ScanStats(
+        repos=len(kept), files=sum(len(r.files) for r in kept), requests=requests_after - requests_before,
+        bytes=bytes_after - bytes_before, write_requests=writes_after - writes_before,
+        seconds=time.monotonic() - started,
+    )
+    return ScanResult(api.endpoint, options.dry_run, tuple(kept), tuple(skipped), stats, outcomes)

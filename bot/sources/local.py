@@ -1,0 +1,54 @@
+"""Evidence from the local disk: a single file or every LoRA file in a folder, header-only reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bot.lora.header import HeaderError, read_local_header, read_local_scalars
+from bot.lora.inspect import FileEvidence
+from bot.lora.selection import Candidate, select_candidates
+
+
+def scalar_names(header) -> list[str]:
+    """The one-element `.alpha` tensors whose values the engine needs (kohya, LyCORIS)."""
+    return [name for name, info in header.tensors.items() if name.endswith(".alpha") and info.numel == 1]
+
+
+def _read_text(path: Path | None) -> str | None:
+    if path is None or not path.is_file():
+        return None
+    return path.read_bytes().decode("utf-8", errors="replace")
+
+
+def file_evidence(path: Path, label: str, config: Path | None, card: Path | None, pickle: bool) -> FileEvidence:
+    size = path.stat().st_size
+    context = {"adapter_config_text": _read_text(config), "card_text": _read_text(card)}
+    if pickle:
+        return FileEvidence(path=label, size=size, pickle=True, **context)
+    try:
+        header = read_local_header(path)
+        scalars = read_local_scalars(path, header, scalar_names(header))
+    except HeaderError as error:
+        return FileEvidence(path=label, size=size, header_error=str(error), **context)
+    except OSError as error:
+        return FileEvidence(path=label, size=size, header_error=f"cannot read the file: {error.strerror}", **context)
+    return FileEvidence(path=label, size=size, header=header, scalars=scalars, **context)
+
+
+def collect(target: Path) -> list[FileEvidence]:
+    """Evidence for a file (its siblings give context) or for every LoRA file under a folder."""
+    if target.is_file():
+        sibling = target.parent
+        candidate = select_candidates([target.name])
+        pickle = bool(candidate and candidate[0].pickle) or target.suffix.lower() in (".bin", ".pt", ".pth", ".ckpt")
+        return [file_evidence(target, target.name, sibling / "adapter_config.json", sibling / "README.md", pickle)]
+    paths = [p.relative_to(target).as_posix() for p in sorted(target.rglob("*")) if p.is_file()]
+    return [_evidence_for(target, candidate) for candidate in select_candidates(paths)]
+
+
+def _evidence_for(root: Path, candidate: Candidate) -> FileEvidence:
+    def resolve(relative):
+        return root / relative if relative else None
+
+    return file_evidence(root / candidate.path, candidate.path, resolve(candidate.config_path),
+                         resolve(candidate.card_path), candidate.pickle)
