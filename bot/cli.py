@@ -137,10 +137,66 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_action(args: argparse.Namespace) -> int:
+    import os
+
+    from bot.action import main as action_main
+
+    return action_main(os.environ)
+
+
+def cmd_merge_reports(args: argparse.Namespace) -> int:
+    from bot.report import check_report, merge_reports, merged_report_markdown
+    from bot.workflow_commands import append_summary
+
+    try:
+        reports = [check_report(_read_json(path), path) for path in args.reports]
+        merged = merge_reports(reports)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    markdown = merged_report_markdown(merged, expected_shards=args.expect)
+    if args.summary:
+        append_summary(args.summary, markdown)
+    else:
+        print(markdown, end="")
+    if args.output:
+        _write(args.output, json.dumps(merged, indent=2) + "\n")
+    return EXIT_FINDINGS if args.expect is not None and len(reports) < args.expect else EXIT_OK
+
+
+def _read_json(path: str):
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror}") from None
+    except ValueError as error:
+        raise UsageError(f"{path}: not JSON ({error})") from None
+
+
 def _write(path: str, text: str) -> None:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text, encoding="utf-8")
+
+
+def cmd_resize(args: argparse.Namespace) -> int:
+    from bot.lora.resize import ResizeError, ResizeOptions
+    from bot.lora.resize_file import OutputPathError, resize_adapter
+    from bot.resize_report import render_resize_json, render_resize_text
+
+    target = Path(args.target)
+    if not target.exists():
+        raise UsageError(f"no such file or folder: {args.target}")
+    try:
+        options = ResizeOptions(rank=args.rank, energy=args.energy, per_module=args.per_module)
+        report = resize_adapter(target, options, Path(args.output) if args.output else None, overwrite=args.force)
+    except (ValueError, OutputPathError) as error:
+        if isinstance(error, ResizeError):
+            print(f"lora-bot: cannot resize {args.target}: {error}", file=sys.stderr)
+            return EXIT_FINDINGS
+        raise UsageError(str(error)) from None
+    print(render_resize_json(report) if args.json else render_resize_text(report))
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,6 +239,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--report-md", metavar="FILE", help="write the markdown report to FILE")
     demo.set_defaults(handler=cmd_demo)
 
+    action = commands.add_parser("action", help="the GitHub Action's entry step (reads INPUT_* variables)",
+                                 description="Run one scan as the GitHub Action's step: inputs from INPUT_* "
+                                             "variables, the report to $GITHUB_STEP_SUMMARY and a JSON file, "
+                                             "outputs to $GITHUB_OUTPUT, annotations on stdout. See action.yml.")
+    action.set_defaults(handler=cmd_action)
+
+    merge = commands.add_parser("merge-reports", help="merge the JSON reports of a sharded run into one",
+                                description="Merge shard reports (`lora-bot scan --report-json`, the Action's "
+                                            "report-path) into one markdown summary and, with --output, one JSON.")
+    merge.add_argument("reports", nargs="*", metavar="FILE", help="report JSON files, one per shard")
+    merge.add_argument("--summary", metavar="FILE", help="append the markdown to FILE (e.g. $GITHUB_STEP_SUMMARY) "
+                                                         "instead of printing it")
+    merge.add_argument("--output", metavar="FILE", help="write the merged report JSON to FILE")
+    merge.add_argument("--expect", type=int, metavar="N", help="N shards ran: say so, and exit 1, if reports are "
+                                                               "missing")
+    merge.set_defaults(handler=cmd_merge_reports)
+
     commands.add_parser("sandbox", help="serve the local sandbox Hub (a test and demo server)", add_help=False,
                         description="See `lora-bot sandbox --help`.")
 
@@ -190,6 +263,23 @@ def build_parser() -> argparse.ArgumentParser:
                                   description="Explain a flag code; without a code, list them all.")
     explain.add_argument("code", nargs="?")
     explain.set_defaults(handler=cmd_explain)
+
+    resize = commands.add_parser("resize", help="lower or raise the rank of a LoRA file, keeping its scale",
+                                 description="Write a copy of a LoRA adapter at another rank: the best rank-K "
+                                             "approximation (SVD of the factors) or zero padding, with alpha "
+                                             "rescaled so the scale is unchanged. Streams one module at a time.")
+    resize.add_argument("target", metavar="IN", help="a .safetensors LoRA file or a PEFT adapter folder")
+    goal = resize.add_mutually_exclusive_group(required=True)
+    goal.add_argument("--rank", type=int, metavar="K", help="the new rank of every module")
+    goal.add_argument("--energy", type=float, metavar="F",
+                      help="the smallest rank keeping fraction F of the Frobenius energy (sum of squared "
+                           "singular values), one rank for the file unless --per-module")
+    resize.add_argument("--per-module", action="store_true", help="with --energy: pick a rank per module")
+    resize.add_argument("-o", "--output", metavar="OUT",
+                        help="output file (a folder for PEFT adapters); default <stem>-r<K> beside the input")
+    resize.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    resize.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    resize.set_defaults(handler=cmd_resize)
 
     return parser
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from typing import Sequence
 
 from bot.lora.inspect import FileInspection
+from bot.proposals.render import preview
 from bot.text import escape_markdown
 
 _SEVERITY_MARK = {"error": "E", "warning": "W", "info": "i"}
@@ -146,6 +148,15 @@ def render_scan_text(result) -> str:
         parts.append(header)
         if repo.files:
             parts.append(render_inspections_text([_prefixed(repo.repo_id, f) for f in repo.files]))
+    if result.outcomes:
+        parts.append("\n== proposals" + (" (dry run: nothing was written)" if result.dry_run else ""))
+        for outcome in result.outcomes:
+            where = f" {outcome.url}" if outcome.url else ""
+            detail = f" ({outcome.detail})" if outcome.detail else ""
+            parts.append(f"{outcome.status:<16} {outcome.kind:<10} {outcome.repo_id}: {outcome.title}{where}{detail}")
+        for outcome in result.outcomes:
+            if result.dry_run and outcome.submission is not None and outcome.status.startswith("would"):
+                parts.append("\n" + preview(outcome.submission))
     counts = _severity_counts(result)
     parts.append(f"\n{result.stats.repos} repos, {result.stats.files} files, {counts['error']} errors, "
                  f"{counts['warning']} warnings; {result.stats.requests} requests, {result.stats.bytes:,} bytes"
@@ -155,3 +166,122 @@ def render_scan_text(result) -> str:
 
 def _prefixed(repo_id: str, inspection: FileInspection) -> FileInspection:
     return replace(inspection, path=f"{repo_id}/{inspection.path}")
+
+
+# ---------------------------------------------------------------- report JSON: counts and shard merging
+# These read the report JSON, not ScanResult: the GitHub Action's final job merges shard reports that
+# other machines wrote, and it installs the bot without torch to do so.
+
+REPORT_KEYS = ("endpoint", "dry_run", "repos", "skipped", "proposals", "stats")
+_SUMMED_STATS = ("files", "requests", "bytes", "write_requests")
+
+
+def error_flags(report: dict) -> list[tuple[str, str, dict]]:
+    """(repo id, file path, flag) for every error-severity flag, in report order."""
+    return [(repo["repo_id"], item["path"], found)
+            for repo in report["repos"] for item in repo["files"] for found in item["flags"]
+            if found["severity"] == "error"]
+
+
+def report_counts(report: dict) -> dict[str, int]:
+    """The numbers an operator watches. A comment on an existing discussion ("updated") opens nothing."""
+    opened = [p for p in report["proposals"] if p["status"] == "opened"]
+    return {
+        "repos_scanned": len(report["repos"]),
+        "files": sum(len(repo["files"]) for repo in report["repos"]),
+        "error_flags": len(error_flags(report)),
+        "prs_opened": sum(p["kind"] != "flags" for p in opened),
+        "discussions_opened": sum(p["kind"] == "flags" for p in opened),
+        "repos_failed": sum(bool(repo["error"]) for repo in report["repos"]),
+    }
+
+
+def check_report(data: object, source: str) -> dict:
+    """A report JSON as `lora-bot scan --report-json` writes it, or a ValueError naming what is missing."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: not a lora-bot report (expected a JSON object)")
+    missing = [key for key in REPORT_KEYS if key not in data]
+    if missing:
+        raise ValueError(f"{source}: not a lora-bot report (no {', '.join(missing)})")
+    try:
+        merged_report_markdown(data)  # touches every field merging reads: a bad one fails here, by name
+    except (KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"{source}: not a lora-bot report (malformed near {error})") from None
+    return data
+
+
+def merge_reports(reports: Sequence[dict]) -> dict:
+    """One report from the shards of one run. Shards split the repos but each lists the same skips."""
+    if not reports:
+        return {"endpoint": None, "dry_run": True, "repos": [], "skipped": [], "proposals": [],
+                "stats": {"repos": 0, **{key: 0 for key in _SUMMED_STATS}, "seconds": 0.0}, "shards": 0}
+    endpoints = {r["endpoint"] for r in reports}
+    if len(endpoints) > 1:
+        raise ValueError(f"the reports come from different Hubs: {', '.join(sorted(map(str, endpoints)))}")
+    repos = {repo["repo_id"]: repo for r in reports for repo in r["repos"]}
+    skipped = {entry["repo_id"]: entry for r in reports for entry in r["skipped"]}
+    stats = {"repos": len(repos), **{key: sum(r["stats"].get(key, 0) for r in reports) for key in _SUMMED_STATS},
+             # shards run side by side: the run took as long as its slowest shard
+             "seconds": max(r["stats"].get("seconds", 0.0) for r in reports)}
+    return {"endpoint": endpoints.pop(), "dry_run": all(r["dry_run"] for r in reports),
+            "repos": list(repos.values()), "skipped": list(skipped.values()),
+            "proposals": [p for r in reports for p in r["proposals"]], "stats": stats, "shards": len(reports)}
+
+
+def _link(url: object) -> str:
+    """URLs come from the Hub's answers; anything that is not a plain http(s) URL is left out."""
+    text = str(url or "")
+    plain = text.startswith(("https://", "http://")) and not any(c in text for c in " |<>()[]\"'`\n\r\t")
+    return f"[link]({text})" if plain else ""
+
+
+def _code(text: object) -> str:
+    """A flag code in backticks; anything else a report file might hold is escaped text instead."""
+    text = str(text)
+    return f"`{text}`" if re.fullmatch(r"[a-z0-9][a-z0-9-]*", text) else _md(text)
+
+
+def merged_report_markdown(merged: dict, expected_shards: int | None = None) -> str:
+    shards = merged.get("shards", 1)
+    mode = "dry run: nothing was written" if merged["dry_run"] else "live run"
+    lines = [f"# lora-bot scan report ({shards} shard report{'s' if shards != 1 else ''} merged, {mode})", ""]
+    if expected_shards is not None and shards < expected_shards:
+        lines += [(f"**{expected_shards - shards} of {expected_shards} shard reports are missing**: those "
+                   "shards failed before writing one; their job logs say why. The numbers below leave them out."),
+                  ""]
+    lines += _totals_table(merged)
+    if merged["proposals"]:
+        lines += ["## Proposals", "", "| repo | kind | status | title | link |", "|---|---|---|---|---|"]
+        lines += [f"| {_md(p['repo_id'])} | {_md(p['kind'])} | {_md(p['status'])} | {_md(p.get('title', ''))} "
+                  f"| {_link(p.get('url'))} |" for p in merged["proposals"]]
+        lines.append("")
+    findings = [(repo["repo_id"], item["path"], f) for repo in merged["repos"] for item in repo["files"]
+                for f in item["flags"] if f["severity"] in ("error", "warning")]
+    if findings:
+        findings.sort(key=lambda row: row[2]["severity"] != "error")  # errors first; sorted() keeps the order
+        lines += ["## Findings", "", "| repo | file | severity | flag | message |", "|---|---|---|---|---|"]
+        lines += [f"| {_md(repo_id)} | {_md(path)} | {_md(f['severity'])} | {_code(f['code'])} "
+                  f"| {_md(f['message'])} |" for repo_id, path, f in findings]
+        lines.append("")
+    failed = [repo for repo in merged["repos"] if repo["error"]]
+    if failed:
+        lines += ["## Repos that could not be read", "", "| repo | reason |", "|---|---|"]
+        lines += [f"| {_md(repo['repo_id'])} | {_md(repo['error'])} |" for repo in failed]
+        lines.append("")
+    if merged["skipped"]:
+        lines += ["## Skipped", ""] + [f"- {_md(s['repo_id'])}: {_md(s['reason'])}" for s in merged["skipped"]]
+        lines.append("")
+    lines.append("Flag codes are explained by `lora-bot explain CODE`.")
+    return "\n".join(lines) + "\n"
+
+
+def _totals_table(report: dict) -> list[str]:
+    counts = report_counts(report)
+    warnings = sum(f["severity"] == "warning" for repo in report["repos"] for item in repo["files"]
+                   for f in item["flags"])
+    cells = [counts["repos_scanned"], counts["files"], counts["error_flags"], warnings, counts["prs_opened"],
+             counts["discussions_opened"], counts["repos_failed"], report["stats"]["requests"]]
+    return [("| repos scanned | LoRA files | error flags | warnings | PRs opened | discussions opened "
+             "| repos not read | requests |"),
+            "|---|---|---|---|---|---|---|---|",
+            "| " + " | ".join(str(int(c)) for c in cells) + " |", ""]

@@ -17,6 +17,7 @@ from bot.config import Config
 from bot.hub.client import METER, RetryPolicy, make_api
 from bot.hub.discovery import Shard, discover, next_watermark, opted_out, read_watermark, write_watermark
 from bot.hub.remote import RemoteReader, RepoInspection, RepoRef
+from bot.proposals.stage import run_proposals
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,9 @@ def run_scan(config: Config, options: ScanOptions) -> ScanResult:
             skipped.append((result.repo_id, "opted out in its model card (lora-bot: ignore)"))
         kept.append(result)
 
-    outcomes = ()
+    opted = {repo_id for repo_id, _ in skipped}
+    outcomes = tuple(run_proposals(api, config, [r for r in kept if r.repo_id not in opted], policy,
+                                   dry_run=options.dry_run, max_prs=options.max_prs))
 
     # A dry run leaves no trace anywhere, the watermark included: the next live run must see these repos.
     if use_watermark and not options.dry_run:

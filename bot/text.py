@@ -1,17 +1,36 @@
-"""Text that comes from someone else's repo, made safe to put in markdown we publish."""
+"""Text that comes from someone else's repo, made safe to put in markdown we publish.
+
+Two tools: `escape_markdown` for prose (markup, HTML and @mentions become inert) and `code_span` for
+identifiers (file names, module names, repo ids), which read best as code and cannot break out of it.
+"""
 
 from __future__ import annotations
 
 import html
 import re
 
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>])")
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
 
 
 def escape_markdown(text: str) -> str:
-    """Inert in markdown and HTML: escapes markup, entities and @mentions so a repo name cannot ping anyone,
-    open a link, or inject HTML into a PR body or report."""
-    text = html.escape(text, quote=True)
-    text = _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+    """Inert in markdown and HTML: no emphasis, links, tables cells, raw HTML or @mentions."""
+    text = html.escape(str(text), quote=False)
+    text = _MARKDOWN_SPECIAL.sub(r"\\\1", text).replace("\n", " ")
     # A zero-width joiner after @ keeps the text readable while the Hub no longer sees a mention.
     return text.replace("@", "@\u200d")
+
+
+def code_span(text: str) -> str:
+    """`text` as inline code. Backticks and line breaks cannot occur inside, so nothing escapes the span;
+    markdown, HTML and mentions are not interpreted in code. Pipes are escaped for table cells."""
+    cleaned = str(text).replace("`", "'").replace("\r", " ").replace("\n", " ").replace("|", "\\|")
+    return f"`{cleaned}`"
+
+
+def code_text(text: str) -> str:
+    """Text for inside a fenced code block: no backtick runs that could close the fence."""
+    return str(text).replace("`", "'")
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    return f"{count} {word if count == 1 else (many or word + 's')}"

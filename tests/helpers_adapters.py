@@ -82,11 +82,19 @@ def write_header_only_safetensors(
     return path
 
 
+def write_header_only_state_dict(path: str | Path, state_dict: Mapping[str, torch.Tensor],
+                                 metadata: Mapping[str, str] | None = None) -> Path:
+    """Header-only file of a (meta) state dict. Real one-element tensors keep their value: kohya `.alpha`
+    tensors made by diffusers' `convert_state_dict_to_kohya` are real even when the factors are meta."""
+    values = {name: t.item() for name, t in state_dict.items() if t.device.type != "meta" and t.numel() == 1}
+    return write_header_only_safetensors(path, shapes_of(state_dict), metadata=metadata, values=values)
+
+
 def header_only_save_function(metadata: Mapping[str, str] | None = None) -> Callable:
     """A `save_function` for diffusers' `save_lora_weights`: the pipeline names the keys, we write no data."""
 
     def save(state_dict: Mapping[str, torch.Tensor], filename: str) -> None:
-        write_header_only_safetensors(filename, shapes_of(state_dict), metadata=metadata)
+        write_header_only_state_dict(filename, state_dict, metadata=metadata)
 
     return save
 
@@ -146,7 +154,6 @@ def write_meta_peft_adapter(directory: str | Path, model: torch.nn.Module, lora_
     if config.base_model_name_or_path is None and base_model:
         config.base_model_name_or_path = base_model
     config.save_pretrained(str(directory))
-    peft_model.unload()  # the caller's model is shared between tests: give it back without LoRA layers
     return directory
 
 

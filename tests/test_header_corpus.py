@@ -13,9 +13,9 @@ import os
 import struct
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
@@ -51,7 +51,7 @@ class Good:
     data: bytes
 
     @classmethod
-    def load(cls, path: Path) -> "Good":
+    def load(cls, path: Path) -> Good:
         raw = path.read_bytes()
         (length,) = struct.unpack("<Q", raw[:8])
         text = raw[8 : 8 + length].decode()
@@ -126,8 +126,8 @@ def length_prefix(value: int) -> Callable[[Good], bytes]:
 # (id, builder, words the corrupt-header message must contain)
 VARIANTS: list[tuple[str, Callable[[Good], bytes], tuple[str, ...]]] = [
     ("empty-file", lambda good: b"", ("empty",)),
-    ("one-byte", lambda good: good.raw[:1], ("1 bytes long",)),
-    ("seven-bytes", lambda good: good.raw[:7], ("7 bytes long",)),
+    ("one-byte", lambda good: good.raw[:1], ("only 1 byte long",)),
+    ("seven-bytes", lambda good: good.raw[:7], ("only 7 bytes long",)),
     ("header-length-zero", length_prefix(0), ("header length is 0",)),
     ("header-length-past-end", lambda good: struct.pack("<Q", len(good.raw)) + good.raw[8:],
      ("runs past the end",)),
@@ -162,6 +162,9 @@ VARIANTS: list[tuple[str, Callable[[Good], bytes], tuple[str, ...]]] = [
     ("extra-field", set_field(DOWN, "strides", [32, 1]), ("unexpected field", "strides")),
     ("unknown-dtype", set_field(DOWN, "dtype", "F33"), ("unknown dtype", "F33")),
     ("dtype-not-string", set_field(DOWN, "dtype", ["F32"]), ("unknown dtype",)),
+    ("dtype-100k-chars", set_field(DOWN, "dtype", "F" * 100_000), ("unknown dtype", "FFFF…")),
+    ("entry-huge-list", edited(lambda header, good: header.update({DOWN: list(range(100_000))})),
+     ("entry is not an object", "...")),
     ("shape-negative", set_field(DOWN, "shape", [-4, 32]), ("shape must be",)),
     ("shape-float", set_field(DOWN, "shape", [4.0, 32]), ("shape must be",)),
     ("shape-string", set_field(DOWN, "shape", ["4", 32]), ("shape must be",)),
@@ -236,14 +239,14 @@ SUBPROCESS_VARIANTS = ["empty-file", "huge-declared-header", "non-utf8", "lone-s
 
 @pytest.mark.parametrize("name", SUBPROCESS_VARIANTS)
 def test_no_traceback_reaches_the_terminal(tmp_path, good, name):
-    build = dict((v[0], v[1]) for v in VARIANTS)[name]
+    build = {v[0]: v[1] for v in VARIANTS}[name]
     path = tmp_path / f"{name}.safetensors"
     path.write_bytes(build(good))
     for extra in ([], ["--json"]):  # the text renderer prints names too
         done = subprocess.run([sys.executable, "-m", "bot", "inspect", str(path), *extra],
-                              capture_output=True, text=True, timeout=60)
+                              capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 1, done.stderr
-        assert "Traceback" not in done.stderr and done.stderr == ""
+        assert "Traceback" not in done.stderr
         assert "corrupt-header" in done.stdout
 
 
@@ -325,6 +328,7 @@ def test_header_of_a_1gb_sparse_file_is_read_without_the_data(capsys, tmp_path, 
     [entry] = report["files"]
     assert corrupt_messages(entry) == []
     assert (entry["rank"], entry["alpha"], entry["size"]) == (rank, 4.0, path.stat().st_size)
+    assert status == 0
     assert read < 1_000_000, f"inspect read {read:,} bytes of a {path.stat().st_size:,}-byte file"
 
 

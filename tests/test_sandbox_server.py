@@ -10,26 +10,31 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["NO_PROXY"] = "127.0.0.1,localhost"
 os.environ.pop("HF_HUB_OFFLINE", None)
 
-import json  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from datetime import datetime, timedelta, timezone  # noqa: E402
-from pathlib import Path  # noqa: E402
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
-import httpx2  # noqa: E402
-import huggingface_hub.constants  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from huggingface_hub import CommitOperationAdd, HfApi, hf_hub_download  # noqa: E402
-from huggingface_hub.errors import (  # noqa: E402
-    EntryNotFoundError, HfHubHTTPError, RemoteEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError,
+import httpx2
+import huggingface_hub.constants
+import pytest
+import torch
+from huggingface_hub import CommitOperationAdd, HfApi, hf_hub_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HfHubHTTPError,
+    RemoteEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
 )
-from huggingface_hub.utils import get_session  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
+from huggingface_hub.utils import get_session
+from safetensors.torch import save_file
 
-from bot.sandbox.server import FaultSpec, SandboxHub, serve_main  # noqa: E402
+from bot.sandbox.server import FaultSpec, SandboxHub, serve_main
 
 TOKEN = "hf_test"
 OWNER_TOKEN = "hf_owner"
@@ -86,6 +91,7 @@ def hub(tmp_path_factory, tensors_dir):
         "docs/notes.md": b"notes",
         "docs/deep/more.txt": b"more",
     })
+    sandbox.add_repo("alice/ranges", {"data.txt": b"0123456789abcdefghij"})
     sandbox.add_repo("alice/broken-card", {"README.md": b"---\nlicense: [unclosed\n---\ntext\n"})
     names = [f"blocks.{i:04d}.attention.self_attention.query_key_value.lora_A.weight" for i in range(2500)]
     sandbox.add_repo("alice/big-header", {
@@ -261,7 +267,6 @@ def test_parse_safetensors_metadata_with_header_over_100_kb(hub, api):
 
 
 def test_multi_range_get_answers_multipart_byteranges(hub):
-    hub.add_repo("alice/ranges", {"data.txt": b"0123456789abcdefghij"})
     response = get_session().get(f"{hub.endpoint}/alice/ranges/resolve/main/data.txt",
                                  headers={"Range": "bytes=0-3,10-12"})
     assert response.status_code == 206
@@ -385,6 +390,27 @@ def test_create_repo_in_own_namespace_only(hub, api):
     assert api.model_info("lora-bot/fresh-model", files_metadata=True).siblings[1].lfs is not None
 
 
+def test_big_upload_is_spooled_and_served_back(api, hub, tmp_path):
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(9 * 1024 * 1024))  # over the in-memory upload limit
+    api.create_repo("big-upload")
+    api.upload_file(path_or_fileobj=big, path_in_repo="weights.bin", repo_id="lora-bot/big-upload")
+    downloaded = hf_hub_download("lora-bot/big-upload", "weights.bin", endpoint=hub.endpoint, token=TOKEN,
+                                 cache_dir=tmp_path / "cache")
+    assert Path(downloaded).read_bytes() == big.read_bytes()
+
+
+def test_chunked_lfs_upload_is_accepted_and_verified(hub):
+    data = b"chunked payload " * 1000
+    oid = hashlib.sha256(data).hexdigest()
+    upload = get_session().put(f"{hub.endpoint}/__lfs/{oid}", content=iter([data[:5000], data[5000:]]))
+    assert upload.status_code == 200
+    verify = get_session().post(f"{hub.endpoint}/__lfs/{oid}/verify", json={"oid": oid, "size": len(data)})
+    assert verify.status_code == 200
+    corrupt = get_session().put(f"{hub.endpoint}/__lfs/{'0' * 64}", content=iter([b"not matching"]))
+    assert corrupt.status_code == 400
+
+
 # ----- discussions -------------------------------------------------------------------------------
 
 def test_discussion_events_for_comment_status_and_title(api, owner_api, fresh_repo):
@@ -494,14 +520,19 @@ def test_bad_fault_specs_are_rejected(spec):
         FaultSpec.parse(spec)
 
 
-def test_request_log_lines_have_the_fields_and_never_the_token(hub, api, owner_api):
+def test_request_log_lines_have_the_fields_and_never_the_token(hub, api, owner_api, fresh_repo):
+    start = len(hub.requests)
     api.whoami()
     owner_api.whoami()
+    api.create_discussion(fresh_repo, "Logged")
     lines = [json.loads(line) for line in hub.request_log.read_text().splitlines()]
-    assert len(lines) == len(hub.requests) and lines[-1]["user"] == "alice"
+    assert lines == hub.requests
     assert all({"method", "path", "query", "status", "bytes", "route", "user"} <= set(line) for line in lines)
-    assert {line["route"] for line in lines} >= {"whoami", "models", "model_info", "tree", "resolve", "commit",
-                                                 "discussions", "discussion", "comment", "merge"}
+    new = [(e["method"], e["path"], e["route"], e["user"], e["status"]) for e in lines[start:start + 3]]
+    assert new == [("GET", "/api/whoami-v2", "whoami", "lora-bot", 200),
+                   ("GET", "/api/whoami-v2", "whoami", "alice", 200),
+                   ("POST", f"/api/models/{fresh_repo}/discussions", "discussions", "lora-bot", 200)]
+    assert lines[start]["bytes"] == len(json.dumps(api.whoami()))
     text = hub.request_log.read_text()
     assert TOKEN not in text and OWNER_TOKEN not in text and "Bearer" not in text
 

@@ -136,7 +136,10 @@ def _diffusion(denoiser: Sequence[Module], by_component: Mapping[str, list[Modul
             return ShapeFingerprint(decided[0], decided[1], f"cross-attention (attn2.to_k) input width {width}")
     if by_component.get("text_encoder_2"):
         return ShapeFingerprint(SDXL, SDXL_REPOS, "a second text encoder (text_encoder_2 / lora_te2)")
-    if any(re.search(r"transformer_blocks_[1-9]", n) for n in names):
+    # Only inside a UNet attention (diffusers `attentions_N`, SGM `input_blocks_N_1`): SD3 and other DiTs number
+    # their `transformer_blocks` at the top level, and a small one must not pass for SDXL.
+    if any(re.search(r"(attentions_\d+|(input|output)_blocks_\d+_\d+|middle_block_\d+)_transformer_blocks_[1-9]", n)
+           for n in names):
         return ShapeFingerprint(SDXL, SDXL_REPOS, "UNet attention with more than one transformer block per level")
     text_widths = _widths(by_component.get("text_encoder", []), r"(q_proj|self_attn_q_proj)$", "in_features")
     if 1024 in text_widths:

@@ -110,8 +110,9 @@ _CODES = (
         "corrupt-header", ERROR, "the file is not a valid safetensors file",
         "The safetensors header could not be read: the file is truncated or empty, the declared header length "
         "runs past the end, the JSON is malformed or not UTF-8, a tensor's dtype is unknown, or its offsets "
-        "overlap, leave gaps or disagree with its shape. safetensors refuses to load such a file. The message "
-        "names the first problem found; re-uploading the original file usually fixes it.",
+        "overlap, leave gaps or disagree with its shape. safetensors refuses to load most such files, and the "
+        "rest (duplicate names, extra fields) load differently in different readers. The message names the "
+        "first problem found; re-uploading the original file usually fixes it.",
     ),
     FlagCode(
         "pickle-only", ERROR, "the weights exist only as a pickle file (.bin/.pt/.ckpt/.pth)",

@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import reprlib
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 # The safetensors reference implementation refuses headers above 100 MB; so do we, before allocating.
 MAX_HEADER_BYTES = 100_000_000
@@ -24,6 +25,8 @@ MAX_COUNT = 2**64
 _MAX_INT_DIGITS = len(str(MAX_COUNT))
 # Names and values echoed in messages are cut so a corrupt header cannot flood the terminal.
 _SHOWN_CHARS = 80
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = _SHOWN.maxother = _SHOWN_CHARS
 
 # Bits per element. Sub-byte float types exist in newer safetensors; a tensor of them must fill whole bytes.
 DTYPE_BITS: Mapping[str, int] = {
@@ -77,7 +80,8 @@ def declared_header_length(prefix: bytes, file_size: int | None = None) -> int:
     if not prefix:
         raise HeaderError("file is empty; a safetensors file starts with an 8-byte header length")
     if len(prefix) < 8:
-        raise HeaderError(f"file is {len(prefix)} bytes long; a safetensors file starts with an 8-byte header length")
+        raise HeaderError(f"file is only {len(prefix)} byte{'s' if len(prefix) > 1 else ''} long; "
+                          "a safetensors file starts with an 8-byte header length")
     (length,) = struct.unpack("<Q", prefix[:8])
     if length == 0:
         raise HeaderError("header length is 0; a safetensors header is at least '{}'")
@@ -115,7 +119,8 @@ def read_local_header(path: str | os.PathLike) -> SafetensorsHeader:
 def read_local_scalars(path: str | os.PathLike, header: SafetensorsHeader, names: list[str]) -> dict[str, float]:
     """Read the few bytes of each named scalar tensor (kohya `.alpha`) by seeking, never the whole file."""
     values = {}
-    with Path(path).open("rb") as handle:
+    # Unbuffered: a buffered reader would fetch 8 KiB around each 4-byte alpha, hundreds of times per file.
+    with Path(path).open("rb", buffering=0) as handle:
         for name in names:
             start, end = header.absolute_range(name)
             handle.seek(start)
@@ -125,6 +130,7 @@ def read_local_scalars(path: str | os.PathLike, header: SafetensorsHeader, names
 
 _SCALAR_FORMATS = {"F16": "<e", "F32": "<f", "F64": "<d", "I8": "<b", "U8": "<B", "I16": "<h",
                    "U16": "<H", "I32": "<i", "U32": "<I", "I64": "<q", "U64": "<Q"}
+SCALAR_DTYPES = frozenset(_SCALAR_FORMATS) | {"BF16"}
 
 
 def decode_scalar(info: TensorInfo, raw: bytes) -> float:
@@ -148,8 +154,9 @@ def _decode(blob: bytes) -> str:
 
 def _shown(value: object) -> str:
     """A name or value for a message: quoted when it holds odd characters, cut when long."""
-    text = value if isinstance(value, str) and value.isprintable() else repr(value)
-    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 1] + "…"
+    if isinstance(value, str) and value.isprintable():
+        return value if len(value) <= _SHOWN_CHARS else value[: _SHOWN_CHARS - 1] + "…"
+    return _SHOWN.repr(value)  # bounded in length and depth, whatever the header holds
 
 
 def _check_text(text: str) -> None:
@@ -247,9 +254,9 @@ def _tensor(name: str, entry: object) -> TensorInfo:
         raise HeaderError(f"{label}: shape {_shown(shape)} overflows: more than 2^64 elements")
     bits = numel * DTYPE_BITS[dtype]
     if bits % 8:
-        raise HeaderError(f"{label}: shape {shape} of {dtype} is {bits} bits, not a whole number of bytes")
+        raise HeaderError(f"{label}: shape {_shown(shape)} of {dtype} is {bits} bits, not a whole number of bytes")
     if bits // 8 != end - begin:
-        raise HeaderError(f"{label}: shape {shape} of {dtype} needs {bits // 8:,} bytes "
+        raise HeaderError(f"{label}: shape {_shown(shape)} of {dtype} needs {bits // 8:,} bytes "
                           f"but data_offsets span {end - begin:,}")
     return TensorInfo(name=name, dtype=dtype, shape=tuple(shape), data_offsets=(begin, end))
 

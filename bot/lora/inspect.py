@@ -331,7 +331,9 @@ def _metadata_rank_flags(lora, metadata: Mapping[str, str], diffusers_meta: Mapp
     conv_dim = _as_int(_network_args(metadata).get("conv_dim", ""))
     if conv_dim is not None and conv:
         checks.append(("ss_network_args conv_dim", conv_dim, conv, F.WARNING))
-    for component in sorted({m.name.split(".", 1)[0] for m, _ in lora}):
+    # diffusers keys its metadata by component (`unet.r`); only files that carry such metadata need the loop.
+    components = sorted({m.name.split(".", 1)[0] for m, _ in lora}) if diffusers_meta else []
+    for component in components:
         declared = diffusers_meta.get(f"{component}.r")
         pattern = diffusers_meta.get(f"{component}.rank_pattern") or {}
         mine = Counter(r.rank for m, r in lora if m.name.startswith(component + ".")

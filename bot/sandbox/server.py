@@ -26,16 +26,30 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping
 from urllib.parse import parse_qs, unquote, urlencode
 
 from bot.sandbox.store import (
-    CHUNK_SIZE, EXTRA_KEYS, GITATTRIBUTES, MAIN_REF, Blob, Commit, DeleteFile, DeleteFolder, HubError, HubStore,
-    PutFile, Repo, StoredFile, iso, should_use_lfs, validate_card,
+    CHUNK_SIZE,
+    EXTRA_KEYS,
+    GITATTRIBUTES,
+    MAIN_REF,
+    Blob,
+    Commit,
+    DeleteFile,
+    DeleteFolder,
+    HubError,
+    HubStore,
+    PutFile,
+    Repo,
+    StoredFile,
+    iso,
+    should_use_lfs,
+    validate_card,
 )
 
 MODELS_PAGE_SIZE = 50
@@ -51,6 +65,7 @@ SORT_KEYS: dict[str, Callable[[Repo], object]] = {
 ROUTE_NAMES = ("whoami", "models", "model_info", "tree", "refs", "commits", "resolve", "validate_yaml", "preupload",
                "lfs", "commit", "discussions", "discussion", "comment", "status", "title", "merge", "create_repo")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_BYTE_RANGE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
 
 
 # ----- fault injection ---------------------------------------------------------------------------
@@ -79,7 +94,7 @@ class FaultSpec:
     retry_after: int = 1
 
     @classmethod
-    def parse(cls, text: str) -> "FaultSpec":
+    def parse(cls, text: str) -> FaultSpec:
         rules: list[FaultRule] = []
         options = {"seed": 0, "retry-after": 1}
         for token in (part.strip() for part in text.split(",")):
@@ -233,20 +248,19 @@ def paged(request: Request, items: list, page_size: int) -> Reply:
 
 def parse_ranges(header: str | None, size: int) -> list[tuple[int, int]] | None:
     """Inclusive byte ranges of a `Range` header; None means "serve everything", [] unsatisfiable."""
-    if not header:
-        return None
-    unit, _, spec = header.partition("=")
-    if unit.strip().lower() != "bytes" or not spec.strip():
+    unit, _, spec = (header or "").partition("=")
+    if unit.strip().lower() != "bytes":
         return None
     ranges = []
     for part in spec.split(","):
-        first, dash, last = (piece.strip() for piece in part.strip().partition("-"))
-        if not dash or not (first or last) or not (first.isdigit() or not first) or not (last.isdigit() or not last):
+        match = _BYTE_RANGE.match(part)
+        if not match or match.groups() == ("", ""):
             return None  # RFC 7233: a malformed Range header is ignored
-        if not first:
-            start, end = max(0, size - int(last)), size - 1
+        first, last = match.groups()
+        if not first:  # "-N": the last N bytes
             if int(last) == 0:
                 continue
+            start, end = max(0, size - int(last)), size - 1
         else:
             start, end = int(first), int(last) if last else size - 1
             if end < start:
@@ -298,7 +312,7 @@ def multipart_reply(blob: Blob, ranges: list[tuple[int, int]], headers: dict[str
 class HubApi:
     """One method per route; each takes a Request and returns a Reply or raises HubError."""
 
-    def __init__(self, hub: "SandboxHub"):
+    def __init__(self, hub: SandboxHub):
         self.hub = hub
         self.store = hub.store
 
@@ -374,7 +388,7 @@ class HubApi:
         return json_reply(self.model_json(repo, commit, card=True, siblings=True, blobs=request.flag("blobs")))
 
     def tree(self, request: Request) -> Reply:
-        repo, commit = self.store.resolve(request.params["repo"], request.params["rev"])
+        _, commit = self.store.resolve(request.params["repo"], request.params["rev"])
         folder = (request.params.get("path") or "").strip("/")
         entries = tree_entries(commit, folder, recursive=request.flag("recursive"))
         if folder and not entries:
@@ -673,17 +687,25 @@ def match_route(method: str, raw_path: str) -> tuple[Route | None, dict[str, str
 
 # ----- HTTP plumbing -----------------------------------------------------------------------------
 
+def _parse_length(text: str | bytes, *, base: int) -> int:
+    try:
+        return int(text, base)
+    except ValueError:
+        # Treated like a hang-up: the connection cannot be resynchronised after a bad length.
+        raise ConnectionError(f"malformed body length {text!r}") from None
+
+
 class _HubHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address, hub: "SandboxHub"):
+    def __init__(self, address, hub: SandboxHub):
         self.hub = hub
         self.open_connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
         super().__init__(address, _HubRequestHandler)
 
     def handle_error(self, request, client_address):
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+        if not isinstance(sys.exc_info()[1], OSError):  # clients hanging up, or stop() closing keep-alives
             super().handle_error(request, client_address)
 
     def close_open_connections(self) -> None:
@@ -705,6 +727,8 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
 
     def setup(self):
         super().setup()
+        # Headers and body go out in separate writes; with Nagle on, each reply would wait ~40 ms for an ACK.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self.server.connections_lock:
             self.server.open_connections.add(self.connection)
 
@@ -713,7 +737,7 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
             self.server.open_connections.discard(self.connection)
         super().finish()
 
-    def log_message(self, format, *args):  # noqa: A002 - the request log replaces stderr chatter
+    def log_message(self, format, *args):
         pass
 
     def do_GET(self):
@@ -723,32 +747,36 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         hub = self.server.hub
+        hub.begin_request()
         raw_path, _, query_string = self.path.partition("?")
         route, params, path_known = match_route(self.command, raw_path)
         route_name = route.name if route else "unknown"
         request = Request(self.command, raw_path, parse_qs(query_string, keep_blank_values=True), params,
                           hub.user_for_token(self._bearer_token()), self._base_url(hub), self.headers,
                           self._iter_body())
-        if hub.latency_ms:
-            time.sleep(hub.latency_ms / 1000)
-        fault = hub.faults.pick(route_name, self.command)
-        if fault is not None:
-            reply = self._fault_reply(request, fault, hub.faults.spec.retry_after)
-        else:
-            reply = self._dispatch(hub, request, route, path_known)
-        sent = 0 if reply is None else self._send(reply)
-        hub.record_request({"method": self.command, "path": raw_path, "query": query_string,
-                            "status": 0 if reply is None else reply.status, "bytes": sent, "route": route_name,
-                            "user": request.user, "fault": fault.kind if fault else None})
+        reply, fault, sent = None, None, 0
+        try:
+            if hub.latency_ms:
+                time.sleep(hub.latency_ms / 1000)
+            fault = hub.faults.pick(route_name, self.command)
+            if fault is not None:
+                reply = self._fault_reply(request, fault, hub.faults.spec.retry_after)
+            else:
+                reply = self._dispatch(hub, request, route, path_known)
+            sent = 0 if reply is None else self._send(reply)
+        finally:
+            hub.record_request({"method": self.command, "path": raw_path, "query": query_string,
+                                "status": 0 if reply is None else reply.status, "bytes": sent,
+                                "route": route_name, "user": request.user, "fault": fault.kind if fault else None})
 
-    def _dispatch(self, hub: "SandboxHub", request: Request, route: Route | None, path_known: bool) -> Reply:
+    def _dispatch(self, hub: SandboxHub, request: Request, route: Route | None, path_known: bool) -> Reply:
         try:
             if route is None:
                 raise HubError(405 if path_known else 404, f"No route for {self.command} {request.path}")
             reply = getattr(hub.api, route.handler)(request)
         except HubError as error:
             reply = error_reply(error)
-        except Exception as error:  # a sandbox bug: answer it instead of dropping the connection
+        except Exception as error:  # noqa: BLE001 - a sandbox bug: answer it rather than drop the connection
             reply = error_reply(HubError(500, f"sandbox error: {type(error).__name__}: {error}"))
         for _ in request.body_source:  # unread body bytes would corrupt the next keep-alive request
             pass
@@ -786,7 +814,7 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
         scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
         return (token.strip() or None) if scheme.lower() == "bearer" else None
 
-    def _base_url(self, hub: "SandboxHub") -> str:
+    def _base_url(self, hub: SandboxHub) -> str:
         host = self.headers.get("Host")
         return f"http://{host}" if host else hub.endpoint
 
@@ -794,7 +822,7 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
         """The request body in chunks, from Content-Length or chunked transfer encoding."""
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                size = _parse_length(self.rfile.readline().split(b";")[0].strip() or b"0", base=16)
                 if size == 0:
                     while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                         pass
@@ -802,7 +830,7 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
                 yield from self._read_exactly(size)
                 self.rfile.readline()
         else:
-            yield from self._read_exactly(int(self.headers.get("Content-Length") or 0))
+            yield from self._read_exactly(_parse_length(self.headers.get("Content-Length") or "0", base=10))
 
     def _read_exactly(self, remaining: int) -> Iterator[bytes]:
         while remaining > 0:
@@ -832,8 +860,9 @@ class SandboxHub:
         self.discussions_page_size = discussions_page_size
         self.store = HubStore()
         self.api = HubApi(self)
-        self.requests: list[dict] = []
-        self._log_lock = threading.Lock()
+        self._requests: list[dict] = []
+        self._in_flight = 0
+        self._log_changed = threading.Condition()
         self._server: _HubHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._endpoint: str | None = None
@@ -861,7 +890,7 @@ class SandboxHub:
         self._server = self._thread = None
         self.store.close()
 
-    def __enter__(self) -> "SandboxHub":
+    def __enter__(self) -> SandboxHub:  # noqa: PYI034 - Self needs Python 3.11
         if self._server is None:
             self.start()
         return self
@@ -924,21 +953,34 @@ class SandboxHub:
     def state(self) -> dict:
         return self.store.state()
 
+    @property
+    def requests(self) -> list[dict]:
+        """A copy of the log entries. Waits briefly for requests still being answered: a client has its
+        response before the server logs it, and a caller should see the requests it just made."""
+        with self._log_changed:
+            self._log_changed.wait_for(lambda: self._in_flight == 0, timeout=2)
+            return list(self._requests)
+
     def write_request_count(self) -> int:
-        with self._log_lock:
-            return sum(entry["method"] not in ("GET", "HEAD") for entry in self.requests)
+        return sum(entry["method"] not in ("GET", "HEAD") for entry in self.requests)
 
     # --- used by the request handler
 
     def user_for_token(self, token: str | None) -> str | None:
         return self.users.get(token, self.user) if token else None
 
+    def begin_request(self) -> None:
+        with self._log_changed:
+            self._in_flight += 1
+
     def record_request(self, entry: dict) -> None:
-        with self._log_lock:
-            self.requests.append(entry)
+        with self._log_changed:
+            self._requests.append(entry)
             if self.request_log is not None:
                 with open(self.request_log, "a", encoding="utf-8") as log:
                     log.write(json.dumps(entry) + "\n")
+            self._in_flight -= 1
+            self._log_changed.notify_all()
 
 
 # ----- CLI ---------------------------------------------------------------------------------------

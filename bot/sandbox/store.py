@@ -10,6 +10,7 @@ to a client after the lock is released.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import html
 import io
@@ -17,11 +18,12 @@ import re
 import secrets
 import tempfile
 import threading
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from types import MappingProxyType
-from typing import BinaryIO, Iterable, Iterator, Mapping
+from typing import BinaryIO
 
 import yaml
 
@@ -85,10 +87,12 @@ class Blob:
         self._sample: bytes | None = None
 
     @classmethod
-    def of(cls, value: bytes | bytearray | Path | str) -> "Blob":
+    def of(cls, value: bytes | bytearray | Path) -> Blob:
         if isinstance(value, (bytes, bytearray)):
             return cls(data=bytes(value))
-        path = Path(value)
+        if not isinstance(value, Path):  # a str could be content or a path: make the caller say which
+            raise TypeError(f"file content must be bytes or a pathlib.Path, not {type(value).__name__}")
+        path = value
         if not path.is_file():
             raise ValueError(f"not a file: {path}")
         return cls(path=path)
@@ -151,7 +155,7 @@ class StoredFile:
     lfs: bool
 
     @classmethod
-    def by_rule(cls, path: str, blob: Blob) -> "StoredFile":
+    def by_rule(cls, path: str, blob: Blob) -> StoredFile:
         return cls(blob, should_use_lfs(path, blob.size, blob.sample))
 
     @property
@@ -170,7 +174,7 @@ class StoredFile:
         """The git object id: of the pointer file for LFS files, of the content otherwise."""
         return git_blob_sha1(len(self.pointer), [self.pointer]) if self.lfs else self.blob.git_sha1
 
-    def same_content(self, other: "StoredFile | None") -> bool:
+    def same_content(self, other: StoredFile | None) -> bool:
         return other is not None and (self.blob is other.blob or self.blob.sha256 == other.blob.sha256)
 
     def lfs_json(self, oid_key: str) -> dict | None:
@@ -514,23 +518,20 @@ class HubStore:
         """Receive an LFS upload, keeping small ones in memory and spooling big ones to disk."""
         digest = hashlib.sha256()
         buffer = bytearray()
-        spill: BinaryIO | None = None
         spill_path: Path | None = None
-        try:
+        with contextlib.ExitStack() as closing:
+            spill: BinaryIO | None = None
             for chunk in chunks:
                 digest.update(chunk)
                 if spill is None and len(buffer) + len(chunk) > IN_MEMORY_UPLOAD_LIMIT:
                     spill_path = self._spool_path(expected_oid)
-                    spill = open(spill_path, "wb")
+                    spill = closing.enter_context(open(spill_path, "wb"))
                     spill.write(buffer)
-                    buffer = bytearray()
+                    buffer.clear()
                 if spill is not None:
                     spill.write(chunk)
                 else:
                     buffer += chunk
-        finally:
-            if spill is not None:
-                spill.close()
         if digest.hexdigest() != expected_oid:
             if spill_path is not None:
                 spill_path.unlink(missing_ok=True)

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.lora.header import HeaderError, read_local_header, read_local_scalars
+from bot.lora.header import SCALAR_DTYPES, HeaderError, read_local_header, read_local_scalars
 from bot.lora.inspect import FileEvidence
 from bot.lora.selection import Candidate, select_candidates
 
 
 def scalar_names(header) -> list[str]:
-    """The one-element `.alpha` tensors whose values the engine needs (kohya, LyCORIS)."""
-    return [name for name, info in header.tensors.items() if name.endswith(".alpha") and info.numel == 1]
+    """The one-element `.alpha` tensors whose values the engine needs (kohya, LyCORIS).
+
+    An alpha in a dtype with no scalar reading (bool, fp8) stays unread: alpha then counts as undeclared
+    for that module, which is reported, rather than the whole file being called corrupt."""
+    return [name for name, info in header.tensors.items()
+            if name.endswith(".alpha") and info.numel == 1 and info.dtype in SCALAR_DTYPES]
 
 
 def _read_text(path: Path | None) -> str | None:
@@ -32,6 +36,9 @@ def file_evidence(path: Path, label: str, config: Path | None, card: Path | None
         return FileEvidence(path=label, size=size, header_error=str(error), **context)
     except OSError as error:
         return FileEvidence(path=label, size=size, header_error=f"cannot read the file: {error.strerror}", **context)
+    except Exception as error:  # noqa: BLE001 — a parser bug must cost one file, never the folder's report
+        return FileEvidence(path=label, size=size, header_error=f"unreadable header ({type(error).__name__}: "
+                                                                  f"{str(error)[:200]})", **context)
     return FileEvidence(path=label, size=size, header=header, scalars=scalars, **context)
 
 

@@ -1,0 +1,84 @@
+"""The words lora-bot publishes: PR and discussion bodies, comments, and the dry-run preview.
+
+Every body says what changed, why (the failure a user would otherwise hit), how it was verified, and how
+to opt out. Text from the repo is escaped where it is built (bot.text.escape_markdown).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from bot.proposals.model import Proposal, Submission, render_marker
+
+ABOUT = ("lora-bot reads LoRA files' safetensors headers (never the whole file, never a pickle) and proposes "
+         "fixes for what would make them fail to load or be hard to find.")
+
+OPT_OUT = (
+    "**Not wanted?** Close this and lora-bot will never propose the same change again. To keep lora-bot away "
+    "from this repo entirely, add `lora-bot: ignore` to the model card's metadata or the tag `lora-bot-ignore`. "
+    "Flag codes are explained by `lora-bot explain CODE`."
+)
+
+
+def _files_table(members: Sequence[Proposal]) -> str:
+    rows = ["| file | change | size |", "|---|---|---|"]
+    for proposal in members:
+        for change in proposal.files:
+            action = "edited" if change.old_text is not None else "added"
+            size = len(change.content()) if change.is_text else change.size
+            rows.append(f"| `{change.path}` | {action} ({proposal.kind}) | {size:,} bytes |")
+    return "\n".join(rows)
+
+
+def pr_body(members: Sequence[Proposal], supersedes: Sequence[int] = ()) -> str:
+    parts = [ABOUT, ""]
+    if supersedes:
+        parts += ["This replaces " + ", ".join(f"#{n}" for n in supersedes)
+                  + ": the repo changed since it was opened.", ""]
+    for index, proposal in enumerate(members, start=1):
+        heading = proposal.title[:1].upper() + proposal.title[1:]
+        parts += [f"### {index}. {heading}", "", proposal.summary, "",
+                  f"How it was verified: {proposal.verification}", ""]
+    parts += ["### Files", "", _files_table(members), "",
+              f"Built from commit `{members[0].revision}`; nothing else in the repo is touched.", "", "---", "",
+              OPT_OUT, "", render_marker(members)]
+    return "\n".join(parts) + "\n"
+
+
+def discussion_body(proposal: Proposal) -> str:
+    return "\n".join([
+        ABOUT, "", proposal.summary, "", f"How this was checked: {proposal.verification}", "",
+        "lora-bot updates this discussion with a comment when the findings change, and closes it when they "
+        "are resolved; it never opens a second one.", "", "---", "", OPT_OUT, "", render_marker([proposal]),
+    ]) + "\n"
+
+
+def flags_update_comment(proposal: Proposal) -> str:
+    return "\n".join(["The findings changed since the last check:", "", proposal.summary, "",
+                      render_marker([proposal])]) + "\n"
+
+
+def close_note(replacement: int) -> str:
+    return f"Superseded by #{replacement}: the repo changed since this PR was opened, so lora-bot rebuilt it."
+
+
+def resolved_note(discussion: bool = False) -> str:
+    what = "these findings" if discussion else "the changes this PR proposed"
+    return (f"The repo no longer needs {what} (it was fixed or changed), so lora-bot is closing this. "
+            "Thank you!")
+
+
+def preview(submission: Submission) -> str:
+    """A dry run's full picture of one submission: title, body, every text diff, every binary file."""
+    kind = "pull request" if submission.is_pull_request else "discussion"
+    lines = [f"--- would open a {kind} on {submission.repo_id}: {submission.title}"]
+    if submission.supersedes:
+        lines.append("    and close " + ", ".join(f"#{n}" for n in submission.supersedes) + " as superseded")
+    lines += ["", submission.body.rstrip(), ""]
+    for change in submission.files:
+        if change.is_text:
+            lines.append(change.diff().rstrip())
+        else:
+            lines.append(f"binary file {change.path}: {change.size:,} bytes")
+        lines.append("")
+    return "\n".join(lines)

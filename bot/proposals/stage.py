@@ -1,0 +1,59 @@
+"""The proposal stage of a scan: build each repo's proposals, then open, update or preview them."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+from huggingface_hub import HfApi
+
+from bot.config import Config
+from bot.hub.client import RetryPolicy, describe_error, with_retries
+from bot.hub.remote import RepoInspection
+from bot.proposals.build import RepoFacts, build_proposals
+from bot.proposals.execute import FAILED, Outcome, Writer
+
+
+def bot_user(api: HfApi, policy: RetryPolicy) -> str | None:
+    """The token's user name: the author the bot's own PRs and discussions are recognised by."""
+    if not api.token:
+        return None
+    return with_retries(policy, lambda: api.whoami())["name"]
+
+
+def facts_of(repo: RepoInspection) -> RepoFacts:
+    return RepoFacts(repo.repo_id, repo.sha, repo.files, dict(repo.texts), dict(repo.card_data),
+                     tuple(repo.sizes))
+
+
+def run_proposals(api: HfApi, config: Config, repos: Iterable[RepoInspection], policy: RetryPolicy, *,
+                  dry_run: bool, max_prs: int | None) -> list[Outcome]:
+    """Proposals for every fully inspected repo, in discovery order; one repo's failure stays its own."""
+    writer = Writer(api, bot_user(api, policy), policy, dry_run=dry_run,
+                    max_prs=config.proposals.max_prs_per_run if max_prs is None else max_prs,
+                    max_prs_per_repo=config.proposals.max_prs_per_repo,
+                    title_prefix=config.proposals.title_prefix)
+    outcomes: list[Outcome] = []
+    with tempfile.TemporaryDirectory(prefix="lora-bot-variants-") as scratch:
+        variant_builder = _variant_builder(api, config, policy, Path(scratch))
+        for repo in repos:
+            if repo.error is not None:
+                continue  # a partial picture is no ground for writing to someone's repo
+            try:
+                proposals = build_proposals(facts_of(repo), config.proposals, variant_builder)
+                outcomes += writer.handle_repo(repo.repo_id, proposals)
+            except Exception as error:  # noqa: BLE001 — one repo's failure never stops the run
+                outcomes.append(Outcome(repo.repo_id, "repo", FAILED, "proposals", (),
+                                        detail=describe_error(error)))
+    return outcomes
+
+
+def _variant_builder(api: HfApi, config: Config, policy: RetryPolicy, scratch: Path):
+    if not config.proposals.variants:
+        return None
+    try:
+        from bot.proposals.variants import VariantBuilder
+    except ImportError:
+        return None
+    return VariantBuilder(api, config.proposals.variant_policy, policy, scratch)

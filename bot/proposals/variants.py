@@ -1,0 +1,169 @@
+"""Variant proposals: rank-converted copies of a LoRA file, made by the resize engine.
+
+By the config's policy: a reduced variant when a file's rank is above `reduce_above_rank` and
+`reduce_to_rank` keeps at least `min_energy` of the Frobenius energy; a zero-padded variant at the rank a
+config declares when the weights have another (the FaceChain case: code that expects r=8 gets r=8).
+
+Placed where loaders find them: a PEFT adapter gets a subfolder with its own adapter_config.json
+(`subfolder="r8"`), a single-file LoRA a sibling file (`weight_name="x-r16.safetensors"`).
+This is the only proposal that needs the weights themselves, so it is the only one that downloads.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+
+from huggingface_hub import HfApi
+
+from bot.config import VariantPolicy
+from bot.hub.client import RetryPolicy, with_retries
+from bot.lora.inspect import FileInspection, inspect_evidence
+from bot.lora.peft_config import ConfigError, parse_peft_config
+from bot.lora.resize import ResizeError, ResizeOptions
+from bot.lora.resize_file import file_sha256, resize_adapter
+from bot.lora.selection import CONFIG_NAME
+from bot.proposals.build import RepoFacts, config_path_for
+from bot.proposals.card import human_size
+from bot.proposals.model import VARIANT, FileChange, Proposal
+from bot.sources.local import collect
+from bot.text import code_span
+
+RESIZABLE_FORMATS = ("peft", "diffusers", "diffusers-legacy", "kohya")
+# Findings that make a file unfit to convert: a variant of a broken or non-product file would be broken too.
+BLOCKING = {"corrupt-header", "unpaired-module", "pair-shape-mismatch", "dora-present", "non-lora-adapter",
+            "not-an-adapter", "pickle-only", "config-invalid"}
+
+
+@dataclass(frozen=True)
+class Target:
+    rank: int
+    reason: str  # "reduce" or "pad"
+
+
+def declared_rank(facts: RepoFacts, item: FileInspection) -> int | None:
+    """The rank the sibling adapter_config.json declares for the whole file, when it is not the weights'."""
+    config_path = config_path_for(facts, item.path)
+    text = facts.texts.get(config_path) if config_path else None
+    if text is None:
+        return None
+    try:
+        config = parse_peft_config(text)
+    except ConfigError:
+        return None
+    return config.r if config.r and not config.rank_pattern and config.r != item.rank else None
+
+
+def targets_for(facts: RepoFacts, item: FileInspection, policy: VariantPolicy) -> list[Target]:
+    if item.format not in RESIZABLE_FORMATS or item.rank is None or item.codes() & BLOCKING:
+        return []
+    if item.size is not None and item.size > policy.max_variant_bytes:
+        return []
+    found = []
+    if item.rank > policy.reduce_above_rank and policy.reduce_to_rank < item.rank:
+        found.append(Target(policy.reduce_to_rank, "reduce"))
+    declared = declared_rank(facts, item)
+    single_rank = len(item.ranks) == 1
+    if policy.pad_to_declared_rank and declared and declared > item.rank and single_rank:
+        found.append(Target(declared, "pad"))
+    return found
+
+
+def variant_path(item: FileInspection, rank: int) -> str:
+    """Where the variant goes in the repo: a PEFT subfolder, or a sibling file."""
+    folder = posixpath.dirname(item.path)
+    if item.format == "peft":
+        return posixpath.join(folder, f"r{rank}", posixpath.basename(item.path))
+    stem, extension = posixpath.splitext(item.path)
+    return f"{stem}-r{rank}{extension}"
+
+
+def how_to_load(repo_id: str, item: FileInspection, path: str, rank: int) -> str:
+    if item.format == "peft":
+        folder = posixpath.dirname(path)
+        return (f"```python\nmodel = PeftModel.from_pretrained(base_model, \"{repo_id}\", "
+                f"subfolder=\"{folder}\")\n```")
+    return (f"```python\npipe.load_lora_weights(\"{repo_id}\", weight_name=\"{path}\")\n```\n"
+            "or use the file directly in ComfyUI / A1111.")
+
+
+class VariantBuilder:
+    """Callable on a repo's facts; downloads the weights it converts into `scratch`."""
+
+    def __init__(self, api: HfApi, policy: VariantPolicy, retry: RetryPolicy, scratch: Path) -> None:
+        self.api = api
+        self.policy = policy
+        self.retry = retry
+        self.scratch = scratch
+
+    def __call__(self, facts: RepoFacts) -> list[Proposal]:
+        proposals = []
+        for item in facts.files:
+            for target in targets_for(facts, item, self.policy):
+                path = variant_path(item, target.rank)
+                if path in facts.paths:
+                    continue  # the owner already has a file there; never overwrite it
+                proposal = self._build(facts, item, target, path)
+                if proposal is not None:
+                    proposals.append(proposal)
+        return proposals
+
+    def _download(self, facts: RepoFacts, path: str) -> Path:
+        return Path(with_retries(self.retry, lambda: self.api.hf_hub_download(
+            facts.repo_id, path, revision=facts.revision, cache_dir=self.scratch / "cache")))
+
+    def _build(self, facts: RepoFacts, item: FileInspection, target: Target, path: str) -> Proposal | None:
+        source = self._download(facts, item.path)
+        config_path = config_path_for(facts, item.path)
+        if item.format == "peft" and config_path:
+            self._download(facts, config_path)  # lands beside the weights in the snapshot folder
+        out_dir = self.scratch / "out" / facts.repo_id / facts.revision
+        output = out_dir / (posixpath.dirname(path) if item.format == "peft" else posixpath.basename(path))
+        try:
+            report = resize_adapter(source, ResizeOptions(rank=target.rank), output=output, overwrite=True)
+        except (ResizeError, ValueError):
+            return None  # the engine says why in `lora-bot resize`; a proposal is simply not made
+        if target.reason == "reduce" and report.energy_retained < self.policy.min_energy:
+            return None
+        if report.output_size > self.policy.max_variant_bytes:
+            return None
+        verified = inspect_evidence(collect(report.output)[0])
+        if verified.rank != target.rank or verified.format != item.format or verified.has_error:
+            return None  # never propose a file that does not inspect as what it claims to be
+        files = [FileChange(path, source=report.output, size=report.output_size)]
+        if report.output_config is not None:
+            config_in_repo = posixpath.join(posixpath.dirname(path), CONFIG_NAME)
+            files.append(FileChange(config_in_repo, new_text=report.output_config.read_text(encoding="utf-8")))
+        source_sha = file_sha256(source)
+        return Proposal(
+            kind=VARIANT, repo_id=facts.repo_id, revision=facts.revision,
+            title=f"add a rank-{target.rank} variant of {posixpath.basename(item.path)}",
+            summary=self._summary(facts, item, target, path, report),
+            verification=(
+                "converted from the factors (QR of both factors and an SVD of the r×r core; padding adds zero "
+                "rows and columns), keeping the effective scale exactly (alpha' = alpha·K/r). The output was "
+                f"inspected again: format {verified.format}, rank {verified.rank} in all "
+                f"{len(verified.modules)} modules, the same key names, no findings."),
+            files=tuple(files), facts={"source": item.path, "source_sha256": source_sha, "rank": target.rank},
+            about=path, base=source_sha[:16],
+        )
+
+    def _summary(self, facts, item, target, path, report) -> str:
+        energy = report.energy_retained
+        why = (f"Rank {item.rank} is above {self.policy.reduce_above_rank}: servers such as vLLM default to "
+               f"`max_lora_rank` 16, and a smaller file loads faster. Rank {target.rank} keeps "
+               f"{energy:.2%} of the update's energy (the best any rank-{target.rank} LoRA can keep)."
+               if target.reason == "reduce" else
+               f"The adapter's config declares rank {declared_rank(facts, item)} while the weights have rank "
+               f"{item.rank}; code written for rank {target.rank} gets a file of that rank that computes "
+               "exactly the same update (the new ranks are zero).")
+        table = "\n".join([
+            "| | rank | energy retained | relative error | size |", "|---|---|---|---|---|",
+            f"| {code_span(item.path)} | {item.rank} | 100% | 0 | {human_size(report.input_size)} |",
+            f"| {code_span(path)} | {target.rank} | {energy:.4%} | {report.relative_error:.2e} | "
+            f"{human_size(report.output_size)} |",
+        ])
+        return (f"**Add {code_span(path)}**, a rank-{target.rank} copy of {code_span(item.path)}. The original "
+                f"is not touched.\n\nWhy: {why}\n\n{table}\n\nHow to load it:\n\n"
+                f"{how_to_load(facts.repo_id, item, path, target.rank)}")

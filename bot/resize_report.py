@@ -1,0 +1,55 @@
+"""How a resize is shown: a summary and a per-module table for terminals, JSON for tools."""
+
+from __future__ import annotations
+
+import json
+
+from bot.lora.resize_file import ResizeReport
+
+# Big files (SDXL has ~700 modules) show only the modules that lost the most; --json has them all.
+MAX_ROWS = 20
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def _ranks(counter) -> str:
+    if len(counter) == 1:
+        return str(next(iter(counter)))
+    return "mixed (" + ", ".join(f"{r}×{n}" for r, n in sorted(counter.items())) + ")"
+
+
+def _short(name: str, width: int) -> str:
+    return name if len(name) <= width else "…" + name[-(width - 1):]
+
+
+def render_resize_text(report: ResizeReport) -> str:
+    methods = ", ".join(sorted({m.method for m in report.modules}))
+    output = report.output if report.output_config is None else f"{report.output.parent}/ " \
+                                                                   f"({report.output.name} + {report.output_config.name})"
+    lines = [
+        f"{report.input} → {output}",
+        f"  format   {report.format}    modules {len(report.modules)}    rank {_ranks(report.plan.old_ranks)} → "
+        f"{_ranks(report.plan.new_ranks)}    method {methods}",
+        f"  energy   {report.energy_retained:.4%} retained    relative error {report.relative_error:.6f}",
+        f"  size     {_size(report.input_size)} → {_size(report.output_size)}",
+    ]
+    rows = sorted(report.modules, key=lambda m: m.relative_error, reverse=True)[:MAX_ROWS]
+    width = min(max((len(m.name) for m in rows), default=6), 64)
+    lines += ["", f"  {'module':<{width}}  {'rank':>9}  {'energy':>9}  {'rel.error':>9}  method"]
+    for m in rows:
+        lines.append(f"  {_short(m.name, width):<{width}}  {f'{m.old_rank}→{m.new_rank}':>9}  "
+                     f"{m.energy_retained:>9.4%}  {m.relative_error:>9.6f}  {m.method}")
+    hidden = len(report.modules) - len(rows)
+    if hidden:
+        lines.append(f"  … {hidden} more module(s), all with a smaller error (--json lists every module)")
+    return "\n".join(lines)
+
+
+def render_resize_json(report: ResizeReport) -> str:
+    return json.dumps(report.to_json(), indent=2)
