@@ -34,7 +34,8 @@ from bot.workflow_commands import (
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_REPORT = "lora-bot-report.json"
-_TRUE, _FALSE = ("true", "True", "TRUE"), ("false", "False", "FALSE")  # YAML 1.2 booleans, as GitHub's toolkit
+# The YAML 1.2 booleans, as GitHub's toolkit accepts them (getBooleanInput).
+_TRUE, _FALSE = ("true", "True", "TRUE"), ("false", "False", "FALSE")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -115,7 +116,8 @@ def _repo_ids(text: str) -> tuple[str, ...]:
 
 def _in_workspace(config: Config, workspace: Path) -> Config:
     state_file = workspace / config.discovery.state_file  # an absolute state_file stays as it is
-    return dataclasses.replace(config, discovery=dataclasses.replace(config.discovery, state_file=str(state_file)))
+    discovery = dataclasses.replace(config.discovery, state_file=str(state_file))
+    return dataclasses.replace(config, discovery=discovery)
 
 
 def _annotate(report: dict, cap: int) -> None:
@@ -143,15 +145,17 @@ def main(environ: Mapping[str, str] = os.environ) -> int:
     if token and token != token_input:
         print(command("add-mask", token), flush=True)
     if not inputs.dry_run and not token:
-        print(command("error", f"input hf-token is empty and {config.hub.token_env} is not set: a live run needs a "
-                               "token with write access (or set dry-run: true)", title="lora-bot: bad input"))
+        missing = (f"input hf-token is empty and {config.hub.token_env} is not set: a live run needs a token "
+                   "with write access (or set dry-run: true)")
+        print(command("error", missing, title="lora-bot: bad input"))
         return EXIT_USAGE
     return _scan(config, inputs, token, environ)
 
 
 def _scan(config: Config, inputs: ActionInputs, token: str | None, environ: Mapping[str, str]) -> int:
     options = ScanOptions(endpoint=config.hub.endpoint or environ.get("HF_ENDPOINT") or None, token=token,
-                          dry_run=inputs.dry_run, repos=inputs.repos, shard=inputs.shard, max_prs=inputs.max_prs)
+                          dry_run=inputs.dry_run, repos=inputs.repos, shard=inputs.shard,
+                          max_prs=inputs.max_prs)
     try:
         result = run_scan(config, options)
     except Exception as error:  # noqa: BLE001 — discovery itself failed: nothing to report but the reason

@@ -242,18 +242,20 @@ def build_parser() -> argparse.ArgumentParser:
     action = commands.add_parser("action", help="the GitHub Action's entry step (reads INPUT_* variables)",
                                  description="Run one scan as the GitHub Action's step: inputs from INPUT_* "
                                              "variables, the report to $GITHUB_STEP_SUMMARY and a JSON file, "
-                                             "outputs to $GITHUB_OUTPUT, annotations on stdout. See action.yml.")
+                                             "outputs to $GITHUB_OUTPUT, annotations on stdout. "
+                                             "See action.yml.")
     action.set_defaults(handler=cmd_action)
 
     merge = commands.add_parser("merge-reports", help="merge the JSON reports of a sharded run into one",
                                 description="Merge shard reports (`lora-bot scan --report-json`, the Action's "
-                                            "report-path) into one markdown summary and, with --output, one JSON.")
+                                            "report-path) into one markdown summary and, with --output, one "
+                                            "JSON.")
     merge.add_argument("reports", nargs="*", metavar="FILE", help="report JSON files, one per shard")
-    merge.add_argument("--summary", metavar="FILE", help="append the markdown to FILE (e.g. $GITHUB_STEP_SUMMARY) "
-                                                         "instead of printing it")
+    merge.add_argument("--summary", metavar="FILE",
+                       help="append the markdown to FILE (e.g. $GITHUB_STEP_SUMMARY) instead of printing it")
     merge.add_argument("--output", metavar="FILE", help="write the merged report JSON to FILE")
-    merge.add_argument("--expect", type=int, metavar="N", help="N shards ran: say so, and exit 1, if reports are "
-                                                               "missing")
+    merge.add_argument("--expect", type=int, metavar="N",
+                       help="N shards ran: say so, and exit 1, if reports are missing")
     merge.set_defaults(handler=cmd_merge_reports)
 
     commands.add_parser("sandbox", help="serve the local sandbox Hub (a test and demo server)", add_help=False,

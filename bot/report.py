@@ -220,9 +220,9 @@ def merge_reports(reports: Sequence[dict]) -> dict:
         raise ValueError(f"the reports come from different Hubs: {', '.join(sorted(map(str, endpoints)))}")
     repos = {repo["repo_id"]: repo for r in reports for repo in r["repos"]}
     skipped = {entry["repo_id"]: entry for r in reports for entry in r["skipped"]}
-    stats = {"repos": len(repos), **{key: sum(r["stats"].get(key, 0) for r in reports) for key in _SUMMED_STATS},
-             # shards run side by side: the run took as long as its slowest shard
-             "seconds": max(r["stats"].get("seconds", 0.0) for r in reports)}
+    summed = {key: sum(r["stats"].get(key, 0) for r in reports) for key in _SUMMED_STATS}
+    # Shards run side by side: the run took as long as its slowest shard.
+    stats = {"repos": len(repos), **summed, "seconds": max(r["stats"].get("seconds", 0.0) for r in reports)}
     return {"endpoint": endpoints.pop(), "dry_run": all(r["dry_run"] for r in reports),
             "repos": list(repos.values()), "skipped": list(skipped.values()),
             "proposals": [p for r in reports for p in r["proposals"]], "stats": stats, "shards": len(reports)}
@@ -247,13 +247,13 @@ def merged_report_markdown(merged: dict, expected_shards: int | None = None) -> 
     lines = [f"# lora-bot scan report ({shards} shard report{'s' if shards != 1 else ''} merged, {mode})", ""]
     if expected_shards is not None and shards < expected_shards:
         lines += [(f"**{expected_shards - shards} of {expected_shards} shard reports are missing**: those "
-                   "shards failed before writing one; their job logs say why. The numbers below leave them out."),
-                  ""]
+                   "shards failed before writing one; their job logs say why. The numbers below leave them "
+                   "out."), ""]
     lines += _totals_table(merged)
     if merged["proposals"]:
         lines += ["## Proposals", "", "| repo | kind | status | title | link |", "|---|---|---|---|---|"]
-        lines += [f"| {_md(p['repo_id'])} | {_md(p['kind'])} | {_md(p['status'])} | {_md(p.get('title', ''))} "
-                  f"| {_link(p.get('url'))} |" for p in merged["proposals"]]
+        lines += [f"| {_md(p['repo_id'])} | {_md(p['kind'])} | {_md(p['status'])} "
+                  f"| {_md(p.get('title', ''))} | {_link(p.get('url'))} |" for p in merged["proposals"]]
         lines.append("")
     findings = [(repo["repo_id"], item["path"], f) for repo in merged["repos"] for item in repo["files"]
                 for f in item["flags"] if f["severity"] in ("error", "warning")]
@@ -269,7 +269,8 @@ def merged_report_markdown(merged: dict, expected_shards: int | None = None) -> 
         lines += [f"| {_md(repo['repo_id'])} | {_md(repo['error'])} |" for repo in failed]
         lines.append("")
     if merged["skipped"]:
-        lines += ["## Skipped", ""] + [f"- {_md(s['repo_id'])}: {_md(s['reason'])}" for s in merged["skipped"]]
+        lines += ["## Skipped", ""]
+        lines += [f"- {_md(entry['repo_id'])}: {_md(entry['reason'])}" for entry in merged["skipped"]]
         lines.append("")
     lines.append("Flag codes are explained by `lora-bot explain CODE`.")
     return "\n".join(lines) + "\n"

@@ -108,8 +108,10 @@ def run_scan(config: Config, options: ScanOptions) -> ScanResult:
     kept, skipped = [], list(found.skipped)
     for result in inspected:
         if opted_out(result.tags, result.card_data):
+            # The owner asked to be left alone: no findings in the report, no proposals.
             skipped.append((result.repo_id, "opted out in its model card (lora-bot: ignore)"))
-        kept.append(result)
+        else:
+            kept.append(result)
 
     opted = {repo_id for repo_id, _ in skipped}
     outcomes = tuple(run_proposals(api, config, [r for r in kept if r.repo_id not in opted], policy,
@@ -117,7 +119,7 @@ def run_scan(config: Config, options: ScanOptions) -> ScanResult:
 
     # A dry run leaves no trace anywhere, the watermark included: the next live run must see these repos.
     if use_watermark and not options.dry_run:
-        new_mark = next_watermark(watermark, [(r.last_modified, r.error is None) for r in kept])
+        new_mark = next_watermark(watermark, [(r.last_modified, r.error is None) for r in inspected])
         if new_mark and new_mark != watermark:
             write_watermark(config.discovery.state_file, new_mark)
     requests_after, bytes_after, writes_after = METER.snapshot()

@@ -129,8 +129,8 @@ def build_peft_llama(
     model = LlamaForCausalLM(tiny_llama_config())
     if base_model:
         model.name_or_path = base_model  # what from_pretrained sets, and what PEFT records in the config
-    config = LoraConfig(r=r, lora_alpha=alpha, target_modules=list(target_modules),
-                        init_lora_weights="gaussian", **lora_kwargs)
+    lora_kwargs.setdefault("init_lora_weights", "gaussian")  # non-zero B, like a trained adapter
+    config = LoraConfig(r=r, lora_alpha=alpha, target_modules=list(target_modules), **lora_kwargs)
     get_peft_model(model, config).save_pretrained(str(directory))
     return Path(directory)
 

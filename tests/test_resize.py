@@ -251,13 +251,17 @@ def test_kohya_reduce_is_the_eckart_young_optimum(tmp_path, capsys):
         torch.testing.assert_close(torch.linalg.svdvals(after[name])[:3], sigma[:3], rtol=1e-5, atol=0)
         assert rows[name]["relative_error"] == pytest.approx(math.sqrt(dropped / float((sigma ** 2).sum())),
                                                              rel=1e-4)
-    assert load_file(str(out))["lora_unet_down_blocks_0_resnets_0_conv1.alpha"].item() == pytest.approx(1.5)
+    reduced = load_file(str(out))
+    assert reduced["lora_unet_down_blocks_0_resnets_0_conv1.alpha"].item() == pytest.approx(1.5)
+    for name in before:  # √σ on both sides: neither factor carries all the magnitude
+        down, up = reduced[f"{name}.lora_down.weight"], reduced[f"{name}.lora_up.weight"]
+        assert float(torch.linalg.norm(down)) == pytest.approx(float(torch.linalg.norm(up)), rel=1e-4)
 
 
-@pytest.mark.parametrize("target", [4, 9])
+@pytest.mark.parametrize("target", [4, 8])
 def test_kohya_alpha_tensors_shapes_and_metadata_are_rewritten(tmp_path, capsys, target):
     source = tmp_path / "lora.safetensors"
-    original = _kohya_file(source, rank=6, alpha=1.0)  # alpha in bf16: 1·4/6 is not a bf16 number
+    original = _kohya_file(source, rank=6, alpha=1.0)  # alpha in bf16: 4/6 and 8/6 are not bf16 numbers
     out = tmp_path / "out.safetensors"
     report = resize_json(capsys, source, "--rank", target, "-o", out)
     tensors = load_file(str(out))
@@ -273,12 +277,12 @@ def test_kohya_alpha_tensors_shapes_and_metadata_are_rewritten(tmp_path, capsys,
 
     before, after = _kohya_deltas(source), _kohya_deltas(out)
     for name, delta in before.items():
-        if target > 6:  # padding: the same ΔW, up to the fp16 factors absorbing the bf16 rounding of alpha
-            torch.testing.assert_close(after[name], delta, rtol=2e-3, atol=2e-3)
+        # bf16 holds target/6 only to 0.2%; the factors absorb the difference, so ΔW is kept to fp16 precision.
+        if target > 6:
+            assert float(torch.linalg.norm(after[name] - delta) / torch.linalg.norm(delta)) < 1e-3
         else:
-            sigma = torch.linalg.svdvals(delta)
-            best = float((sigma[target:] ** 2).sum()) ** 0.5
-            assert float(torch.linalg.norm(delta - after[name])) == pytest.approx(best, rel=5e-3)
+            kept = torch.linalg.svdvals(after[name])[:target]
+            torch.testing.assert_close(kept, torch.linalg.svdvals(delta)[:target], rtol=1e-3, atol=0)
 
     metadata = header_metadata(out)
     assert metadata["ss_network_dim"] == str(target) and float(metadata["ss_network_alpha"]) == alpha.item()
@@ -331,7 +335,7 @@ def _known_spectrum_file(path: Path, spectra: dict[str, list[float]]) -> None:
         r = len(sigma)
         u = torch.linalg.qr(torch.randn(20, r, generator=generator, dtype=torch.float64)).Q
         v = torch.linalg.qr(torch.randn(18, r, generator=generator, dtype=torch.float64)).Q
-        tensors[f"{name}.lora_up.weight"] = (u * torch.tensor(sigma, dtype=torch.float64)).float()
+        tensors[f"{name}.lora_up.weight"] = (u * torch.tensor(sigma, dtype=torch.float64)).float().contiguous()
         tensors[f"{name}.lora_down.weight"] = v.T.contiguous().float()
     save_file(tensors, str(path))
 

@@ -496,6 +496,16 @@ def test_faulted_writes_have_no_side_effect():
         assert len(repo_state["discussions"]) == 1
 
 
+def test_drop_after_acts_on_the_request_but_loses_the_reply():
+    with SandboxHub(faults="drop-after:1@discussions") as hub:
+        hub.add_repo("alice/ok", {"a.txt": b"a"})
+        api = HfApi(endpoint=hub.endpoint, token=TOKEN)
+        with pytest.raises(httpx2.TransportError):
+            api.create_discussion("alice/ok", "Sent once")
+        assert [d["title"] for d in hub.state()["repos"]["alice/ok"]["discussions"]] == ["Sent once"]
+        assert hub.requests[-1]["status"] == 0 and hub.requests[-1]["fault"] == "drop-after"
+
+
 def test_faults_are_deterministic_per_seed_and_respect_read_write_groups():
     def statuses(spec: str) -> list[int]:
         with SandboxHub(faults=spec) as hub:
@@ -525,8 +535,9 @@ def test_request_log_lines_have_the_fields_and_never_the_token(hub, api, owner_a
     api.whoami()
     owner_api.whoami()
     api.create_discussion(fresh_repo, "Logged")
+    in_memory = hub.requests  # first: it waits for requests still being answered
     lines = [json.loads(line) for line in hub.request_log.read_text().splitlines()]
-    assert lines == hub.requests
+    assert lines == in_memory
     assert all({"method", "path", "query", "status", "bytes", "route", "user"} <= set(line) for line in lines)
     new = [(e["method"], e["path"], e["route"], e["user"], e["status"]) for e in lines[start:start + 3]]
     assert new == [("GET", "/api/whoami-v2", "whoami", "lora-bot", 200),

@@ -117,6 +117,10 @@ def make_api(endpoint: str | None, token: str | None, timeout: float = 60.0) -> 
     if is_loopback(endpoint):
         # Read at call time by huggingface_hub; without it uploads ask the sandbox for a Xet token (hub-api.md).
         constants.HF_HUB_DISABLE_XET = True
+    if endpoint != constants.ENDPOINT.rstrip("/"):
+        # With telemetry on, huggingface_hub's user agent fetches an agent registry from constants.ENDPOINT
+        # (huggingface.co): a scan of another Hub, the sandbox included, would send requests off to it.
+        constants.HF_HUB_DISABLE_TELEMETRY = True
     return HfApi(endpoint=endpoint, token=token or False, library_name="lora-bot")
 
 
@@ -185,7 +189,9 @@ def describe_error(error: BaseException) -> str:
     if isinstance(error, HfHubHTTPError):
         response = getattr(error, "response", None)
         status = getattr(response, "status_code", "?")
-        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        # str(error) starts with a generic "404 Client Error."; the server's own message says what went wrong.
+        message = (getattr(error, "server_message", None) or "").strip() or str(error)
+        first_line = message.splitlines()[0] if message else type(error).__name__
         return f"HTTP {status}: {first_line}"
     if isinstance(error, httpx2.TransportError):
         return f"connection failed: {type(error).__name__}: {error}"

@@ -25,7 +25,9 @@ from bot.sources.local import scalar_names
 
 FIRST_READ = 100_000  # bytes of the first range read, as huggingface_hub reads them
 MAX_TEXT_BYTES = 1_000_000  # adapter_config.json and README.md larger than this are not read
-RANGES_PER_REQUEST = 64  # keeps the Range header short enough for any proxy
+# Longest Range header value sent: nginx and Apache refuse a header line above 8 KB by default. A kohya
+# SDXL file has ~700 `.alpha` scalars spread over the file; counted in characters they fit in 2 requests.
+MAX_RANGE_HEADER = 7_900
 SAFE_PATH = re.compile(r"^(?!/)(?!.*(^|/)\.\.?(/|$))[^\x00\\]+$")
 
 
@@ -79,8 +81,7 @@ class RemoteReader:
     def read_ranges(self, repo_id: str, path: str, revision: str, ranges: list[tuple[int, int]]) -> dict:
         """Bytes of each [start, end) range, in as few requests as the server allows."""
         found: dict[tuple[int, int], bytes] = {}
-        for start in range(0, len(ranges), RANGES_PER_REQUEST):
-            batch = ranges[start : start + RANGES_PER_REQUEST]
+        for batch in _range_batches(ranges):
             spec = ",".join(f"{a}-{b - 1}" for a, b in batch)
             response = self._get(repo_id, path, revision, {"Range": f"bytes={spec}"})
             pieces = _split_range_response(response)
@@ -172,6 +173,20 @@ def _coalesce(spans: Iterable[tuple[int, int]], gap: int = 4096) -> list[tuple[i
         else:
             merged.append([a, b])
     return [(a, b) for a, b in merged]
+
+
+def _range_batches(ranges: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    """Consecutive ranges grouped so each group's `bytes=a-b,c-d,...` stays within MAX_RANGE_HEADER."""
+    batches: list[list[tuple[int, int]]] = []
+    length = 0
+    for a, b in ranges:
+        item = len(f"{a}-{b - 1},")
+        if not batches or length + item > MAX_RANGE_HEADER:
+            batches.append([])
+            length = len("bytes=")
+        batches[-1].append((a, b))
+        length += item
+    return batches
 
 
 def _from_coalesced(fetched: Mapping[tuple[int, int], bytes], a: int, b: int) -> bytes:

@@ -113,16 +113,29 @@ def _widths(modules: Sequence[Module], pattern: str, attr: str) -> Counter:
     return Counter(getattr(m, attr) for m in modules if regex.search(m.canonical) and getattr(m, attr))
 
 
+# DiT layers whose input (or output) is the hidden size, in diffusers and kohya/BFL names. Attention alone is not
+# enough: trainers let users adapt only the MLPs (`proj_mlp`, `ff.net.*`) or only the single blocks.
+_DIT_HIDDEN_IN = (r"(attn_to_[qkv]|add_[qkv]_proj|attn_qkv|linear1|proj_mlp|ff_net_0_proj|ff_context_net_0_proj"
+                  r"|(img|txt)_mlp_0|mlp_fc1|(img|txt)_mod_lin|norm1_linear|norm1_context_linear|norm_linear"
+                  r"|modulation_lin)$")
+_DIT_HIDDEN_OUT = (r"(to_out_0|to_add_out|ff_net_2|ff_context_net_2|blocks_\d+_proj_out|linear2|attn_proj"
+                   r"|(img|txt)_mlp_2|mlp_fc2)$")
+
+
+def _hidden_widths(denoiser: Sequence[Module]) -> Counter:
+    return _widths(denoiser, _DIT_HIDDEN_IN, "in_features") + _widths(denoiser, _DIT_HIDDEN_OUT, "out_features")
+
+
 def _diffusion(denoiser: Sequence[Module], by_component: Mapping[str, list[Module]]) -> ShapeFingerprint:
     names = [m.canonical for m in denoiser]
     if any(re.search(r"single_transformer_blocks|single_blocks|double_blocks", n) for n in names):
-        widths = _widths(denoiser, r"(attn_to_q|attn_qkv|img_attn_qkv|linear1|attn_to_k)$", "in_features")
+        widths = _hidden_widths(denoiser)
         if 3072 in widths:
             return ShapeFingerprint(FLUX1, FLUX1_REPOS, "double/single transformer blocks with hidden size 3072")
         return ShapeFingerprint(None, (), f"Flux-style blocks with unexpected hidden size {sorted(widths)}")
     joint = any(re.search(r"joint_blocks|context_block|add_q_proj|add_k_proj", n) for n in names)
     if joint or any(re.search(r"(^|_)transformer_transformer_blocks_\d", n) for n in names):
-        widths = _widths(denoiser, r"(attn_to_q|attn_to_k|attn_qkv|x_block_attn_qkv)$", "in_features")
+        widths = _hidden_widths(denoiser)
         if 1536 in widths:
             return ShapeFingerprint(SD3, SD3_MEDIUM_REPOS, "joint transformer blocks with hidden size 1536")
         if 2432 in widths:
@@ -155,7 +168,8 @@ def _diffusion(denoiser: Sequence[Module], by_component: Mapping[str, list[Modul
     return ShapeFingerprint(None, (), "diffusion modules without an identifying shape")
 
 
-_LLM_LAYER = re.compile(r"layers_(\d+)_(?:self_attn|mlp|attention|feed_forward)_(\w+)$")
+# Llama-style `model.layers.N.self_attn.q_proj`, and GPT-2/Falcon/Bloom-style `transformer.h.N.attn.c_attn`.
+_LLM_LAYER = re.compile(r"(?:layers|h)_(\d+)_(?:self_attn|mlp|attention|feed_forward|attn|self_attention)_(\w+)$")
 
 
 def _llm(modules: Sequence[Module]) -> ShapeFingerprint:

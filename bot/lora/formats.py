@@ -229,9 +229,10 @@ def _split_leftovers(
     full, unknown = [], []
     for name in leftovers:
         segments = name.split(".")
-        # PEFT writes `<embedding>.base_layer.weight` when embeddings are trained (save_embedding_layers).
-        on_purpose = (".modules_to_save." in name or ".base_layer." in name or any(s in segments for s in saved)
-                      or families.get(CONTROL))
+        # PEFT writes `<embedding>.base_layer.weight` when embeddings are trained (save_embedding_layers), and
+        # `<embedding>.token_adapter.trainable_tokens_delta` for `trainable_token_indices`.
+        on_purpose = (".modules_to_save." in name or ".base_layer." in name or ".token_adapter." in name
+                      or any(s in segments for s in saved) or families.get(CONTROL))
         (full if on_purpose else unknown).append(name)
     return full, unknown
 
@@ -268,9 +269,14 @@ def _name_format(
 def component_of(module_name: str) -> str:
     """Which model a module adapts: the denoiser (UNet/transformer), a text encoder, or a plain model (LLM)."""
     name = module_name
-    for prefix in ("base_model.model.",):
-        if name.startswith(prefix):
-            name = name[len(prefix):]
+    peft = name.startswith("base_model.model.")
+    if peft:
+        name = name[len("base_model.model."):]
+        # Under PEFT's prefix `transformer.` is an LLM trunk (GPT-2, Falcon, Bloom, GPT-J: `transformer.h.N`);
+        # a diffusion transformer wrapped by PEFT has its blocks at the top level.
+        if name.startswith("transformer.") and not name.startswith(("transformer.transformer_blocks.",
+                                                                    "transformer.single_transformer_blocks.")):
+            return "model"
     rules = (
         (("text_encoder_2.", "lora_te2_"), "text_encoder_2"),
         (("text_encoder_3.", "lora_te3_"), "text_encoder_3"),

@@ -18,7 +18,7 @@ from bot.lora.fingerprints import BaseModel, FAMILY_NAMES, declarations, fingerp
 from bot.lora.flags import Flag, flag
 from bot.lora.formats import LOHA, LOKR, LORA, LORA_TUCKER, OTHER, Module, ParsedKeys, component_of, leaf_name, parse_keys
 from bot.lora.header import SafetensorsHeader
-from bot.lora.peft_config import ConfigError, PeftConfig, lora_scale, parse_peft_config
+from bot.lora.peft_config import ConfigError, PeftConfig, config_from_mapping, lora_scale, parse_peft_config
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
@@ -150,10 +150,9 @@ def _inspect_header(evidence: FileEvidence, header: SafetensorsHeader) -> FileIn
     config, card_data, found = _context(evidence)
     metadata = dict(header.metadata)
     parsed = parse_keys(header.tensors, metadata, config.modules_to_save if config else ())
-    diffusers_meta = _diffusers_metadata(metadata)
-    rslora = bool(config and config.use_rslora) or any(
-        k.endswith("use_rslora") and v is True for k, v in diffusers_meta.items())
-    reports = tuple(_module_report(m, config, diffusers_meta, evidence.scalars) for m in parsed.modules)
+    diffusers_configs = _diffusers_configs(_diffusers_metadata(metadata))
+    rslora = bool(config and config.use_rslora) or any(c.use_rslora for c in diffusers_configs.values())
+    reports = tuple(_module_report(m, config, diffusers_configs, evidence.scalars) for m in parsed.modules)
     lora_reports = [r for r in reports if r.rank is not None]
     ranks = Counter(r.rank for r in lora_reports)
     rank = _most_common(ranks)
@@ -163,7 +162,7 @@ def _inspect_header(evidence: FileEvidence, header: SafetensorsHeader) -> FileIn
     base = resolve(fingerprint(parsed.modules), declarations(config.raw if config else None, card_data, metadata))
 
     found += _structure_flags(parsed, evidence)
-    found += _rank_flags(parsed, reports, config, metadata, diffusers_meta, ranks, evidence)
+    found += _rank_flags(parsed, reports, config, metadata, diffusers_configs, ranks, evidence)
     found += _alpha_flags(alpha_declared, ranks, rank, parsed)
     found += _base_model_flags(base)
     return FileInspection(
@@ -196,16 +195,32 @@ def _diffusers_metadata(metadata: Mapping[str, str]) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _diffusers_declared(diffusers_meta: Mapping, module: str, field_name: str):
-    """A value from diffusers' `lora_adapter_metadata`, keyed `<component>.<field>` (e.g. `unet.lora_alpha`)."""
-    component = module.split(".", 1)[0]
-    value = diffusers_meta.get(f"{component}.{field_name}")
-    if value is None:
-        value = diffusers_meta.get(field_name)
-    return value
+def _diffusers_configs(diffusers_meta: Mapping) -> dict[str, PeftConfig]:
+    """diffusers' `lora_adapter_metadata` is one LoraConfig per component, keyed `<component>.<field>`
+    (`unet.r`, `transformer.rank_pattern`). diffusers rebuilds a LoraConfig from it when loading, so its
+    patterns are PEFT regexes matched against the module path inside the component. Unprefixed keys go to ""."""
+    grouped: dict[str, dict] = {}
+    for key, value in diffusers_meta.items():
+        component, _, field_name = key.partition(".") if "." in key else ("", "", key)
+        grouped.setdefault(component, {})[field_name] = value
+    configs = {}
+    for component, fields in grouped.items():
+        try:
+            configs[component] = config_from_mapping(fields)
+        except ConfigError:
+            continue  # a malformed component declares nothing; the shapes still speak
+    return configs
 
 
-def _module_report(module: Module, config: PeftConfig | None, diffusers_meta: Mapping,
+def _diffusers_config_for(configs: Mapping[str, PeftConfig], module: str) -> tuple[PeftConfig | None, str]:
+    """The component's config and the module's path inside that component (what patterns match against)."""
+    component, _, inner = module.partition(".")
+    if component in configs and inner:
+        return configs[component], inner
+    return configs.get(""), module
+
+
+def _module_report(module: Module, config: PeftConfig | None, diffusers_configs: Mapping[str, PeftConfig],
                    scalars: Mapping[str, float]) -> ModuleReport:
     rank = module.rank
     alpha, declared = None, False
@@ -213,12 +228,10 @@ def _module_report(module: Module, config: PeftConfig | None, diffusers_meta: Ma
         alpha, declared = scalars[module.alpha_tensor.name], True
     elif config is not None and config.declared_alpha(module.name) is not None:
         alpha, declared = config.declared_alpha(module.name), True
-    elif diffusers_meta:
-        patterns = _diffusers_declared(diffusers_meta, module.name, "alpha_pattern") or {}
-        value = next((v for p, v in patterns.items() if module.name.endswith(p)), None)
-        value = value if value is not None else _diffusers_declared(diffusers_meta, module.name, "lora_alpha")
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            alpha, declared = float(value), True
+    else:
+        component_config, inner = _diffusers_config_for(diffusers_configs, module.name)
+        if component_config is not None and component_config.declared_alpha(inner) is not None:
+            alpha, declared = component_config.declared_alpha(inner), True
     if alpha is None and rank is not None and module.kind in (LORA, LORA_TUCKER, LOHA, LOKR):
         alpha = float(rank)  # every loader's fallback when nothing declares alpha: scale 1
     return ModuleReport(
@@ -278,7 +291,7 @@ def _structure_flags(parsed: ParsedKeys, evidence: FileEvidence) -> list[Flag]:
 
 
 def _rank_flags(parsed: ParsedKeys, reports: Sequence[ModuleReport], config: PeftConfig | None,
-                metadata: Mapping[str, str], diffusers_meta: Mapping, ranks: Counter,
+                metadata: Mapping[str, str], diffusers_configs: Mapping[str, PeftConfig], ranks: Counter,
                 evidence: FileEvidence) -> list[Flag]:
     found = []
     lora = [(m, r) for m, r in zip(parsed.modules, reports) if m.kind in (LORA, LORA_TUCKER) and r.rank]
@@ -292,9 +305,10 @@ def _rank_flags(parsed: ParsedKeys, reports: Sequence[ModuleReport], config: Pef
                               f"adapter_config.json {where} says {declared} but the weights have rank "
                               f"{report.rank} ({len(wrong)} of {len(lora)} modules; first: {module.name}, "
                               f"lora_A {shape}); PEFT will fail with 'size mismatch'"))
-    found += _metadata_rank_flags(lora, metadata, diffusers_meta)
+    found += _metadata_rank_flags(lora, metadata)
+    found += _diffusers_rank_flags(lora, diffusers_configs)
     per_module_declared = bool(
-        (config and config.rank_pattern) or any(k.endswith("rank_pattern") and v for k, v in diffusers_meta.items())
+        (config and config.rank_pattern) or any(c.rank_pattern for c in diffusers_configs.values())
         or _network_args(metadata).keys() & {"conv_dim", "block_dims", "conv_block_dims"}
         or metadata.get("ss_network_dim") == "Dynamic"
     )
@@ -320,10 +334,15 @@ def _as_int(value) -> int | None:
         return None
 
 
-def _metadata_rank_flags(lora, metadata: Mapping[str, str], diffusers_meta: Mapping) -> list[Flag]:
+def _is_spatial_conv(module: Module) -> bool:
+    return module.is_conv and tuple(module.down.shape[2:]) != (1, 1)
+
+
+def _metadata_rank_flags(lora, metadata: Mapping[str, str]) -> list[Flag]:
     found = []
-    linear = Counter(r.rank for m, r in lora if not m.is_conv)
-    conv = Counter(r.rank for m, r in lora if m.is_conv)
+    # kohya gives Linear and 1x1 Conv2d layers (SD1's proj_in/proj_out) network_dim; conv_dim is for the rest.
+    linear = Counter(r.rank for m, r in lora if not _is_spatial_conv(m))
+    conv = Counter(r.rank for m, r in lora if _is_spatial_conv(m))
     checks = []
     dim = _as_int(metadata.get("ss_network_dim", ""))
     if dim is not None and linear:
@@ -331,22 +350,31 @@ def _metadata_rank_flags(lora, metadata: Mapping[str, str], diffusers_meta: Mapp
     conv_dim = _as_int(_network_args(metadata).get("conv_dim", ""))
     if conv_dim is not None and conv:
         checks.append(("ss_network_args conv_dim", conv_dim, conv, F.WARNING))
-    # diffusers keys its metadata by component (`unet.r`); only files that carry such metadata need the loop.
-    components = sorted({m.name.split(".", 1)[0] for m, _ in lora}) if diffusers_meta else []
-    for component in components:
-        declared = diffusers_meta.get(f"{component}.r")
-        pattern = diffusers_meta.get(f"{component}.rank_pattern") or {}
-        mine = Counter(r.rank for m, r in lora if m.name.startswith(component + ".")
-                       and not any(m.name.endswith(p) or p in m.name for p in pattern))
-        if isinstance(declared, int) and mine:
-            # diffusers builds the LoRA layers from this metadata, so a mismatch fails the load.
-            checks.append((f"lora_adapter_metadata {component}.r", declared, mine, F.ERROR))
     for source, declared, observed, severity in checks:
         if set(observed) != {declared}:
             shown = ", ".join(str(r) for r in sorted(observed))
             found.append(flag("rank-mismatch-metadata",
                               f"{source} says {declared} but the weights have rank {shown}", severity))
     return found
+
+
+def _diffusers_rank_flags(lora, configs: Mapping[str, PeftConfig]) -> list[Flag]:
+    """diffusers builds the LoRA layers from `lora_adapter_metadata` (r, then rank_pattern), so a rank the
+    metadata gets wrong fails the load: an error, checked per module like adapter_config.json."""
+    wrong = []
+    for module, report in lora:
+        config, inner = _diffusers_config_for(configs, module.name)
+        if config is not None and config.r is not None and config.declared_rank(inner) != report.rank:
+            wrong.append((module, report, config, inner))
+    if not wrong:
+        return []
+    module, report, config, inner = wrong[0]
+    declared = config.declared_rank(inner)
+    component = module.name[: -len(inner)] if inner != module.name else ""
+    source = f"lora_adapter_metadata {component}{'rank_pattern' if declared != config.r else 'r'}"
+    return [flag("rank-mismatch-metadata",
+                 f"{source} says {declared} but the weights have rank {report.rank} ({len(wrong)} of {len(lora)} "
+                 f"modules; first: {module.name}); diffusers will fail with 'size mismatch'", F.ERROR)]
 
 
 def _alpha_flags(alpha_declared: bool, ranks: Counter, rank: int | None, parsed: ParsedKeys) -> list[Flag]:

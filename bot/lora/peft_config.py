@@ -82,6 +82,11 @@ def parse_peft_config(text: str) -> PeftConfig:
         raise ConfigError(f"adapter_config.json is not valid JSON: {error}") from None
     if not isinstance(raw, dict):
         raise ConfigError("adapter_config.json is not a JSON object")
+    return config_from_mapping(raw)
+
+
+def config_from_mapping(raw: Mapping) -> PeftConfig:
+    """A LoraConfig given as a dict: adapter_config.json, or one component of diffusers' lora_adapter_metadata."""
     r = raw.get("r")
     alpha = raw.get("lora_alpha")
     modules_to_save = raw.get("modules_to_save") or ()

@@ -64,6 +64,7 @@ SORT_KEYS: dict[str, Callable[[Repo], object]] = {
 }
 ROUTE_NAMES = ("whoami", "models", "model_info", "tree", "refs", "commits", "resolve", "validate_yaml", "preupload",
                "lfs", "commit", "discussions", "discussion", "comment", "status", "title", "merge", "create_repo")
+DROP_KINDS = ("drop", "drop-after")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _BYTE_RANGE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
 
@@ -72,7 +73,9 @@ _BYTE_RANGE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
 
 @dataclass(frozen=True)
 class FaultRule:
-    """Inject `kind` (an HTTP status such as "429", or "drop") on `share` of the matching requests."""
+    """Inject `kind` on `share` of the matching requests. Kinds: an HTTP status 400-599 or "drop" (both
+    answered before the request is handled, so it has no effect), or "drop-after": the request IS handled,
+    then the connection closes without a reply, like a response lost on the way back."""
 
     kind: str
     share: float
@@ -114,8 +117,9 @@ class FaultSpec:
         body, _, route_text = token.partition("@")
         kind, colon, share_text = body.partition(":")
         kind = kind.strip().lower()
-        if not colon or not (kind == "drop" or (kind.isdigit() and 400 <= int(kind) <= 599)):
-            raise ValueError(f"bad fault {token!r}: expected KIND:SHARE[@ROUTES] with KIND drop or 400-599")
+        if not colon or not (kind in DROP_KINDS or (kind.isdigit() and 400 <= int(kind) <= 599)):
+            raise ValueError(f"bad fault {token!r}: expected KIND:SHARE[@ROUTES] with KIND 400-599, drop or "
+                             f"drop-after")
         try:
             share = float(share_text)
         except ValueError:
@@ -759,10 +763,10 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
             if hub.latency_ms:
                 time.sleep(hub.latency_ms / 1000)
             fault = hub.faults.pick(route_name, self.command)
+            if fault is None or fault.kind == "drop-after":
+                reply = self._dispatch(hub, request, route, path_known)
             if fault is not None:
                 reply = self._fault_reply(request, fault, hub.faults.spec.retry_after)
-            else:
-                reply = self._dispatch(hub, request, route, path_known)
             sent = 0 if reply is None else self._send(reply)
         finally:
             hub.record_request({"method": self.command, "path": raw_path, "query": query_string,
@@ -783,10 +787,10 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
         return reply
 
     def _fault_reply(self, request: Request, fault: FaultRule, retry_after: int) -> Reply | None:
-        """An injected failure, decided before any handler runs so it has no side effect."""
+        """The injected failure; None means "close the connection without a reply"."""
         for _ in request.body_source:
             pass
-        if fault.kind == "drop":
+        if fault.kind in DROP_KINDS:
             self.close_connection = True
             return None
         headers = {}
