@@ -55,7 +55,7 @@ class ActionInputs:
     max_annotations: int
 
 
-def raw_input(environ: Mapping[str, str], name: str) -> str:
+def input_value(environ: Mapping[str, str], name: str) -> str:
     """GitHub upper-cases input names and keeps hyphens (INPUT_HF-TOKEN); action.yml passes them with
     underscores, which every shell keeps (dash drops variables whose names have a hyphen)."""
     upper = name.upper()
@@ -67,17 +67,17 @@ def raw_input(environ: Mapping[str, str], name: str) -> str:
 
 
 def read_inputs(environ: Mapping[str, str], workspace: Path) -> ActionInputs:
-    config = raw_input(environ, "config")
+    config = input_value(environ, "config")
     action_config = Path(environ.get("GITHUB_ACTION_PATH", "")) / "config.yaml"
     return ActionInputs(
         config=workspace / config if config else (action_config if action_config.is_file() else None),
-        token=raw_input(environ, "hf-token") or None,
-        dry_run=_boolean(raw_input(environ, "dry-run") or "true", "dry-run"),
-        max_prs=_count(raw_input(environ, "max-prs"), "max-prs", default=None),
-        shard=_shard(raw_input(environ, "shard")),
-        repos=_repo_ids(raw_input(environ, "repos")),
-        report_path=workspace / (raw_input(environ, "report-path") or DEFAULT_REPORT),
-        max_annotations=_count(raw_input(environ, "max-annotations"), "max-annotations",
+        token=input_value(environ, "hf-token") or None,
+        dry_run=_boolean(input_value(environ, "dry-run") or "true", "dry-run"),
+        max_prs=_count(input_value(environ, "max-prs"), "max-prs", default=None),
+        shard=_shard(input_value(environ, "shard")),
+        repos=_repo_ids(input_value(environ, "repos")),
+        report_path=workspace / (input_value(environ, "report-path") or DEFAULT_REPORT),
+        max_annotations=_count(input_value(environ, "max-annotations"), "max-annotations",
                                default=WARNINGS_SHOWN_PER_STEP),
     )
 
@@ -131,7 +131,7 @@ def _annotate(report: dict, cap: int) -> None:
 
 
 def main(environ: Mapping[str, str] = os.environ) -> int:
-    token_input = raw_input(environ, "hf-token")
+    token_input = input_value(environ, "hf-token")
     if token_input:
         print(command("add-mask", token_input), flush=True)  # before anything that could echo it
     workspace = Path(environ.get("GITHUB_WORKSPACE") or os.getcwd())

@@ -362,6 +362,41 @@ def test_diffusers_flux_transformer_lora(tmp_path, diffusers_libs, with_metadata
         assert codes(report) == {"mixed-rank-undeclared", "alpha-missing"}
 
 
+def _tiny_clip_lora(lora_config, projection: bool):
+    """A tiny CLIP text encoder with LoRA. transformers' `add_adapter` wants a newer peft than the installed
+    one, so inject with peft directly (which is what `add_adapter` calls)."""
+    from peft import inject_adapter_in_model
+    from peft.utils import get_peft_model_state_dict
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                            vocab_size=100, projection_dim=32, bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    model = (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
+    inject_adapter_in_model(lora_config, model)
+    return get_peft_model_state_dict(model)
+
+
+def test_diffusers_sdxl_unet_and_text_encoders_each_declare_their_rank(tmp_path, diffusers_libs):
+    diffusers = diffusers_libs[0]
+    unet_config = _lora_config(r=8, lora_alpha=16)
+    text_configs = [_lora_config(r=4, lora_alpha=alpha, target_modules=["q_proj", "k_proj", "v_proj", "out_proj"])
+                    for alpha in (4, 8)]
+    _, unet_layers = _tiny_unet_lora(unet_config)
+    diffusers.StableDiffusionXLPipeline.save_lora_weights(
+        tmp_path, unet_lora_layers=unet_layers,
+        text_encoder_lora_layers=_tiny_clip_lora(text_configs[0], projection=False),
+        text_encoder_2_lora_layers=_tiny_clip_lora(text_configs[1], projection=True),
+        unet_lora_adapter_metadata=lora_adapter_metadata(unet_config),
+        text_encoder_lora_adapter_metadata=lora_adapter_metadata(text_configs[0]),
+        text_encoder_2_lora_adapter_metadata=lora_adapter_metadata(text_configs[1]))
+    status, report = inspect_one(tmp_path, "--modules")
+    assert status == 0
+    assert report["components"] == ["denoiser", "text_encoder", "text_encoder_2"]
+    by_component = {(m["name"].split(".")[0], m["rank"], m["alpha"]) for m in report["module_details"]}
+    assert by_component == {("unet", 8, 16.0), ("text_encoder", 4, 4.0), ("text_encoder_2", 4, 8.0)}
+    assert report["flags"] == []  # different ranks, each declared by its component's metadata
+
+
 def test_diffusers_metadata_rank_that_disagrees_is_an_error(tmp_path, diffusers_libs):
     diffusers, _, _ = diffusers_libs
     config = _lora_config(r=4, lora_alpha=4)
@@ -436,6 +471,14 @@ def test_kohya_one_by_one_convs_count_as_network_dim(tmp_path, diffusers_libs):
     assert proj_in and all(m["conv"] and m["rank"] == 8 for m in proj_in)  # the toy UNet's proj_in is a 1x1 conv
     assert report["ranks"] == {"8": report["modules"] - 8, "4": 8}  # 8 resnets carry conv1
     assert report["flags"] == []
+    assert status == 0
+
+
+def test_kohya_mixed_ranks_with_per_module_alphas_are_declared(tmp_path, diffusers_libs):
+    kohya = _kohya_from_tiny_unet(diffusers_libs, r=8, lora_alpha=8, rank_pattern={"to_k": 2})
+    status, report = inspect_one(_save(kohya, tmp_path / "lora.safetensors"))
+    assert set(report["ranks"]) == {"2", "8"}
+    assert report["flags"] == []  # each module carries its own `.alpha`; kohya loaders read each rank
     assert status == 0
 
 
@@ -531,6 +574,14 @@ def test_llama3_vocabulary_rules_out_mistral(tmp_path):
     report = inspect_one(_meta_peft(tmp_path, LLAMA3_8B, targets=["q_proj", "v_proj", "embed_tokens"]))[1]
     candidates = report["base_model"]["candidates"]
     assert "meta-llama/Meta-Llama-3-8B" in candidates and "mistralai/Mistral-7B-v0.1" not in candidates
+
+
+def test_resized_vocabulary_keeps_the_base(tmp_path):
+    """alpaca-lora era adapters added a pad token: Llama-2-7B with 32001 embeddings is still Llama-2-7B."""
+    report = inspect_one(_meta_peft(tmp_path, LLAMA2_7B | {"vocab_size": 32001},
+                                    targets=["q_proj", "v_proj", "embed_tokens"]))[1]
+    assert report["base_model"]["candidates"] == ["meta-llama/Llama-2-7b-hf"]
+    assert "vocab 32001" in report["base_model"]["evidence"]
 
 
 def test_qwen2_7b_shapes(tmp_path):

@@ -200,11 +200,19 @@ def _llm(modules: Sequence[Module]) -> ShapeFingerprint:
     observed = dict(seen, layers=layers + 1)
     if vocab:
         observed["vocab"] = vocab
-    candidates = tuple(
-        repo for shape in LLM_SHAPES if _llm_fits(shape, observed) for repo in shape.repo_ids
-    )
+    candidates = _llm_candidates(observed)
     description = ", ".join(f"{k} {v}" for k, v in observed.items())
+    if not candidates and "vocab" in observed:
+        # Fine-tunes often add tokens (a pad token makes Llama-2's 32000 into 32001): a resized vocabulary
+        # must not hide the base the layer shapes name.
+        candidates = _llm_candidates({k: v for k, v in observed.items() if k != "vocab"})
+        if candidates:
+            description += " (a resized vocabulary)"
     return ShapeFingerprint(LLM, candidates, f"decoder layers with {description}")
+
+
+def _llm_candidates(observed: Mapping[str, int]) -> tuple[str, ...]:
+    return tuple(repo for shape in LLM_SHAPES if _llm_fits(shape, observed) for repo in shape.repo_ids)
 
 
 def _llm_fits(shape: LlmShape, observed: Mapping[str, int]) -> bool:

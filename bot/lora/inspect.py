@@ -311,6 +311,10 @@ def _rank_flags(parsed: ParsedKeys, reports: Sequence[ModuleReport], config: Pef
         (config and config.rank_pattern) or any(c.rank_pattern for c in diffusers_configs.values())
         or _network_args(metadata).keys() & {"conv_dim", "block_dims", "conv_block_dims"}
         or metadata.get("ss_network_dim") == "Dynamic"
+        # diffusers metadata declares r per component (an SDXL UNet at 8 and its text encoders at 4 is normal).
+        or all(_metadata_declares_rank(diffusers_configs, m.name) for m, _ in lora)
+        # kohya/LyCORIS: every module carries its own `.alpha`, and their loaders take each rank from its shape.
+        or all(m.alpha_tensor is not None for m, _ in lora)
     )
     if len(ranks) > 1 and not per_module_declared and not any(f.code == "rank-mismatch-config" for f in found):
         histogram = ", ".join(f"rank {r}: {n}" for r, n in sorted(ranks.items()))
@@ -356,6 +360,11 @@ def _metadata_rank_flags(lora, metadata: Mapping[str, str]) -> list[Flag]:
             found.append(flag("rank-mismatch-metadata",
                               f"{source} says {declared} but the weights have rank {shown}", severity))
     return found
+
+
+def _metadata_declares_rank(configs: Mapping[str, PeftConfig], module: str) -> bool:
+    config, _ = _diffusers_config_for(configs, module)
+    return config is not None and config.r is not None
 
 
 def _diffusers_rank_flags(lora, configs: Mapping[str, PeftConfig]) -> list[Flag]:

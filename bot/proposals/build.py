@@ -27,7 +27,7 @@ from bot.proposals.model import CARD, CONFIG_FIX, FLAGS, FileChange, Proposal, d
 from bot.text import code_span, code_text, escape_markdown, plural
 
 # Findings a PR of ours fixes: they do not go to the flags discussion.
-FIXED_BY_PR = {"rank-mismatch-config"}
+FIXED_BY_PR = {"rank-mismatch-config", "rank-mismatch-metadata"}
 # Warnings that still belong in the discussion because lora-bot cannot act on them.
 DISCUSS_WARNINGS = {"card-invalid"}
 
@@ -168,7 +168,8 @@ def card_proposal(facts: RepoFacts) -> Proposal | None:
               f"({escape_markdown(inspected[0].base_model.evidence)})." if "base_model" in additions.keys else "")
     summary = (
         ("**Create README.md** with " if old_text is None else "**README.md: add** ")
-        + ", ".join(added) + ". Existing metadata, comments and text are kept byte for byte.\n\n"
+        + ", ".join(added) + (". Existing metadata, comments and text are kept byte for byte.\n\n"
+                              if old_text is not None else ".\n\n")
         + f"Why: {why}Loaders and people choosing an adapter read rank, alpha and format from the card.{source}"
     )
     verification = ("the new front matter was parsed again: it equals the old metadata plus exactly the "
@@ -223,11 +224,16 @@ def flags_proposal(facts: RepoFacts) -> Proposal | None:
 # ------------------------------------------------------------------------------------------ all
 
 
-def build_proposals(facts: RepoFacts, policy: ProposalsConfig, variant_builder=None) -> list[Proposal]:
-    """Every proposal for one repo, in the order they appear in a grouped PR; the flags discussion last."""
+def build_proposals(facts: RepoFacts, policy: ProposalsConfig, metadata_builder=None,
+                    variant_builder=None) -> list[Proposal]:
+    """Every proposal for one repo, in the order they appear in a grouped PR; the flags discussion last.
+
+    The two builders download weights (bot.proposals.metadata, bot.proposals.variants); the rest is pure."""
     proposals: list[Proposal | None] = []
     if policy.config_fix:
         proposals += [config_fix_proposal(facts, item) for item in facts.files]
+        if metadata_builder is not None:
+            proposals += metadata_builder(facts)
     if policy.card:
         proposals.append(card_proposal(facts))
     if policy.variants and variant_builder is not None:

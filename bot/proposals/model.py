@@ -47,13 +47,18 @@ class FileChange:
     path: str
     new_text: str | None = None
     old_text: str | None = None  # None when the file is new
-    source: Path | None = None  # a binary file produced locally (a variant)
+    source: Path | None = None  # a binary file produced locally (a variant, a metadata fix)
     size: int = 0
+    replaces: bool = False  # a binary that replaces the repo's file of the same path
 
     def __post_init__(self) -> None:
         check_path(self.path)
         if (self.new_text is None) == (self.source is None):
             raise ValueError("a FileChange is either text or a local binary file")
+
+    @property
+    def is_new(self) -> bool:
+        return self.old_text is None and not self.replaces
 
     @property
     def is_text(self) -> bool:

@@ -24,7 +24,7 @@ def _files_table(members: Sequence[Proposal]) -> str:
     rows = ["| file | change | size |", "|---|---|---|"]
     for proposal in members:
         for change in proposal.files:
-            action = "edited" if change.old_text is not None else "added"
+            action = "added" if change.is_new else "replaced" if not change.is_text else "edited"
             size = len(change.content()) if change.is_text else change.size
             rows.append(f"| `{change.path}` | {action} ({proposal.kind}) | {size:,} bytes |")
     return "\n".join(rows)
@@ -79,6 +79,7 @@ def preview(submission: Submission) -> str:
         if change.is_text:
             lines.append(change.diff().rstrip())
         else:
-            lines.append(f"binary file {change.path}: {change.size:,} bytes")
+            lines.append(f"binary file {change.path}: {change.size:,} bytes ({verb} the repo's file)"
+                         if change.replaces else f"binary file {change.path}: {change.size:,} bytes (new)")
         lines.append("")
     return "\n".join(lines)

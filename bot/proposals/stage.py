@@ -11,7 +11,10 @@ from huggingface_hub import HfApi
 from bot.config import Config
 from bot.hub.client import RetryPolicy, describe_error, with_retries
 from bot.hub.remote import RepoInspection
+from bot.hub.download import Downloader
 from bot.proposals.build import RepoFacts, build_proposals
+from bot.proposals.metadata import MetadataFixBuilder
+from bot.proposals.variants import VariantBuilder
 from bot.proposals.execute import FAILED, Outcome, Writer
 
 
@@ -35,25 +38,18 @@ def run_proposals(api: HfApi, config: Config, repos: Iterable[RepoInspection], p
                     max_prs_per_repo=config.proposals.max_prs_per_repo,
                     title_prefix=config.proposals.title_prefix)
     outcomes: list[Outcome] = []
-    with tempfile.TemporaryDirectory(prefix="lora-bot-variants-") as scratch:
-        variant_builder = _variant_builder(api, config, policy, Path(scratch))
+    with tempfile.TemporaryDirectory(prefix="lora-bot-weights-") as scratch:
+        downloader = Downloader(api, policy, Path(scratch) / "cache")
+        metadata_builder = MetadataFixBuilder(downloader, Path(scratch)) if config.proposals.config_fix else None
+        variant_builder = (VariantBuilder(downloader, config.proposals.variant_policy, Path(scratch))
+                           if config.proposals.variants else None)
         for repo in repos:
             if repo.error is not None:
                 continue  # a partial picture is no ground for writing to someone's repo
             try:
-                proposals = build_proposals(facts_of(repo), config.proposals, variant_builder)
+                proposals = build_proposals(facts_of(repo), config.proposals, metadata_builder, variant_builder)
                 outcomes += writer.handle_repo(repo.repo_id, proposals)
             except Exception as error:  # noqa: BLE001 — one repo's failure never stops the run
                 outcomes.append(Outcome(repo.repo_id, "repo", FAILED, "proposals", (),
                                         detail=describe_error(error)))
     return outcomes
-
-
-def _variant_builder(api: HfApi, config: Config, policy: RetryPolicy, scratch: Path):
-    if not config.proposals.variants:
-        return None
-    try:
-        from bot.proposals.variants import VariantBuilder
-    except ImportError:
-        return None
-    return VariantBuilder(api, config.proposals.variant_policy, policy, scratch)

@@ -15,10 +15,8 @@ import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
-from huggingface_hub import HfApi
-
 from bot.config import VariantPolicy
-from bot.hub.client import RetryPolicy, with_retries
+from bot.hub.download import Downloader
 from bot.lora.inspect import FileInspection, inspect_evidence
 from bot.lora.peft_config import ConfigError, parse_peft_config
 from bot.lora.resize import ResizeError, ResizeOptions
@@ -91,10 +89,9 @@ def how_to_load(repo_id: str, item: FileInspection, path: str, rank: int) -> str
 class VariantBuilder:
     """Callable on a repo's facts; downloads the weights it converts into `scratch`."""
 
-    def __init__(self, api: HfApi, policy: VariantPolicy, retry: RetryPolicy, scratch: Path) -> None:
-        self.api = api
+    def __init__(self, downloader: Downloader, policy: VariantPolicy, scratch: Path) -> None:
+        self.downloader = downloader
         self.policy = policy
-        self.retry = retry
         self.scratch = scratch
 
     def __call__(self, facts: RepoFacts) -> list[Proposal]:
@@ -109,15 +106,11 @@ class VariantBuilder:
                     proposals.append(proposal)
         return proposals
 
-    def _download(self, facts: RepoFacts, path: str) -> Path:
-        return Path(with_retries(self.retry, lambda: self.api.hf_hub_download(
-            facts.repo_id, path, revision=facts.revision, cache_dir=self.scratch / "cache")))
-
     def _build(self, facts: RepoFacts, item: FileInspection, target: Target, path: str) -> Proposal | None:
-        source = self._download(facts, item.path)
+        source = self.downloader.fetch(facts.repo_id, item.path, facts.revision)
         config_path = config_path_for(facts, item.path)
         if item.format == "peft" and config_path:
-            self._download(facts, config_path)  # lands beside the weights in the snapshot folder
+            self.downloader.fetch(facts.repo_id, config_path, facts.revision)  # lands beside the weights in the snapshot folder
         out_dir = self.scratch / "out" / facts.repo_id / facts.revision
         output = out_dir / (posixpath.dirname(path) if item.format == "peft" else posixpath.basename(path))
         try:

@@ -1,0 +1,73 @@
+"""Metadata-fix proposals: trainer metadata (kohya `ss_network_dim`, diffusers `lora_adapter_metadata`) made
+to agree with the weights. The file is re-uploaded with a new header over byte-identical tensor data."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from bot.hub.download import Downloader
+from bot.lora.inspect import inspect_evidence
+from bot.lora.metadata_fix import corrected_metadata, rewrite_metadata
+from bot.proposals.build import RepoFacts
+from bot.proposals.model import METADATA_FIX, FileChange, Proposal
+from bot.sources.local import collect
+from bot.text import code_span
+
+
+def _data_digest(path: Path, start: int) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        handle.seek(start)
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class MetadataFixBuilder:
+    def __init__(self, downloader: Downloader, scratch: Path) -> None:
+        self.downloader = downloader
+        self.scratch = scratch
+
+    def __call__(self, facts: RepoFacts) -> list[Proposal]:
+        proposals = []
+        for item in facts.files:
+            if "rank-mismatch-metadata" not in item.codes() or item.has_error and not _only_metadata_errors(item):
+                continue
+            fixed = corrected_metadata(item.metadata, item.modules)
+            if fixed is not None:
+                proposals.append(self._build(facts, item, fixed))
+        return [p for p in proposals if p is not None]
+
+    def _build(self, facts: RepoFacts, item, fixed: dict) -> Proposal | None:
+        source = self.downloader.fetch(facts.repo_id, item.path, facts.revision)
+        output = self.scratch / "metadata" / facts.repo_id / facts.revision / item.path
+        header = rewrite_metadata(source, output, fixed)
+        original = collect(source)[0].header
+        verified = inspect_evidence(collect(output)[0])
+        same_data = _data_digest(source, original.data_start) == _data_digest(output, header.data_start)
+        if not same_data or "rank-mismatch-metadata" in verified.codes():
+            return None  # never propose a file we could not show to be the same adapter, corrected
+        changes = {k: (item.metadata.get(k), v) for k, v in fixed.items() if item.metadata.get(k) != v}
+        rows = "\n".join(f"| `{k}` | {code_span(old)} | {code_span(new)} |" for k, (old, new) in changes.items())
+        mismatch = next(f for f in item.flags if f.code == "rank-mismatch-metadata")
+        summary = (
+            f"**{code_span(item.path)}: correct the trainer metadata** so it states the rank the weights have. "
+            f"The tensors are byte for byte the same; only the header's `__metadata__` changes:\n\n"
+            f"| key | before | after |\n|---|---|---|\n{rows}\n\n"
+            f"Why: {mismatch.message}. Tools that read the rank from metadata (A1111's and ComfyUI's info panels, "
+            "lora-inspector, diffusers for `lora_adapter_metadata`) show or build the wrong rank."
+        )
+        return Proposal(
+            kind=METADATA_FIX, repo_id=facts.repo_id, revision=facts.revision,
+            title=f"correct the rank in {item.path}'s metadata", summary=summary,
+            verification=("the tensor data section of the new file has the same SHA-256 as the original's, and "
+                          "the new header inspects with no rank-mismatch-metadata finding."),
+            files=(FileChange(item.path, source=output, size=output.stat().st_size, replaces=True),),
+            facts={"metadata": {k: new for k, (_, new) in changes.items()}}, about=item.path,
+            base=_data_digest(source, 0)[:16],
+        )
+
+
+def _only_metadata_errors(item) -> bool:
+    return all(f.code == "rank-mismatch-metadata" for f in item.flags if f.severity == "error")
