@@ -914,6 +914,23 @@ def test_kohya_flux_names(tmp_path, architecture, repo_id):
     assert report["flags"] == []
 
 
+def test_xlabs_flux_processor_lora(tmp_path):
+    """XLabs-AI/x-flux attention-processor LoRAs (diffusers converts them in lora_conversion_utils.py)."""
+    shapes = {}
+    for block in range(19):
+        for stream in ("1", "2"):  # 1 = image, 2 = text
+            base = f"double_blocks.{block}.processor"
+            shapes |= _linear(f"{base}.qkv_lora{stream}", 16, 3072, 9216, "BF16", "down.weight", "up.weight")
+            shapes |= _linear(f"{base}.proj_lora{stream}", 16, 3072, 3072, "BF16", "down.weight", "up.weight")
+    path = write_header_only_safetensors(tmp_path / "realism_lora.safetensors", shapes)
+    status, report = inspect_one(path)
+    assert (report["format"], report["variant"]) == ("diffusers-legacy", "xlabs")
+    assert (report["rank"], report["modules"]) == (16, 19 * 4)
+    assert report["base_model"]["family"] == "flux1"
+    assert codes(report) == {"alpha-missing"}
+    assert status == 0
+
+
 def test_control_lora_is_recognised(tmp_path):
     """SAI Control-LoRA (SDXL): `<layer>.down` / `<layer>.up` without `.weight`, plus whole layers."""
     shapes = {"lora_controlnet": ("F32", ()), "input_hint_block.0.weight": ("F16", (16, 3, 3, 3)),

@@ -115,11 +115,12 @@ def _widths(modules: Sequence[Module], pattern: str, attr: str) -> Counter:
 
 # DiT layers whose input (or output) is the hidden size, in diffusers and kohya/BFL names. Attention alone is not
 # enough: trainers let users adapt only the MLPs (`proj_mlp`, `ff.net.*`) or only the single blocks.
+# XLabs Flux LoRAs name their processors' layers `double_blocks_N_qkv1` / `_proj2` (legacy keys).
 _DIT_HIDDEN_IN = (r"(attn_to_[qkv]|add_[qkv]_proj|attn_qkv|linear1|proj_mlp|ff_net_0_proj|ff_context_net_0_proj"
                   r"|(img|txt)_mlp_0|mlp_fc1|(img|txt)_mod_lin|norm1_linear|norm1_context_linear|norm_linear"
-                  r"|modulation_lin)$")
+                  r"|modulation_lin|blocks_\d+_qkv\d?)$")
 _DIT_HIDDEN_OUT = (r"(to_out_0|to_add_out|ff_net_2|ff_context_net_2|blocks_\d+_proj_out|linear2|attn_proj"
-                   r"|(img|txt)_mlp_2|mlp_fc2)$")
+                   r"|(img|txt)_mlp_2|mlp_fc2|blocks_\d+_proj\d?)$")
 
 
 def _hidden_widths(denoiser: Sequence[Module]) -> Counter:

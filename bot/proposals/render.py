@@ -79,7 +79,7 @@ def preview(submission: Submission) -> str:
         if change.is_text:
             lines.append(change.diff().rstrip())
         else:
-            lines.append(f"binary file {change.path}: {change.size:,} bytes ({verb} the repo's file)"
-                         if change.replaces else f"binary file {change.path}: {change.size:,} bytes (new)")
+            what = "replaces the repo's file" if change.replaces else "new"
+            lines.append(f"binary file {change.path}: {change.size:,} bytes ({what})")
         lines.append("")
     return "\n".join(lines)
