@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers_adapters import (
     build_peft_llama,
     header_only_save_function,
@@ -53,7 +52,8 @@ ATTENTION = ["to_k", "to_q", "to_v", "to_out.0"]
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     """`python -m bot ARGS` in a subprocess: the real entry point, stdout, stderr and exit status."""
-    return subprocess.run([sys.executable, "-m", "bot", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "bot", *args], capture_output=True, text=True,
+                          timeout=120, check=False)
 
 
 def run_main(*args: str) -> subprocess.CompletedProcess:
