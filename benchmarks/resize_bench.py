@@ -36,19 +36,20 @@ SUBSET_MAX_ELEMENTS = 1280 * 2560  # the dense full_matrices=True SVD of larger 
 SUBSET_PER_SHAPE = 2
 MEMORY_BUDGET = 300 * 2**20
 
-SDXL_UNET = dict(
-    sample_size=128, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280),
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), cross_attention_dim=2048,
-    use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=256,
-    projection_class_embeddings_input_dim=2816,
-)  # stabilityai/stable-diffusion-xl-base-1.0 unet/config.json
-FLUX_TRANSFORMER = dict(
-    patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
-    num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
-    axes_dims_rope=(16, 56, 56),
-)  # black-forest-labs/FLUX.1-dev transformer/config.json
+SDXL_UNET = {  # stabilityai/stable-diffusion-xl-base-1.0 unet/config.json
+    "sample_size": 128, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
+    "block_out_channels": (320, 640, 1280),
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    "transformer_layers_per_block": (1, 2, 10), "attention_head_dim": (5, 10, 20), "cross_attention_dim": 2048,
+    "use_linear_projection": True, "addition_embed_type": "text_time", "addition_time_embed_dim": 256,
+    "projection_class_embeddings_input_dim": 2816,
+}
+FLUX_TRANSFORMER = {  # black-forest-labs/FLUX.1-dev transformer/config.json
+    "patch_size": 1, "in_channels": 64, "num_layers": 19, "num_single_layers": 38, "attention_head_dim": 128,
+    "num_attention_heads": 24, "joint_attention_dim": 4096, "pooled_projection_dim": 768, "guidance_embeds": True,
+    "axes_dims_rope": (16, 56, 56),
+}
 
 
 def peak_rss() -> int:
@@ -115,10 +116,12 @@ def write_lora(path: Path, family: str, shapes: list[tuple[str, int, int]], seed
 
 
 def subset(shapes: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
-    """Up to SUBSET_PER_SHAPE modules of every distinct shape the dense SVD can do in the time budget."""
+    """Up to SUBSET_PER_SHAPE modules of every distinct shape the dense SVD can do in the time budget (at least
+    the smallest shape: every Flux shape is above the cap)."""
+    cap = max(SUBSET_MAX_ELEMENTS, min(out * inp for _, out, inp in shapes))
     chosen, seen = [], {}
     for key, out, inp in shapes:
-        if out * inp <= SUBSET_MAX_ELEMENTS and seen.get((out, inp), 0) < SUBSET_PER_SHAPE:
+        if out * inp <= cap and seen.get((out, inp), 0) < SUBSET_PER_SHAPE:
             seen[(out, inp)] = seen.get((out, inp), 0) + 1
             chosen.append((key, out, inp))
     return chosen
@@ -177,7 +180,8 @@ def child_dense(source: Path, out: Path, full_matrices: bool) -> dict:
 
 def run_child(mode: str, source: Path, out: Path, threads: int) -> dict:
     command = [sys.executable, __file__, "--child", mode, str(source), str(out), "--threads", str(threads)]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
+                          check=False)
     if done.returncode != 0:
         raise SystemExit(f"{mode} failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])

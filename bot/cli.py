@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -53,8 +54,11 @@ def _inspect_hub_repo(args: argparse.Namespace):
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from bot.lora.flags import CODES, explain
+    from bot.lora.flags import CODES, explain, flag_table_markdown
 
+    if args.markdown:
+        print(flag_table_markdown())
+        return EXIT_OK
     if args.code is None:
         width = max(len(c) for c in CODES)
         for entry in CODES.values():
@@ -189,12 +193,16 @@ def cmd_resize(args: argparse.Namespace) -> int:
         raise UsageError(f"no such file or folder: {args.target}")
     try:
         options = ResizeOptions(rank=args.rank, energy=args.energy, per_module=args.per_module)
-        report = resize_adapter(target, options, Path(args.output) if args.output else None, overwrite=args.force)
-    except (ValueError, OutputPathError) as error:
-        if isinstance(error, ResizeError):
-            print(f"lora-bot: cannot resize {args.target}: {error}", file=sys.stderr)
-            return EXIT_FINDINGS
+    except ValueError as error:
         raise UsageError(str(error)) from None
+    try:
+        report = resize_adapter(target, options, Path(args.output) if args.output else None, overwrite=args.force)
+    except OutputPathError as error:
+        raise UsageError(str(error)) from None
+    except (ResizeError, OSError) as error:
+        reason = f"{error.strerror}: {error.filename}" if isinstance(error, OSError) and error.strerror else error
+        print(f"lora-bot: cannot resize {args.target}: {reason}", file=sys.stderr)
+        return EXIT_FINDINGS
     print(render_resize_json(report) if args.json else render_resize_text(report))
     return EXIT_OK
 
@@ -264,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain = commands.add_parser("explain", help="what a flag code means",
                                   description="Explain a flag code; without a code, list them all.")
     explain.add_argument("code", nargs="?")
+    explain.add_argument("--markdown", action="store_true", help="the table of every code, as in the README")
     explain.set_defaults(handler=cmd_explain)
 
     resize = commands.add_parser("resize", help="lower or raise the rank of a LoRA file, keeping its scale",
@@ -302,3 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lora-bot: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`lora-bot inspect DIR | head`); point stdout at devnull so the exit is quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK

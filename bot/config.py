@@ -55,7 +55,7 @@ class VariantPolicy:
     reduce_above_rank: int = 16  # offer a reduced variant when the rank exceeds this
     reduce_to_rank: int = 16
     min_energy: float = 0.99  # ...and only when that rank keeps this share of the Frobenius energy
-    pad_to_declared_rank: bool = True  # offer a padded variant at the rank a config or card declares
+    pad_to_declared_rank: bool = True  # offer a padded variant at the rank adapter_config.json declares
     max_variant_bytes: int = 2_000_000_000
 
 
@@ -83,7 +83,12 @@ _NON_NEGATIVE = {"max_prs_per_run", "reduce_above_rank", "max_retry_wait"}
 
 
 def load_config(path: str | Path | None = None) -> Config:
-    """The default config.yaml, or `path`; a missing or malformed file is a ConfigError."""
+    """`path`, else the repository's config.yaml; a missing or malformed file given by path is a ConfigError.
+
+    An installed package has no config.yaml beside it: the schema's defaults are then the configuration
+    (a test keeps config.yaml and these defaults identical)."""
+    if path is None and not DEFAULT_CONFIG.is_file():
+        return Config()
     path = Path(path) if path else DEFAULT_CONFIG
     try:
         text = path.read_text(encoding="utf-8")

@@ -30,12 +30,12 @@ def _short(name: str, width: int) -> str:
 
 def render_resize_text(report: ResizeReport) -> str:
     methods = ", ".join(sorted({m.method for m in report.modules}))
-    output = report.output if report.output_config is None else f"{report.output.parent}/ " \
-                                                                   f"({report.output.name} + {report.output_config.name})"
+    output = (report.output if report.output_config is None
+              else f"{report.output.parent}/ ({report.output.name} + {report.output_config.name})")
     lines = [
         f"{report.input} → {output}",
-        f"  format   {report.format}    modules {len(report.modules)}    rank {_ranks(report.plan.old_ranks)} → "
-        f"{_ranks(report.plan.new_ranks)}    method {methods}",
+        (f"  format   {report.format}    modules {len(report.modules)}    rank {_ranks(report.plan.old_ranks)} → "
+         f"{_ranks(report.plan.new_ranks)}    method {methods}"),
         f"  energy   {report.energy_retained:.4%} retained    relative error {report.relative_error:.6f}",
         f"  size     {_size(report.input_size)} → {_size(report.output_size)}",
     ]

@@ -113,9 +113,7 @@ def run_scan(config: Config, options: ScanOptions) -> ScanResult:
         else:
             kept.append(result)
 
-    opted = {repo_id for repo_id, _ in skipped}
-    outcomes = tuple(run_proposals(api, config, [r for r in kept if r.repo_id not in opted], policy,
-                                   dry_run=options.dry_run, max_prs=options.max_prs))
+    outcomes = tuple(run_proposals(api, config, kept, policy, dry_run=options.dry_run, max_prs=options.max_prs))
 
     # A dry run leaves no trace anywhere, the watermark included: the next live run must see these repos.
     if use_watermark and not options.dry_run:

@@ -24,7 +24,7 @@ from bot.workflow_commands import fit_summary, output_lines
 ROOT = Path(__file__).resolve().parents[1]
 ACTION_YML = ROOT / "action.yml"
 WORKFLOWS = ROOT / ".github" / "workflows"
-OPERATORS_GUIDE = ROOT / "docs" / "operators.md"  # its copy-paste workflow is linted too
+OPERATORS_GUIDE = ROOT / "README.md"  # its copy-paste workflow is linted too
 TOKEN = "hf_actiontest_5ecret_never_shown"
 # The sample repos; no rank variants, whose SVDs take seconds and have nothing to do with the Action.
 SAMPLES_CONFIG = {"discovery": {"queries": [{"filter": [], "author": "demo"}]},

@@ -202,7 +202,8 @@ def test_peft_adapter_saved_from_unsharded_zero3_is_an_error(tmp_path):
     rewrite_safetensors(_peft_file(tmp_path), lambda t: {k: torch.zeros(0) for k in t})
     status, report = inspect_one(tmp_path)
     assert status == 1
-    assert report["flags"] and all(f["severity"] == "error" for f in report["flags"])
+    assert (report["format"], report["modules"], report["rank"], report["ranks"]) == ("peft", 4, None, {})
+    assert "[0]" in flag_of(report, "pair-shape-mismatch")["message"]
 
 
 # ------------------------------------------------------------------------------ 2. FaceChain, end to end
@@ -349,14 +350,12 @@ def test_diffusers_flux_transformer_lora(tmp_path, diffusers_libs, with_metadata
     assert report["modules"] == len(lora_down_keys(state_dict))
     proj_mlp = [m for m in report["module_details"] if m["name"].endswith(".proj_mlp")]
     assert proj_mlp and all(m["rank"] == 4 for m in proj_mlp)
-    assert report["rank"] == 8
+    assert (report["rank"], status) == (8, 0)
     if with_metadata:
-        assert status == 0
         assert (report["alpha"], report["alpha_declared"]) == (16.0, True)
         assert all(m["alpha"] == 2.0 for m in proj_mlp)
         assert report["flags"] == []
     else:
-        assert status == 0
         assert (report["alpha"], report["alpha_declared"]) == (8.0, False)  # alpha = rank, per module
         assert all(m["alpha"] == 4.0 for m in proj_mlp)
         assert codes(report) == {"mixed-rank-undeclared", "alpha-missing"}
@@ -489,7 +488,8 @@ def test_kohya_metadata_rank_that_disagrees_is_flagged(tmp_path, diffusers_libs)
     assert report["rank"] == 4
     found = flag_of(report, "rank-mismatch-metadata")
     assert {16, 4} <= numbers_in(found["message"]) and "ss_network_dim" in found["message"]
-    assert status == (1 if found["severity"] == "error" else 0)
+    # kohya-style loaders take each rank from the shapes, so stale metadata misleads but does not break loading.
+    assert (found["severity"], status) == ("warning", 0)
 
 
 def test_kohya_without_alpha_tensors_is_alpha_missing(tmp_path, diffusers_libs):

@@ -174,3 +174,10 @@ def test_yaml_of_new_card_passes_a_strict_loader():
     text = card_proposal(facts).files[0].new_text
     front = text.split("---\n")[1]
     assert isinstance(yaml.safe_load(front), dict)
+
+
+def test_config_yaml_states_exactly_the_schema_defaults():
+    """An installed package has no config.yaml and runs on the schema's defaults: the two must agree."""
+    from bot.config import DEFAULT_CONFIG, Config, load_config
+
+    assert load_config(DEFAULT_CONFIG) == Config()

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers_adapters import tiny_llama_config, tiny_unet_config
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from bot.cli import main
-from helpers_adapters import tiny_llama_config, tiny_unet_config
 
 LLAMA_TARGETS = ["q_proj", "v_proj", "down_proj"]
 

@@ -151,3 +151,10 @@ def explain(code: str) -> str | None:
     if entry is None:
         return None
     return f"{entry.code} ({entry.severity}): {entry.summary}\n\n{entry.explanation}"
+
+
+def flag_table_markdown() -> str:
+    """The README's table of flag codes, generated so the two never disagree."""
+    rows = ["| code | severity | meaning |", "|---|---|---|"]
+    rows += [f"| `{c.code}` | {c.severity} | {c.summary} |" for c in CODES.values()]
+    return "\n".join(rows)

@@ -106,7 +106,8 @@ class Module:
     def rank(self) -> int | None:
         """The rank the shapes say: rows of down/A (or the LoHa/LoKr inner dimension)."""
         if self.kind in (LORA, LORA_TUCKER):
-            if self.down is not None and self.down.shape:
+            # A 1-D factor (e.g. an ungathered ZeRO-3 shard saved as shape [0]) has no rank to speak of.
+            if self.down is not None and len(self.down.shape) >= 2:
                 return self.down.shape[0]
             if self.up is not None and len(self.up.shape) >= 2:
                 return self.up.shape[1]

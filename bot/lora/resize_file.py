@@ -14,9 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import torch
 from safetensors import safe_open
@@ -25,10 +25,8 @@ from bot.lora.formats import LOHA, LOKR, LORA, LORA_TUCKER, Module, parse_keys
 from bot.lora.header import HeaderError, SafetensorsHeader, read_local_header, read_local_scalars
 from bot.lora.inspect import FileEvidence, FileInspection, inspect_evidence
 from bot.lora.peft_config import ConfigError, PeftConfig, lora_scale, parse_peft_config
-from bot.lora.resize import (
-    PAD, SVD, ModulePlan, ModuleResize, ModuleSpec, ResizeError, ResizeOptions, ResizePlan, energy_kept,
-    most_common, pad_factors, plan_resize, reduce_factors, singular_values,
-)
+from bot.lora.resize import (PAD, SVD, ModulePlan, ModuleResize, ModuleSpec, ResizeError, ResizeOptions, ResizePlan,
+                             energy_kept, most_common, pad_factors, plan_resize, reduce_factors, singular_values)
 from bot.lora.resize_metadata import ENERGY_WIDTH, KOHYA_HASH_KEYS, provenance, resized_metadata, resized_peft_config
 from bot.lora.safetensors_stream import StreamingWriter, TensorSlot
 from bot.lora.selection import PICKLE_SUFFIXES, select_candidates

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from bot.lora.peft_config import peft_module_key
 from bot.lora.resize import ModulePlan, ResizePlan, most_common

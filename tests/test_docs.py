@@ -1,0 +1,32 @@
+"""The README says what the code does: its flag table, its commands and its set-up commands stay true."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from bot.cli import build_parser
+from bot.lora.flags import CODES, flag_table_markdown
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_flag_table_is_the_registry():
+    table = README.split("<!-- flag-table:start -->\n", 1)[1].split("\n<!-- flag-table:end -->", 1)[0]
+    assert table == flag_table_markdown()
+    assert all(f"`{code}`" in table for code in CODES)
+
+
+def test_every_command_is_documented():
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for name in commands:
+        assert f"lora-bot {name}" in README, f"`lora-bot {name}` is not in the README"
+
+
+def test_setup_commands_exist_and_ci_runs_the_test_command():
+    makefile = (ROOT / "Makefile").read_text()
+    for target in ("demo", "test"):
+        assert f"make {target}" in README
+        assert re.search(rf"^{target}:", makefile, re.MULTILINE)
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
