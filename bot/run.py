@@ -97,7 +97,7 @@ def run_scan(config: Config, options: ScanOptions) -> ScanResult:
     api = make_api(endpoint, resolve_token(config, options), timeout=config.hub.timeout)
     policy = RetryPolicy(attempts=config.hub.retries, max_wait=config.hub.max_retry_wait)
     use_watermark = config.discovery.incremental and not options.repos
-    watermark = read_watermark(config.discovery.state_file) if use_watermark else None
+    watermark = read_watermark(config.discovery.state_file, options.shard) if use_watermark else None
     found = discover(api, config.discovery, policy, explicit=options.repos, shard=options.shard,
                      watermark=watermark)
     on_done, close = _progress(len(found.refs), options.progress)
@@ -119,7 +119,7 @@ def run_scan(config: Config, options: ScanOptions) -> ScanResult:
     if use_watermark and not options.dry_run:
         new_mark = next_watermark(watermark, [(r.last_modified, r.error is None) for r in inspected])
         if new_mark and new_mark != watermark:
-            write_watermark(config.discovery.state_file, new_mark)
+            write_watermark(config.discovery.state_file, new_mark, options.shard)
     requests_after, bytes_after, writes_after = METER.snapshot()
     stats = ScanStats(
         repos=len(kept), files=sum(len(r.files) for r in kept), requests=requests_after - requests_before,

@@ -324,6 +324,23 @@ def test_legacy_attention_processor_file_pads_with_the_same_delta(tmp_path, caps
         assert torch.equal(up @ down, tensors[f"{prefix}.{p}_lora.up.weight"] @ tensors[f"{prefix}.{p}_lora.down.weight"])
 
 
+def test_factors_stored_apart_keep_their_dtypes_and_stay_paired(tmp_path, capsys):
+    # safetensors lays data out by dtype first: with fp32 ups and fp16 downs every up precedes every down.
+    generator = torch.Generator().manual_seed(3)
+    tensors = {}
+    for name in ("lora_unet_x", "lora_unet_y"):
+        tensors[f"{name}.lora_down.weight"] = torch.randn(5, 12, generator=generator).half()
+        tensors[f"{name}.lora_up.weight"] = torch.randn(10, 5, generator=generator)
+    save_file(tensors, str(tmp_path / "mixed.safetensors"))
+    resize_json(capsys, tmp_path / "mixed.safetensors", "--rank", 7)
+    padded = load_file(str(tmp_path / "mixed-r7.safetensors"))
+    for name in ("lora_unet_x", "lora_unet_y"):
+        down, up = padded[f"{name}.lora_down.weight"], padded[f"{name}.lora_up.weight"]
+        assert (down.dtype, up.dtype, down.shape[0], up.shape[1]) == (torch.float16, torch.float32, 7, 7)
+        expected = tensors[f"{name}.lora_up.weight"] @ tensors[f"{name}.lora_down.weight"].float()
+        assert torch.equal(up @ down.float(), expected)
+
+
 # --------------------------------------------------------------------------------------------- energy
 
 

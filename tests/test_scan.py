@@ -431,6 +431,16 @@ def test_a_failed_repo_is_scanned_again_until_it_succeeds(fresh_hub, tiny_lora, 
     assert repo_ids(scan(capsys, fresh_hub, config)[1]) == []
 
 
+def test_each_shard_keeps_its_own_watermark(fresh_hub, tmp_path, capsys):
+    config = write_config(tmp_path, queries=[{"filter": [], "author": "wm"}], incremental=True)
+    first = repo_ids(scan(capsys, fresh_hub, config, "--shard", "1/2")[1])
+    second = repo_ids(scan(capsys, fresh_hub, config, "--shard", "2/2")[1])
+    assert sorted(first + second) == ["wm/a", "wm/b", "wm/c"]  # shard 1's watermark hid nothing from shard 2
+    assert sorted(repo_ids(scan(capsys, fresh_hub, config)[1])) == ["wm/a", "wm/b", "wm/c"]  # nor from all
+    assert repo_ids(scan(capsys, fresh_hub, config, "--shard", "1/2")[1]) == []
+    assert repo_ids(scan(capsys, fresh_hub, config, "--shard", "2/2")[1]) == []
+
+
 def test_a_dry_run_never_moves_the_watermark(fresh_hub, tmp_path, capsys):
     config = write_config(tmp_path, queries=[{"filter": [], "author": "wm"}], incremental=True)
     assert len(repo_ids(scan(capsys, fresh_hub, config, "--dry-run")[1])) == 3

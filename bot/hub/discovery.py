@@ -54,18 +54,31 @@ def opted_out(tags: Iterable[str], card_data: dict | None) -> bool:
 # ------------------------------------------------------------------------------------------- watermark
 
 
-def read_watermark(state_file: str | Path) -> datetime | None:
+def _marks(state_file: str | Path) -> dict:
     try:
-        data = json.loads(Path(state_file).read_text(encoding="utf-8"))
-        return datetime.fromisoformat(data["watermark"])
+        marks = json.loads(Path(state_file).read_text(encoding="utf-8"))["watermarks"]
     except (OSError, ValueError, KeyError, TypeError):
-        return None  # no state or a damaged one: a full scan costs time, never a duplicate
+        return {}  # no state or a damaged one: a full scan costs time, never a duplicate
+    return marks if isinstance(marks, dict) else {}
 
 
-def write_watermark(state_file: str | Path, watermark: datetime) -> None:
+def _mark_key(shard: Shard | None) -> str:
+    # Each shard K/N (and the unsharded scan) covers other repos: one's watermark must not hide another's repos.
+    return f"{shard.index}/{shard.count}" if shard else "all"
+
+
+def read_watermark(state_file: str | Path, shard: Shard | None = None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(_marks(state_file)[_mark_key(shard)])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def write_watermark(state_file: str | Path, watermark: datetime, shard: Shard | None = None) -> None:
     path = Path(state_file)
+    marks = {**_marks(path), _mark_key(shard): watermark.isoformat()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"watermark": watermark.isoformat()}) + "\n", encoding="utf-8")
+    path.write_text(json.dumps({"watermarks": marks}, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def next_watermark(previous: datetime | None, scanned: Iterable[tuple[datetime | None, bool]]) -> datetime | None:

@@ -328,7 +328,9 @@ def resolve(shape: ShapeFingerprint, declared: Sequence[Declaration]) -> BaseMod
     """Combine the shape fingerprint with the declarations; the shapes win a disagreement."""
     if shape.family:
         conflicts = tuple(d for d in declared if _contradicts(d, shape))
-        agreeing = [d for d in declared if d not in conflicts and d.repo_id and d.family == shape.family]
+        # A declared repo agrees when it is of the shapes' family, or of no family we know (a fine-tune such as
+        # Lykon/dreamshaper-8): the declaration is more specific than the shapes and nothing contradicts it.
+        agreeing = [d for d in declared if d not in conflicts and d.repo_id and d.family in (shape.family, None)]
         if agreeing:
             chosen = agreeing[0]
             return BaseModel(shape.family, chosen.repo_id, shape.candidates, f"{chosen.source} + shapes",

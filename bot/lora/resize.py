@@ -146,7 +146,7 @@ def flatten_factors(down: torch.Tensor, up: torch.Tensor) -> tuple[torch.Tensor,
         raise ResizeError(f"up factor {list(up.shape)} has a spatial kernel; only [out, r, 1, 1] is a rank-r product")
     if down.shape[0] != up.shape[1]:
         raise ResizeError(f"down {list(down.shape)} and up {list(up.shape)} disagree on the rank")
-    return down.reshape(down.shape[0], -1), up.reshape(up.shape[0], up.shape[1])
+    return down.reshape(down.shape[0], math.prod(down.shape[1:])), up.reshape(up.shape[0], up.shape[1])
 
 
 def _restore(down2: torch.Tensor, up2: torch.Tensor, down: torch.Tensor, up: torch.Tensor, k: int):

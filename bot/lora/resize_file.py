@@ -170,18 +170,18 @@ def _refusal(modules: tuple[Module, ...]) -> str | None:
     others = [m for m in modules if m.kind not in (LORA, LORA_TUCKER)]
     if others:
         roles = ", ".join(sorted(others[0].tensors))
-        return f"{_first(others)} ({roles}) are not LoRA modules (IA3, OFT, GLoRA or full diffs); only rank-r " \
-               "products B·A can be resized"
+        return (f"{_first(others)} ({roles}) are not LoRA modules (IA3, OFT, GLoRA or full diffs); only rank-r "
+                "products B·A can be resized")
     dora = [m for m in modules if "magnitude" in m.tensors or "dora_scale" in m.tensors]
     if dora:
         what = "lora_magnitude_vector" if "magnitude" in dora[0].tensors else "dora_scale"
-        return f"{_first(dora)} carry DoRA magnitudes ({what}): DoRA divides by the norm of W + B·A, which " \
-               "truncation changes, so the resized adapter would not compute the same thing"
+        return (f"{_first(dora)} carry DoRA magnitudes ({what}): DoRA divides by the norm of W + B·A, which "
+                "truncation changes, so the resized adapter would not compute the same thing")
     names = {m.name for m in modules}
     split = [m for m in modules if not m.is_paired and f"{m.name}.0" in names]
     if split:
-        return f"{_first(split)} are kohya split_qkv modules (lora_down.0/1/2 sharing one alpha); resizing " \
-               "them is not supported"
+        return (f"{_first(split)} are kohya split_qkv modules (lora_down.0/1/2 sharing one alpha); resizing "
+                "them is not supported")
     unpaired = [m for m in modules if not m.is_paired]
     if unpaired:
         roles = ", ".join(sorted(unpaired[0].tensors))
@@ -191,8 +191,8 @@ def _refusal(modules: tuple[Module, ...]) -> str | None:
         return f"{_first(mismatched)} cannot multiply: {mismatched[0].pair_shape_problem}"
     odd_up = [m for m in modules if any(size != 1 for size in m.up.shape[2:])]
     if odd_up:
-        return f"{_first(odd_up)} have an up factor {list(odd_up[0].up.shape)} with a spatial kernel; only " \
-               "[out, r, 1, 1] conv factors are rank-r products"
+        return (f"{_first(odd_up)} have an up factor {list(odd_up[0].up.shape)} with a spatial kernel; only "
+                "[out, r, 1, 1] conv factors are rank-r products")
     odd_alpha = [m for m in modules if m.alpha_tensor is not None and m.alpha_tensor.numel != 1]
     if odd_alpha:
         return f"{_first(odd_alpha)} have an .alpha of shape {list(odd_alpha[0].alpha_tensor.shape)}, not a scalar"
@@ -390,11 +390,25 @@ def _produce(handle, module: Module, plan: ModulePlan, scale: float) -> dict:
     return out
 
 
-def _patch_hashes(writer: StreamingWriter, reserved: list[str]) -> None:
+def _open_writer(path: Path, slots: list[TensorSlot], metadata: dict[str, str], order: list[str]) -> StreamingWriter:
+    """A writer with the values only known at the end (energy, kohya hashes) reserved in its header."""
+    reserved = {"lora_bot.energy_retained": ENERGY_WIDTH}
+    reserved.update({key: width for key, width in KOHYA_HASH_KEYS.items() if key in metadata})
+    writer = StreamingWriter(path, slots, metadata, order, reserved)
+    if "sshs_legacy_hash" in reserved and writer.data_start > LEGACY_HASH_RANGE[0]:
+        # The legacy hash covers 64 KiB at 1 MiB; a header that long would contain its own hash. Drop it.
+        writer.abort()
+        metadata = {k: v for k, v in metadata.items() if k != "sshs_legacy_hash"}
+        del reserved["sshs_legacy_hash"]
+        writer = StreamingWriter(path, slots, metadata, order, reserved)
+    return writer
+
+
+def _patch_hashes(writer: StreamingWriter) -> None:
     """kohya's precomputed sd-webui hashes, recomputed for the bytes actually written."""
-    if "sshs_model_hash" in reserved:
+    if writer.has_placeholder("sshs_model_hash"):
         writer.patch("sshs_model_hash", writer.data_sha256)
-    if "sshs_legacy_hash" in reserved:
+    if writer.has_placeholder("sshs_legacy_hash"):
         start, length = LEGACY_HASH_RANGE
         writer.patch("sshs_legacy_hash", hashlib.sha256(writer.read_back(start, length)).hexdigest()[:8])
 
@@ -408,20 +422,13 @@ def resize_adapter(path: Path, options: ResizeOptions, output: Path | None = Non
     conv = {m.name for m in adapter.modules if m.is_conv}
     metadata = resized_metadata(adapter.header.metadata, plan, conv,
                                 provenance(plan, file_sha256(adapter.weights)))
-    reserved = {"lora_bot.energy_retained": ENERGY_WIDTH}
-    # The legacy hash reads 64 KiB at 1 MiB; it can only be recomputed when that range lies past the header.
-    hashes = [key for key in KOHYA_HASH_KEYS if key in metadata]
-    reserved.update({key: KOHYA_HASH_KEYS[key] for key in hashes})
     order, owner = _data_order(adapter)
     weights_out.parent.mkdir(parents=True, exist_ok=True)
-    writer = StreamingWriter(weights_out, _output_slots(adapter, plan), metadata, order, reserved)
-    if writer.data_start > LEGACY_HASH_RANGE[0] and "sshs_legacy_hash" in hashes:
-        writer.abort()
-        raise ResizeError("the header is over 1 MiB, so the sd-webui legacy hash would cover it; not supported")
+    writer = _open_writer(weights_out, _output_slots(adapter, plan), metadata, order)
     try:
         modules = tuple(_stream(adapter, plan, writer, order, owner))
         writer.patch("lora_bot.energy_retained", f"{overall_energy_retained(modules):.6f}")
-        _patch_hashes(writer, hashes)
+        _patch_hashes(writer)
         writer.finish()
     except BaseException:
         writer.abort()

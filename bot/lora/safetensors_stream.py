@@ -118,6 +118,9 @@ class StreamingWriter:
         """sha256 of the data section: what kohya and sd-webui call the model hash."""
         return self._data_hash.hexdigest()
 
+    def has_placeholder(self, key: str) -> bool:
+        return key in self._markers
+
     def patch(self, key: str, value: str) -> None:
         """Replace a placeholder in the written header by a value of the same width."""
         marker = self._markers[key]
