@@ -207,6 +207,12 @@ def cmd_resize(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_config_and_report_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="config file (default: the bundled config.yaml)")
+    parser.add_argument("--json", action="store_true", help="print the report JSON on stdout")
+    parser.add_argument("--report-md", metavar="FILE", help="write the markdown report to FILE")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lora-bot", description="Find and fix broken LoRA adapters.")
     parser.add_argument("--version", action="version", version=f"lora-bot {__version__}")
@@ -227,14 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     scan = commands.add_parser("scan", help="find and inspect LoRAs on a Hub (headers only)",
                                description="Discover repos by the config's queries (or --repo), inspect every "
                                            "LoRA file from its header, and report.")
-    scan.add_argument("--config", help="config file (default: the bundled config.yaml)")
+    _add_config_and_report_options(scan)
     scan.add_argument("--endpoint", help="Hub endpoint (default: the config, then HF_ENDPOINT, then the Hub)")
     scan.add_argument("--token", help="Hub token (default: the variable named by hub.token_env, HF_TOKEN)")
     scan.add_argument("--repo", action="append", metavar="ID", help="scan only this repo (repeatable)")
     scan.add_argument("--dry-run", action="store_true", help="print what would be proposed; write nothing")
-    scan.add_argument("--json", action="store_true", help="print the report JSON on stdout")
     scan.add_argument("--report-json", metavar="FILE", help="write the report JSON to FILE")
-    scan.add_argument("--report-md", metavar="FILE", help="write the markdown report to FILE")
     scan.add_argument("--shard", metavar="K/N", help="scan only shard K of N (stable by repo id)")
     scan.add_argument("--max-prs", type=int, metavar="N", help="at most N PRs this run (overrides the config)")
     scan.set_defaults(handler=cmd_scan)
@@ -242,9 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the bot offline on the sandbox Hub's sample repos (dry run)",
                                description="Start the sandbox Hub with its built-in sample repos, run a dry-run "
                                            "scan against it, print the report and stop the sandbox.")
-    demo.add_argument("--config", help="config file (default: the bundled config.yaml)")
-    demo.add_argument("--json", action="store_true", help="print the report JSON on stdout")
-    demo.add_argument("--report-md", metavar="FILE", help="write the markdown report to FILE")
+    _add_config_and_report_options(demo)
     demo.set_defaults(handler=cmd_demo)
 
     action = commands.add_parser("action", help="the GitHub Action's entry step (reads INPUT_* variables)",

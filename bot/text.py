@@ -34,3 +34,12 @@ def code_text(text: str) -> str:
 
 def plural(count: int, word: str, many: str | None = None) -> str:
     return f"{count} {word if count == 1 else (many or word + 's')}"
+
+
+def human_size(size: float) -> str:
+    """Bytes in decimal units, as the Hub shows file sizes (1.6 MB = 1,600,000 bytes)."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            break
+        size /= 1000
+    return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"

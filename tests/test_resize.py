@@ -167,6 +167,10 @@ def test_padded_diffusers_unet_lora_gives_the_same_output_in_real_diffusers(tmp_
     lora = LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
                       target_modules=["to_q", "to_k", "to_v", "to_out.0", "ff.net.2"])
     unet.add_adapter(lora)
+    with torch.no_grad():  # cross-attention keys numerically rank 1, so full energy needs 1 rank there
+        for name, parameter in unet.named_parameters():
+            if "attn2.to_k.lora_B" in name:
+                parameter[:, 1:] = 0
     layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
     StableDiffusionPipeline.save_lora_weights(str(tmp_path / "lora"), unet_lora_layers=layers,
                                               unet_lora_adapter_metadata=lora.to_dict())
@@ -191,6 +195,16 @@ def test_padded_diffusers_unet_lora_gives_the_same_output_in_real_diffusers(tmp_
     assert loaded.peft_config["default_0"].r == 8
     torch.testing.assert_close(output(loaded), output(unet), rtol=1e-4, atol=1e-5)
     assert not torch.allclose(output(clean), output(unet), atol=1e-3)  # the LoRA does change the output
+
+    # Mixed ranks: the metadata must now carry rank_pattern and alpha_pattern, which diffusers builds from.
+    report = resize_json(capsys, source, "--energy", 1.0, "--per-module", "-o", tmp_path / "mixed.safetensors")
+    assert report["ranks"]["new"] == {"1": 4, "4": 28}
+    adapter_meta = json.loads(header_metadata(tmp_path / "mixed.safetensors")["lora_adapter_metadata"])
+    assert set(adapter_meta["unet.rank_pattern"].values()) == {1} and adapter_meta["unet.r"] == 4
+    assert set(adapter_meta["unet.alpha_pattern"].values()) == {2}  # 8·1/4 keeps the scale 2
+    mixed = copy.deepcopy(clean)
+    mixed.load_lora_adapter(str(tmp_path), weight_name="mixed.safetensors", prefix="unet")
+    torch.testing.assert_close(output(mixed), output(unet), rtol=1e-4, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------------------------- kohya

@@ -63,7 +63,7 @@ def _marks(state_file: str | Path) -> dict:
 
 
 def _mark_key(shard: Shard | None) -> str:
-    # Each shard K/N (and the unsharded scan) covers other repos: one's watermark must not hide another's repos.
+    # Each shard K/N, and the unsharded scan, covers other repos: one's watermark must not hide another's.
     return f"{shard.index}/{shard.count}" if shard else "all"
 
 

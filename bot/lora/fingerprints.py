@@ -6,13 +6,13 @@ with the shapes, and become a `base-model-mismatch` finding when they do not.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from bot.lora.formats import Module, component_of
+from bot.lora.trainer_metadata import diffusers_adapter_metadata
 
 SD1, SD2, SDXL, SD3, FLUX1, LLM = "sd1", "sd2", "sdxl", "sd3", "flux1", "llm"
 FAMILIES = (SD1, SD2, SDXL, SD3, FLUX1, LLM)
@@ -304,21 +304,11 @@ def declarations(
         name = metadata["ss_sd_model_name"]
         found.append(Declaration("metadata ss_sd_model_name", name, family_of_name(name),
                                  name if _REPO_ID.match(name) and family_of_name(name) else None))
-    diffusers_meta = _json_object(metadata.get("lora_adapter_metadata"))
+    diffusers_meta = diffusers_adapter_metadata(metadata)
     for key, value in diffusers_meta.items():
         if key.endswith("base_model_name_or_path"):
             found.append(_declaration("metadata lora_adapter_metadata", value))
     return [d for d in found if d is not None]
-
-
-def _json_object(text: str | None) -> dict:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 # -------------------------------------------------------------------------------------------- combined

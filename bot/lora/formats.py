@@ -158,6 +158,12 @@ class Module:
         return self.down is not None and len(self.down.shape) == 4
 
     @property
+    def uses_conv_dim(self) -> bool:
+        """kohya counts Linear and 1x1 Conv2d layers (SD1's proj_in/proj_out) under network_dim and only
+        larger kernels under conv_dim."""
+        return self.is_conv and tuple(self.down.shape[2:]) != (1, 1)
+
+    @property
     def canonical(self) -> str:
         """The path with `.` and `_` folded to `_`, so kohya and diffusers names of one layer compare equal."""
         return self.name.replace(".", "_")

@@ -7,7 +7,6 @@ README.md. Everything later — scan reports, PRs, resize — consumes the `File
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
@@ -18,6 +17,7 @@ from bot.lora.fingerprints import BaseModel, FAMILY_NAMES, declarations, fingerp
 from bot.lora.flags import Flag, flag
 from bot.lora.formats import LOHA, LOKR, LORA, LORA_TUCKER, OTHER, Module, ParsedKeys, component_of, leaf_name, parse_keys
 from bot.lora.header import SafetensorsHeader
+from bot.lora.trainer_metadata import diffusers_adapter_metadata, network_args
 from bot.lora.peft_config import ConfigError, PeftConfig, config_from_mapping, lora_scale, parse_peft_config
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
@@ -45,6 +45,7 @@ class ModuleReport:
     in_features: int | None
     out_features: int | None
     conv: bool
+    conv_dim: bool = False  # a kernel larger than 1x1: kohya declares its rank as conv_dim
 
     def to_json(self) -> dict:
         return {"name": self.name, "kind": self.kind, "rank": self.rank, "alpha": self.alpha,
@@ -150,7 +151,7 @@ def _inspect_header(evidence: FileEvidence, header: SafetensorsHeader) -> FileIn
     config, card_data, found = _context(evidence)
     metadata = dict(header.metadata)
     parsed = parse_keys(header.tensors, metadata, config.modules_to_save if config else ())
-    diffusers_configs = _diffusers_configs(_diffusers_metadata(metadata))
+    diffusers_configs = _diffusers_configs(diffusers_adapter_metadata(metadata))
     rslora = bool(config and config.use_rslora) or any(c.use_rslora for c in diffusers_configs.values())
     reports = tuple(_module_report(m, config, diffusers_configs, evidence.scalars) for m in parsed.modules)
     lora_reports = [r for r in reports if r.rank is not None]
@@ -182,17 +183,6 @@ def _most_common(counter: Counter):
     if not counter:
         return None
     return max(counter.items(), key=lambda item: (item[1], item[0]))[0]
-
-
-def _diffusers_metadata(metadata: Mapping[str, str]) -> dict:
-    text = metadata.get("lora_adapter_metadata")
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def _diffusers_configs(diffusers_meta: Mapping) -> dict[str, PeftConfig]:
@@ -237,7 +227,7 @@ def _module_report(module: Module, config: PeftConfig | None, diffusers_configs:
     return ModuleReport(
         name=module.name, kind=module.kind, rank=rank if module.kind != OTHER else None, alpha=alpha,
         alpha_declared=declared, in_features=module.in_features, out_features=module.out_features,
-        conv=module.is_conv,
+        conv=module.is_conv, conv_dim=module.uses_conv_dim,
     )
 
 
@@ -309,7 +299,7 @@ def _rank_flags(parsed: ParsedKeys, reports: Sequence[ModuleReport], config: Pef
     found += _diffusers_rank_flags(lora, diffusers_configs)
     per_module_declared = bool(
         (config and config.rank_pattern) or any(c.rank_pattern for c in diffusers_configs.values())
-        or _network_args(metadata).keys() & {"conv_dim", "block_dims", "conv_block_dims"}
+        or network_args(metadata).keys() & {"conv_dim", "block_dims", "conv_block_dims"}
         or metadata.get("ss_network_dim") == "Dynamic"
         # diffusers metadata declares r per component (an SDXL UNet at 8 and its text encoders at 4 is normal).
         or all(_metadata_declares_rank(diffusers_configs, m.name) for m, _ in lora)
@@ -323,14 +313,6 @@ def _rank_flags(parsed: ParsedKeys, reports: Sequence[ModuleReport], config: Pef
     return found
 
 
-def _network_args(metadata: Mapping[str, str]) -> dict:
-    try:
-        value = json.loads(metadata.get("ss_network_args", "") or "{}")
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def _as_int(value) -> int | None:
     try:
         return int(str(value))
@@ -338,20 +320,15 @@ def _as_int(value) -> int | None:
         return None
 
 
-def _is_spatial_conv(module: Module) -> bool:
-    return module.is_conv and tuple(module.down.shape[2:]) != (1, 1)
-
-
 def _metadata_rank_flags(lora, metadata: Mapping[str, str]) -> list[Flag]:
     found = []
-    # kohya gives Linear and 1x1 Conv2d layers (SD1's proj_in/proj_out) network_dim; conv_dim is for the rest.
-    linear = Counter(r.rank for m, r in lora if not _is_spatial_conv(m))
-    conv = Counter(r.rank for m, r in lora if _is_spatial_conv(m))
+    linear = Counter(r.rank for m, r in lora if not m.uses_conv_dim)
+    conv = Counter(r.rank for m, r in lora if m.uses_conv_dim)
     checks = []
     dim = _as_int(metadata.get("ss_network_dim", ""))
     if dim is not None and linear:
         checks.append(("ss_network_dim", dim, linear, F.WARNING))
-    conv_dim = _as_int(_network_args(metadata).get("conv_dim", ""))
+    conv_dim = _as_int(network_args(metadata).get("conv_dim", ""))
     if conv_dim is not None and conv:
         checks.append(("ss_network_args conv_dim", conv_dim, conv, F.WARNING))
     for source, declared, observed, severity in checks:

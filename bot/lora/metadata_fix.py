@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Mapping
 
 from bot.lora.header import SafetensorsHeader, read_local_header
+from bot.lora.trainer_metadata import DIFFUSERS_KEY, NETWORK_ARGS_KEY, diffusers_adapter_metadata, network_args
 
 
 def _most_common(values: Counter) -> int | None:
@@ -32,42 +33,33 @@ def _as_int(text: object) -> int | None:
 def corrected_metadata(metadata: Mapping[str, str], modules) -> dict[str, str] | None:
     """The metadata with every declared rank made true, or None when nothing declared is wrong.
 
-    `modules` are the inspection's module reports (name, rank, conv)."""
+    `modules` are the inspection's module reports (name, kind, rank, conv_dim)."""
     lora = [m for m in modules if m.rank is not None and m.kind in ("lora", "lora-tucker")]
-    linear = Counter(m.rank for m in lora if not m.conv)
-    conv = Counter(m.rank for m in lora if m.conv)
+    linear = Counter(m.rank for m in lora if not m.conv_dim)
+    conv = Counter(m.rank for m in lora if m.conv_dim)
     fixed = dict(metadata)
     dim = _as_int(metadata.get("ss_network_dim", ""))
     if dim is not None and linear and set(linear) != {dim}:
         fixed["ss_network_dim"] = str(_most_common(linear)) if len(linear) == 1 else "Dynamic"
-    args_text = metadata.get("ss_network_args")
-    if args_text and conv:
-        try:
-            args = json.loads(args_text)
-        except ValueError:
-            args = None
-        conv_dim = _as_int(args.get("conv_dim", "")) if isinstance(args, dict) else None
+    args = network_args(metadata)
+    if args and conv:
+        conv_dim = _as_int(args.get("conv_dim", ""))
         if conv_dim is not None and set(conv) != {conv_dim}:
             args["conv_dim"] = str(_most_common(conv))
-            fixed["ss_network_args"] = json.dumps(args)
-    adapter_text = metadata.get("lora_adapter_metadata")
-    if adapter_text:
-        try:
-            adapter = json.loads(adapter_text)
-        except ValueError:
-            adapter = None
-        if isinstance(adapter, dict):
-            changed = False
-            for component in sorted({m.name.split(".", 1)[0] for m in lora}):
-                declared = adapter.get(f"{component}.r")
-                if not isinstance(declared, int) or adapter.get(f"{component}.rank_pattern"):
-                    continue
-                ranks = Counter(m.rank for m in lora if m.name.startswith(component + "."))
-                if ranks and set(ranks) != {declared} and len(ranks) == 1:
-                    adapter[f"{component}.r"] = _most_common(ranks)
-                    changed = True
-            if changed:
-                fixed["lora_adapter_metadata"] = json.dumps(adapter)
+            fixed[NETWORK_ARGS_KEY] = json.dumps(args)
+    adapter = diffusers_adapter_metadata(metadata)
+    if adapter:
+        changed = False
+        for component in sorted({m.name.split(".", 1)[0] for m in lora}):
+            declared = adapter.get(f"{component}.r")
+            if not isinstance(declared, int) or adapter.get(f"{component}.rank_pattern"):
+                continue
+            ranks = Counter(m.rank for m in lora if m.name.startswith(component + "."))
+            if ranks and set(ranks) != {declared} and len(ranks) == 1:
+                adapter[f"{component}.r"] = _most_common(ranks)
+                changed = True
+        if changed:
+            fixed[DIFFUSERS_KEY] = json.dumps(adapter)
     return fixed if fixed != dict(metadata) else None
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import yaml
 
 from bot.lora.card import parse_card
-from bot.text import code_span, escape_markdown
+from bot.text import code_span, escape_markdown, human_size
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 DETAILS_HEADING = "## LoRA details"
@@ -95,14 +95,6 @@ def details_section(inspections) -> str:
         fmt = item.format + (f" ({item.variant})" if item.variant else "")
         lines.append(f"| {code_span(item.path)} | {fmt} | {rank} | {alpha} | {_cell(targets)} | {size} |")
     return "\n".join(lines) + "\n"
-
-
-def human_size(size: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} GB"
 
 
 # ------------------------------------------------------------------------------------------ editing

@@ -23,10 +23,9 @@ from bot.lora.resize import ResizeError, ResizeOptions
 from bot.lora.resize_file import file_sha256, resize_adapter
 from bot.lora.selection import CONFIG_NAME
 from bot.proposals.build import RepoFacts, config_path_for
-from bot.proposals.card import human_size
 from bot.proposals.model import VARIANT, FileChange, Proposal
 from bot.sources.local import collect
-from bot.text import code_span
+from bot.text import code_span, human_size
 
 RESIZABLE_FORMATS = ("peft", "diffusers", "diffusers-legacy", "kohya")
 # Findings that make a file unfit to convert: a variant of a broken or non-product file would be broken too.

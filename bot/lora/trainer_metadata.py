@@ -1,0 +1,30 @@
+"""JSON that trainers store inside safetensors string metadata (kohya `ss_network_args`, diffusers
+`lora_adapter_metadata`), read leniently: a value that is not a JSON object counts as absent."""
+
+from __future__ import annotations
+
+import json
+from typing import Mapping
+
+DIFFUSERS_KEY = "lora_adapter_metadata"
+NETWORK_ARGS_KEY = "ss_network_args"
+
+
+def json_object(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def diffusers_adapter_metadata(metadata: Mapping[str, str]) -> dict:
+    """diffusers' per-component LoraConfig, flattened as `<component>.<field>` (e.g. `unet.r`)."""
+    return json_object(metadata.get(DIFFUSERS_KEY))
+
+
+def network_args(metadata: Mapping[str, str]) -> dict:
+    """kohya's network arguments (conv_dim, block_dims, LyCORIS algo, ...)."""
+    return json_object(metadata.get(NETWORK_ARGS_KEY))
