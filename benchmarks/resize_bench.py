@@ -14,6 +14,8 @@ Transformer2DModel blocks (what kohya's LoRA targets), and every nn.Linear in Fl
 (what ai-toolkit / diffusers Flux LoRAs target). Factors are random; the work does not depend on values.
 
 Usage: python benchmarks/resize_bench.py [--threads 1] [--workdir DIR] [--keep]
+"added" is peak RSS minus the RSS right after imports: an upper bound on what the conversion itself used
+(importing torch can itself peak above the steady RSS, so a small "added" may be import noise).
 Both engines get the same torch thread count (default 1: the 2-core machine is shared, and a single thread
 gives the steadiest timings; pass --threads 2 to use both cores).
 """
@@ -54,6 +56,12 @@ FLUX_TRANSFORMER = {  # black-forest-labs/FLUX.1-dev transformer/config.json
 
 def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def current_rss() -> int:
+    """Resident memory now (the peak of importing torch can be above it, and would hide the engine's own)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 # --- building the files --------------------------------------------------------------------------------------
@@ -134,7 +142,7 @@ def child_lora_bot(source: Path, out: Path) -> dict:
     from bot.lora.resize import ResizeOptions
     from bot.lora.resize_file import resize_adapter
 
-    start_rss = peak_rss()
+    start_rss = current_rss()
     start = time.perf_counter()
     report = resize_adapter(source, ResizeOptions(rank=TARGET), out, overwrite=True)
     seconds = time.perf_counter() - start
@@ -154,7 +162,7 @@ def child_dense(source: Path, out: Path, full_matrices: bool) -> dict:
     import torch
     from safetensors.torch import load_file, save_file
 
-    start_rss = peak_rss()
+    start_rss = current_rss()
     start = time.perf_counter()
     tensors = load_file(str(source))
     result, sigma = {}, {}
@@ -217,8 +225,10 @@ def bench_family(family: str, workdir: Path, threads: int) -> None:
     whole = run_child("lora-bot", full_path, workdir / f"{family}-r{TARGET}.safetensors", threads)
     budget = size + MEMORY_BUDGET
     verdict = "within" if whole["rss_peak"] <= budget else "OVER"
-    print(f"whole file, lora-bot: {whole['seconds']:.1f} s, peak RSS {mb(whole['rss_peak'])} "
-          f"(after imports {mb(whole['rss_start'])}); budget input + 300 MB = {mb(budget)}: {verdict}")
+    added = whole["rss_peak"] - whole["rss_start"]
+    print(f"whole file, lora-bot: {whole['seconds']:.1f} s, peak RSS {mb(whole['rss_peak'])} (RSS after imports "
+          f"{mb(whole['rss_start'])}, so the resize itself added at most {mb(added)}); "
+          f"budget input + 300 MB = {mb(budget)}: {verdict}")
 
     shown = ", ".join(f"{o}x{i}" for o, i in sorted({(o, i) for _, o, i in chosen}, key=lambda s: s[0] * s[1]))
     print(f"same subset for every engine: {len(chosen)} modules ({SUBSET_PER_SHAPE} per shape: {shown}); "
@@ -226,12 +236,14 @@ def bench_family(family: str, workdir: Path, threads: int) -> None:
     ours = run_child("lora-bot", part_path, workdir / f"{family}-subset-ours.safetensors", threads)
     kohya = run_child("dense-kohya", part_path, workdir / f"{family}-subset-kohya.safetensors", threads)
     reduced = run_child("dense-reduced", part_path, workdir / f"{family}-subset-reduced.safetensors", threads)
-    print(f"  {'engine':<44} {'time':>9} {'peak RSS':>10} {'ratio':>9}")
+    print(f"  {'engine':<46} {'time':>9} {'peak RSS':>10} {'added':>8} {'time ratio':>11}")
     for label_, result in (("lora-bot (QR of factors + r×r SVD)", ours),
                            ("dense, kohya resize_lora (full_matrices=True)", kohya),
                            ("dense, torch.linalg.svd full_matrices=False", reduced)):
         ratio = result["seconds"] / ours["seconds"]
-        print(f"  {label_:<44} {result['seconds']:>8.2f}s {mb(result['rss_peak']):>10} {ratio:>8.1f}×")
+        added = result["rss_peak"] - result["rss_start"]
+        print(f"  {label_:<46} {result['seconds']:>8.2f}s {mb(result['rss_peak']):>10} {mb(added):>8} "
+              f"{ratio:>10.1f}×")
     print(f"  time ratio kohya/lora-bot: {kohya['seconds'] / ours['seconds']:.1f}× (goal ≥ 50×); "
           f"dense full_matrices=False/lora-bot: {reduced['seconds'] / ours['seconds']:.1f}×")
     difference = max(max_sigma_difference(ours["sigma"], kohya["sigma"]),

@@ -1,6 +1,6 @@
-"""`lora-bot scan` and `lora-bot inspect OWNER/NAME` with the real huggingface_hub client against an in-process
-sandbox Hub on 127.0.0.1: findings, the report format, discovery, shards, the watermark, the request budget
-(counted in the sandbox's own request log), failures, faults, dry runs and the token.
+"""`lora-bot scan` and `lora-bot inspect OWNER/NAME` with the real huggingface_hub client against an
+in-process sandbox Hub on 127.0.0.1: findings, the report format, discovery, shards, the watermark, the
+request budget (counted in the sandbox's own request log), failures, faults, dry runs and the token.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers_adapters import write_header_only_safetensors
 
 from bot.cli import main
 from bot.sandbox.samples import write_sample_repos
 from bot.sandbox.server import SandboxHub
-from helpers_adapters import write_header_only_safetensors
 
 TOKEN = "hf_scanTestSecret9xQ27"
 FIRST_READ = 100_000
@@ -57,14 +57,16 @@ def kohya_file(path: Path, modules: dict[str, tuple[int, int]], rank: int, alpha
 
 def sdxl_unet_modules() -> dict[str, tuple[int, int]]:
     """kohya names and (in, out) of the 700 attention and feed-forward linears of the SDXL UNet."""
-    blocks = [(f"input_blocks_{i}_1", 640, 2) for i in (4, 5)] + [(f"input_blocks_{i}_1", 1280, 10) for i in (7, 8)]
-    blocks += [("middle_block_1", 1280, 10)] + [(f"output_blocks_{i}_1", 1280, 10) for i in (0, 1, 2)]
+    blocks = [(f"input_blocks_{i}_1", 640, 2) for i in (4, 5)]
+    blocks += [(f"input_blocks_{i}_1", 1280, 10) for i in (7, 8)] + [("middle_block_1", 1280, 10)]
+    blocks += [(f"output_blocks_{i}_1", 1280, 10) for i in (0, 1, 2)]
     blocks += [(f"output_blocks_{i}_1", 640, 2) for i in (3, 4, 5)]
+    square = ("attn1_to_q", "attn1_to_k", "attn1_to_v", "attn1_to_out_0", "attn2_to_q", "attn2_to_out_0")
     modules = {}
     for block, dim, depth in blocks:
         for n in range(depth):
             prefix = f"lora_unet_{block}_transformer_blocks_{n}"
-            for proj in ("attn1_to_q", "attn1_to_k", "attn1_to_v", "attn1_to_out_0", "attn2_to_q", "attn2_to_out_0"):
+            for proj in square:
                 modules[f"{prefix}_{proj}"] = (dim, dim)
             modules[f"{prefix}_attn2_to_k"] = modules[f"{prefix}_attn2_to_v"] = (2048, dim)
             modules[f"{prefix}_ff_net_0_proj"] = (dim, 8 * dim)
@@ -94,19 +96,21 @@ def big_dir(tmp_path_factory) -> Path:
     spread = root / "big" / "kohya-spread"
     spread.mkdir(parents=True)
     # 24 Flux-width modules at rank 16: 4.7 MB, an alpha (1..24, all different) every 196 kB.
-    kohya_file(spread / "spread.safetensors", {name: (3072, 3072) for name in SPREAD_ALPHAS}, 16, SPREAD_ALPHAS,
+    kohya_file(spread / "spread.safetensors", dict.fromkeys(SPREAD_ALPHAS, (3072, 3072)), 16, SPREAD_ALPHAS,
                alpha_dtype="F32")
     full = root / "big" / "kohya-sdxl-full"
     full.mkdir(parents=True)
     modules = sdxl_unet_modules()
-    kohya_file(full / "sdxl.safetensors", modules, 4, {name: float(1 + i % 4) for i, name in enumerate(modules)})
+    alphas = {name: float(1 + i % 4) for i, name in enumerate(modules)}
+    kohya_file(full / "sdxl.safetensors", modules, 4, alphas)
     return root
 
 
 @pytest.fixture(scope="module")
 def tiny_lora(tmp_path_factory) -> bytes:
     path = tmp_path_factory.mktemp("tiny") / "tiny.safetensors"
-    modules = {f"lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_{p}": (320, 320) for p in "qkv"}
+    prefix = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_"
+    modules = {f"{prefix}{p}": (320, 320) for p in "qkv"}
     return kohya_file(path, modules, 4, {name: 2.0 for name in modules}).read_bytes()
 
 
@@ -203,9 +207,10 @@ def test_cli_dry_run_reports_every_sample_finding_writes_nothing_and_never_shows
     report_json, report_md = tmp_path / "out" / "report.json", tmp_path / "out" / "report.md"
     start = len(hub.requests)
     done = subprocess.run(
-        [sys.executable, "-m", "bot", "scan", "--config", str(config), "--endpoint", hub.endpoint, "--token", TOKEN,
-         "--dry-run", "--json", "--report-json", str(report_json), "--report-md", str(report_md)],
-        capture_output=True, text=True, timeout=300)
+        [sys.executable, "-m", "bot", "scan", "--config", str(config), "--endpoint", hub.endpoint,
+         "--token", TOKEN, "--dry-run", "--json", "--report-json", str(report_json),
+         "--report-md", str(report_md)],
+        capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert json.loads(report_json.read_text()) == report
@@ -225,7 +230,8 @@ def test_cli_dry_run_reports_every_sample_finding_writes_nothing_and_never_shows
         codes = {flag["code"] for item in repo["files"] for flag in item["flags"]}
         assert expected <= codes, repo_id
     assert not [flag for item in repos["demo/healthy-lora"]["files"] for flag in item["flags"]]
-    assert report["skipped"] == [{"repo_id": OPTED_OUT_SAMPLE, "reason": "opted out in its model card (lora-bot: ignore)"}]
+    assert report["skipped"] == [{"repo_id": OPTED_OUT_SAMPLE,
+                                  "reason": "opted out in its model card (lora-bot: ignore)"}]
 
     entries = hub.requests[start:]
     assert report["proposals"] and all(p["status"] != "opened" for p in report["proposals"])
@@ -237,8 +243,10 @@ def test_cli_dry_run_reports_every_sample_finding_writes_nothing_and_never_shows
         assert TOKEN not in text
 
 
-def test_every_scanned_file_is_the_local_inspect_of_the_same_bytes(hub, sample_dir, big_dir, tmp_path, capsys):
-    config = write_config(tmp_path, queries=[{"filter": [], "author": "demo"}, {"filter": [], "author": "big"}])
+def test_every_scanned_file_is_the_local_inspect_of_the_same_bytes(hub, sample_dir, big_dir, tmp_path,
+                                                                    capsys):
+    queries = [{"filter": [], "author": "demo"}, {"filter": [], "author": "big"}]
+    config = write_config(tmp_path, queries=queries)
     code, report = scan(capsys, hub, config)
     assert code == 0
     assert set(repo_ids(report)) == set(SAMPLE_FINDINGS) | {"big/kohya-spread", "big/kohya-sdxl-full"}
@@ -269,8 +277,9 @@ def test_alpha_scalars_past_the_first_read_come_back_right(hub, capsys):
 def test_request_budget_and_header_reads_from_the_sandbox_log(hub, sample_dir, big_dir, tmp_path, capsys):
     single_file = [*SAMPLE_FINDINGS, "big/kohya-spread", "big/kohya-sdxl-full"]
     start = len(hub.requests)
+    # Without a token the proposal stage reads nothing: what is counted is the scan's own cost.
     code, report = scan(capsys, hub, write_config(tmp_path), *[a for r in single_file for a in ("--repo", r)],
-                        token=None)  # without a token the proposal stage reads nothing: this is the scan's cost
+                        token=None)
     entries = hub.requests[start:]
     assert code == 0 and repo_ids(report) == single_file
     assert all(repo["error"] is None and len(repo["files"]) == 1 for repo in report["repos"])
@@ -279,7 +288,8 @@ def test_request_budget_and_header_reads_from_the_sandbox_log(hub, sample_dir, b
         requests = [e for e in entries if repo_of(e) == repo_id]
         assert len(requests) <= 6, (repo_id, [e["path"] for e in requests])
         path = (sample_dir if repo_id.startswith("demo/") else big_dir) / repo_id / item["path"]
-        reads = [e["bytes"] for e in requests if e["route"] == "resolve" and e["path"].endswith("/" + item["path"])]
+        reads = [e["bytes"] for e in requests
+                 if e["route"] == "resolve" and e["path"].endswith("/" + item["path"])]
         if path.suffix == ".bin":
             assert reads == []  # a pickle is never opened, not even its first bytes
             continue
@@ -317,7 +327,8 @@ def test_failed_repos_are_reported_with_a_reason_and_the_others_still_succeed(hu
     repos = {repo["repo_id"]: repo for repo in report["repos"]}
     assert repos["demo/healthy-lora"]["error"] is None and repos["demo/healthy-lora"]["files"]
     assert repos["nobody/missing"]["files"] == [] and repos["nobody/missing"]["sha"] is None
-    assert repos["nobody/missing"]["error"].startswith("HTTP 404") and "not found" in repos["nobody/missing"]["error"].lower()
+    missing = repos["nobody/missing"]["error"]
+    assert missing.startswith("HTTP 404") and "not found" in missing.lower()
     assert repos["broken/server-error"]["error"].startswith("HTTP 500")
     assert report["stats"]["repos"] == 3
     markdown = report_md.read_text()
@@ -333,7 +344,7 @@ def test_a_scan_of_another_hub_sends_nothing_to_huggingface_co(hub, tmp_path, ca
     monkeypatch.setattr(_detect_agent, "_registry", None)  # not fetched yet in this process
     start = len(hub.requests)
     _, report = scan(capsys, hub, write_config(tmp_path), "--repo", "demo/healthy-lora")
-    assert report["stats"]["requests"] == len(hub.requests[start:])  # every request the client sent reached us
+    assert report["stats"]["requests"] == len(hub.requests[start:])  # every request the client sent came here
 
 
 def test_a_run_where_no_repo_could_be_read_fails(hub, tmp_path, capsys):
@@ -382,7 +393,8 @@ def test_shards_partition_the_repos_and_stay_stable(hub, tmp_path, capsys):
     config = write_config(tmp_path, queries=[{"filter": ["lora"]}])
     _, whole = scan(capsys, hub, config)
     shards = [repo_ids(scan(capsys, hub, config, "--shard", f"{k}/3")[1]) for k in (1, 2, 3)]
-    assert all(shards) and sorted(sum(shards, [])) == sorted(repo_ids(whole))  # disjoint, and together all
+    together = sorted(repo_id for shard in shards for repo_id in shard)
+    assert all(shards) and together == sorted(repo_ids(whole))  # disjoint, and together every repo
     assert repo_ids(scan(capsys, hub, config, "--shard", "2/3")[1]) == shards[1]
     capsys.readouterr()
     assert main(["scan", "--config", str(config), "--endpoint", hub.endpoint, "--shard", "4/3"]) == 2
@@ -396,11 +408,12 @@ def test_shards_partition_the_repos_and_stay_stable(hub, tmp_path, capsys):
 def fresh_hub(tiny_lora):
     with SandboxHub(user="lora-bot") as sandbox:
         for index, name in enumerate(("a", "b", "c")):
-            sandbox.add_repo(f"wm/{name}", {"lora.safetensors": tiny_lora}, last_modified=OLD + timedelta(hours=index))
+            sandbox.add_repo(f"wm/{name}", {"lora.safetensors": tiny_lora},
+                             last_modified=OLD + timedelta(hours=index))
         yield sandbox
 
 
-def test_watermark_skips_unchanged_repos_and_rescans_only_the_changed_one(fresh_hub, tiny_lora, tmp_path, capsys):
+def test_watermark_skips_unchanged_repos_and_rescans_only_the_changed_one(fresh_hub, tmp_path, capsys):
     config = write_config(tmp_path, queries=[{"filter": [], "author": "wm"}], incremental=True)
     assert sorted(repo_ids(scan(capsys, fresh_hub, config)[1])) == ["wm/a", "wm/b", "wm/c"]
     start = len(fresh_hub.requests)
@@ -455,8 +468,8 @@ def test_a_dry_run_never_moves_the_watermark(fresh_hub, tmp_path, capsys):
 # ------------------------------------------------------------------------------------------ faults
 
 
-def test_with_20_percent_faults_every_repo_is_inspected_or_failed_with_a_reason(hub, sample_dir, big_dir, tmp_path,
-                                                                                 capsys):
+def test_with_20_percent_faults_every_repo_is_inspected_or_failed_with_a_reason(hub, sample_dir, big_dir,
+                                                                                 tmp_path, capsys):
     # Retry-After is 1 s: the policy may wait that long, and tries 6 times. The config's explicit `repos` add
     # one whose alphas need the multi-range read.
     config = write_config(tmp_path, repos=["big/kohya-spread"], hub={"retries": 6, "max_retry_wait": 1})

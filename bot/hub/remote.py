@@ -24,7 +24,9 @@ from bot.lora.selection import CARD_NAME, select_candidates
 from bot.sources.local import scalar_names
 
 FIRST_READ = 100_000  # bytes of the first range read, as huggingface_hub reads them
-MAX_TEXT_BYTES = 1_000_000  # adapter_config.json and README.md larger than this are not read
+MAX_TEXT_BYTES = 1_000_000  # adapter_config.json and README.md are read up to this many bytes
+# Several ranges in one request: a server that ignores Range sends the file from byte 0; past this, give up.
+MAX_IGNORED_RANGE_READ = 16_000_000
 # Longest Range header value sent: nginx and Apache refuse a header line above 8 KB by default. A kohya
 # SDXL file has ~700 `.alpha` scalars spread over the file; counted in characters they fit in 2 requests.
 MAX_RANGE_HEADER = 7_900
@@ -56,6 +58,19 @@ class RepoInspection:
                 "error": self.error}
 
 
+class RangeReadError(OSError):
+    """The server's answer to a range read is unusable: a failure of the read, not of the file."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """The part of a response lora-bot keeps: status, headers and at most the bytes it asked for."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    content: bytes
+
+
 class RemoteReader:
     """Reads one repo at one revision through huggingface_hub, retrying transient failures."""
 
@@ -63,27 +78,39 @@ class RemoteReader:
         self.api = api
         self.policy = policy
 
-    def _get(self, repo_id: str, path: str, revision: str, headers: Mapping[str, str] | None = None):
+    def _get(self, repo_id: str, path: str, revision: str, limit: int,
+             headers: Mapping[str, str] | None = None) -> "Fetched":
+        """GET a file, reading at most `limit` body bytes. A server that ignores `Range` and starts sending
+        the whole file is cut off there, so no answer can turn a header read into a download."""
         url = hf_hub_url(repo_id, path, revision=revision, endpoint=self.api.endpoint)
         all_headers = {**build_hf_headers(token=self.api.token, library_name="lora-bot"), **(headers or {})}
 
-        def call():
-            response = session().get(url, headers=all_headers)
-            hf_raise_for_status(response)
-            return response
+        def call() -> Fetched:
+            with session().stream("GET", url, headers=all_headers) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    hf_raise_for_status(response)
+                body = bytearray()
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) >= limit:
+                        break
+                return Fetched(response.status_code, response.headers, bytes(body[:limit]))
 
         return with_retries(self.policy, call)
 
     def read_text(self, repo_id: str, path: str, revision: str) -> str:
-        response = self._get(repo_id, path, revision)
-        return response.content[:MAX_TEXT_BYTES].decode("utf-8", errors="replace")
+        response = self._get(repo_id, path, revision, limit=MAX_TEXT_BYTES)
+        return response.content.decode("utf-8", errors="replace")
 
     def read_ranges(self, repo_id: str, path: str, revision: str, ranges: list[tuple[int, int]]) -> dict:
         """Bytes of each [start, end) range, in as few requests as the server allows."""
         found: dict[tuple[int, int], bytes] = {}
         for batch in _range_batches(ranges):
             spec = ",".join(f"{a}-{b - 1}" for a, b in batch)
-            response = self._get(repo_id, path, revision, {"Range": f"bytes={spec}"})
+            # A 206 answer is about as long as the ranges; a 200 (Range ignored) must be read up to the last one.
+            limit = max(b for _, b in batch) if len(batch) == 1 else MAX_IGNORED_RANGE_READ
+            response = self._get(repo_id, path, revision, limit, {"Range": f"bytes={spec}"})
             pieces = _split_range_response(response)
             for a, b in batch:
                 found[(a, b)] = _slice(pieces, a, b)
@@ -91,7 +118,7 @@ class RemoteReader:
 
     def header(self, repo_id: str, path: str, revision: str, size: int | None) -> tuple[SafetensorsHeader, bytes]:
         """The parsed header and the raw bytes of the first read (they often hold the alpha scalars too)."""
-        first = self._get(repo_id, path, revision, {"Range": f"bytes=0-{FIRST_READ - 1}"})
+        first = self._get(repo_id, path, revision, FIRST_READ, {"Range": f"bytes=0-{FIRST_READ - 1}"})
         prefix = first.content  # a server without range support sends the whole file; it is then all here
         length = declared_header_length(prefix, size)
         if 8 + length > len(prefix):
@@ -105,9 +132,10 @@ class RemoteReader:
         spans = {name: header.absolute_range(name) for name in names}
         missing = sorted({span for span in spans.values() if span[1] > len(prefix)})
         fetched = self.read_ranges(repo_id, path, revision, _coalesce(missing)) if missing else {}
+        pieces = [(start, data) for (start, _), data in fetched.items()]
         values = {}
         for name, (a, b) in spans.items():
-            raw = prefix[a:b] if b <= len(prefix) else _from_coalesced(fetched, a, b)
+            raw = prefix[a:b] if b <= len(prefix) else _slice(pieces, a, b)
             values[name] = decode_scalar(header.tensors[name], raw)
         return values
 
@@ -189,13 +217,6 @@ def _range_batches(ranges: list[tuple[int, int]]) -> list[list[tuple[int, int]]]
     return batches
 
 
-def _from_coalesced(fetched: Mapping[tuple[int, int], bytes], a: int, b: int) -> bytes:
-    for (start, end), data in fetched.items():
-        if start <= a and b <= end:
-            return data[a - start : b - start]
-    raise HeaderError(f"server did not return bytes {a}-{b - 1}")
-
-
 def _split_range_response(response) -> list[tuple[int, bytes]]:
     """(offset, bytes) pieces of a 206 (single or multipart/byteranges) or a 200 (the whole body)."""
     if response.status_code == 200:
@@ -210,7 +231,8 @@ def _split_range_response(response) -> list[tuple[int, bytes]]:
 def _range_start(content_range: str) -> int:
     found = re.match(r"bytes (\d+)-\d+/", content_range)
     if not found:
-        raise HeaderError(f"server answered a range read without a usable Content-Range ({content_range!r})")
+        raise RangeReadError(f"the server answered a range read without a usable Content-Range "
+                             f"({content_range!r})")
     return int(found.group(1))
 
 
@@ -233,7 +255,7 @@ def _slice(pieces: list[tuple[int, bytes]], a: int, b: int) -> bytes:
     for offset, data in pieces:
         if offset <= a and b <= offset + len(data):
             return data[a - offset : b - offset]
-    raise HeaderError(f"server did not return bytes {a}-{b - 1}")
+    raise RangeReadError(f"the server did not return bytes {a}-{b - 1} (it may not honour Range requests)")
 
 
 def inspect_repo_for_cli(args) -> list[FileInspection]:

@@ -18,6 +18,7 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -87,7 +88,7 @@ class ResizePlan:
     def __getitem__(self, name: str) -> ModulePlan:
         return self._by_name[name]
 
-    @property
+    @cached_property
     def _by_name(self) -> Mapping[str, ModulePlan]:
         return {m.name: m for m in self.modules}
 

@@ -1,6 +1,6 @@
 """Resize one LoRA adapter on disk: find it, refuse what cannot be resized, plan, and stream the output.
 
-The input is read one module at a time through `safetensors.safe_open` (mmap); the output is written by
+The input is read one module at a time (`read_tensor`: positioned reads, no mmap); the output is written by
 `StreamingWriter` from a header planned up front. An energy target needs a first pass over the modules for
 their singular values (QR of the factors, no tensor is kept), then the writing pass recomputes each
 decomposition — cheaper than holding every module in memory.
@@ -17,9 +17,9 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
-from safetensors import safe_open
 
 from bot.lora.formats import LOHA, LOKR, LORA, LORA_TUCKER, Module, parse_keys
 from bot.lora.header import HeaderError, SafetensorsHeader, read_local_header, read_local_scalars
@@ -28,7 +28,7 @@ from bot.lora.peft_config import ConfigError, PeftConfig, lora_scale, parse_peft
 from bot.lora.resize import (PAD, SVD, ModulePlan, ModuleResize, ModuleSpec, ResizeError, ResizeOptions, ResizePlan,
                              energy_kept, most_common, pad_factors, plan_resize, reduce_factors, singular_values)
 from bot.lora.resize_metadata import ENERGY_WIDTH, KOHYA_HASH_KEYS, provenance, resized_metadata, resized_peft_config
-from bot.lora.safetensors_stream import StreamingWriter, TensorSlot
+from bot.lora.safetensors_stream import StreamingWriter, TensorSlot, read_tensor
 from bot.lora.selection import PICKLE_SUFFIXES, select_candidates
 
 PEFT_WEIGHTS = "adapter_model.safetensors"
@@ -281,16 +281,16 @@ def output_paths(adapter: Adapter, options: ResizeOptions, output: Path | None,
 # --- the two passes ------------------------------------------------------------------------------------------
 
 
-def _load_pair(handle, module: Module) -> tuple[torch.Tensor, torch.Tensor]:
-    return handle.get_tensor(module.down.name), handle.get_tensor(module.up.name)
+def _load_pair(handle: BinaryIO, header: SafetensorsHeader, module: Module) -> tuple[torch.Tensor, torch.Tensor]:
+    return read_tensor(handle, header, module.down.name), read_tensor(handle, header, module.up.name)
 
 
 def _spectra(adapter: Adapter) -> dict[str, torch.Tensor]:
     """σ of every ΔW (scale included), one module in memory at a time."""
     spectra = {}
-    with safe_open(adapter.weights, framework="pt") as handle:
+    with adapter.weights.open("rb") as handle:
         for module, spec in zip(adapter.modules, adapter.specs):
-            down, up = _load_pair(handle, module)
+            down, up = _load_pair(handle, adapter.header, module)
             spectra[module.name] = singular_values(down, up, adapter.scale(spec))
     return spectra
 
@@ -367,25 +367,27 @@ def _stream(adapter: Adapter, plan: ResizePlan, writer: StreamingWriter, order: 
     results: dict[str, ModuleResize] = {}
     produced: dict[str, torch.Tensor] = {}
     specs = {spec.name: spec for spec in adapter.specs}
-    with safe_open(adapter.weights, framework="pt") as handle, adapter.weights.open("rb") as raw:
+    with adapter.weights.open("rb") as handle:
         for name in order:
             module = owner.get(name)
             if module is None:
-                writer.copy_raw(name, raw, adapter.header.absolute_range(name)[0])
+                writer.copy_raw(name, handle, adapter.header.absolute_range(name)[0])
                 continue
             if module.name not in results:
-                produced = _produce(handle, module, plan[module.name], adapter.scale(specs[module.name]))
+                produced = _produce(handle, adapter.header, module, plan[module.name],
+                                    adapter.scale(specs[module.name]))
                 results[module.name] = produced.pop("")
             writer.write_tensor(name, produced.pop(name))
     return [results[module.name] for module in adapter.modules]
 
 
-def _produce(handle, module: Module, plan: ModulePlan, scale: float) -> dict:
-    down, up = _load_pair(handle, module)
+def _produce(handle: BinaryIO, header: SafetensorsHeader, module: Module, plan: ModulePlan, scale: float) -> dict:
+    """The module's new tensors by name (and, under "", what resizing it cost)."""
+    down, up = _load_pair(handle, header, module)
     new_down, new_up, result = resize_module(down, up, scale, plan)
     out = {"": result, module.down.name: new_down, module.up.name: new_up}
     if module.alpha_tensor is not None:
-        alpha = handle.get_tensor(module.alpha_tensor.name)
+        alpha = read_tensor(handle, header, module.alpha_tensor.name)
         out[module.alpha_tensor.name] = torch.full_like(alpha, plan.stored_alpha)
     return out
 

@@ -1,5 +1,9 @@
-"""A safetensors writer that streams: the header first, from planned names/dtypes/shapes, then each tensor's bytes
-as it is produced. Memory stays at one tensor whatever the file's size.
+"""Safetensors one tensor at a time: a reader of single tensors and a writer that streams.
+
+The writer puts the header first, planned from names/dtypes/shapes, then each tensor's bytes as they are
+produced. The reader uses positioned reads rather than mmap: pages of a mapped multi-GB input stay resident
+and count toward the process's peak memory, while a read costs only the tensor itself. Memory stays at one
+tensor whatever the file's size.
 
 The data section may be written in any order (readers locate tensors by `data_offsets`), so the caller
 announces the order it will produce tensors in, while the JSON keeps the input's key order. Values that
@@ -21,7 +25,7 @@ from typing import BinaryIO
 
 import torch
 
-from bot.lora.header import DTYPE_BITS
+from bot.lora.header import DTYPE_BITS, SafetensorsHeader
 
 TORCH_DTYPES: Mapping[str, torch.dtype] = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -44,6 +48,22 @@ class TensorSlot:
     @property
     def nbytes(self) -> int:
         return math.prod(self.shape) * DTYPE_BITS[self.dtype] // 8
+
+
+def read_tensor(handle: BinaryIO, header: SafetensorsHeader, name: str) -> torch.Tensor:
+    """One tensor of an open safetensors file, read from its byte range into memory of its own."""
+    info = header.tensors[name]
+    dtype = TORCH_DTYPES.get(info.dtype)
+    if dtype is None:
+        raise StreamError(f"{name}: torch has no dtype for {info.dtype}")
+    if info.nbytes == 0:
+        return torch.empty(info.shape, dtype=dtype)
+    start, _ = header.absolute_range(name)
+    buffer = bytearray(info.nbytes)
+    handle.seek(start)
+    if handle.readinto(buffer) != info.nbytes:
+        raise StreamError(f"{name}: the file ends inside its data")
+    return torch.frombuffer(buffer, dtype=dtype).reshape(info.shape)
 
 
 def tensor_bytes(tensor: torch.Tensor) -> memoryview:

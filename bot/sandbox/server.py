@@ -65,6 +65,8 @@ SORT_KEYS: dict[str, Callable[[Repo], object]] = {
 ROUTE_NAMES = ("whoami", "models", "model_info", "tree", "refs", "commits", "resolve", "validate_yaml", "preupload",
                "lfs", "commit", "discussions", "discussion", "comment", "status", "title", "merge", "create_repo")
 DROP_KINDS = ("drop", "drop-after")
+# Faults after which the request is still handled: a lost response, or a server that ignores Range headers.
+HANDLED_KINDS = ("drop-after", "ignore-range")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _BYTE_RANGE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
 
@@ -74,8 +76,9 @@ _BYTE_RANGE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
 @dataclass(frozen=True)
 class FaultRule:
     """Inject `kind` on `share` of the matching requests. Kinds: an HTTP status 400-599 or "drop" (both
-    answered before the request is handled, so it has no effect), or "drop-after": the request IS handled,
-    then the connection closes without a reply, like a response lost on the way back."""
+    answered before the request is handled, so it has no effect), "drop-after": the request IS handled,
+    then the connection closes without a reply, like a response lost on the way back, or "ignore-range": the
+    request is answered as if it had no Range header (200 and the whole file), as some servers do."""
 
     kind: str
     share: float
@@ -117,9 +120,9 @@ class FaultSpec:
         body, _, route_text = token.partition("@")
         kind, colon, share_text = body.partition(":")
         kind = kind.strip().lower()
-        if not colon or not (kind in DROP_KINDS or (kind.isdigit() and 400 <= int(kind) <= 599)):
-            raise ValueError(f"bad fault {token!r}: expected KIND:SHARE[@ROUTES] with KIND 400-599, drop or "
-                             f"drop-after")
+        if not colon or not (kind in DROP_KINDS + HANDLED_KINDS or (kind.isdigit() and 400 <= int(kind) <= 599)):
+            raise ValueError(f"bad fault {token!r}: expected KIND:SHARE[@ROUTES] with KIND 400-599, drop, "
+                             f"drop-after or ignore-range")
         try:
             share = float(share_text)
         except ValueError:
@@ -196,6 +199,7 @@ class Request:
     headers: Mapping[str, str]
     body_source: Iterator[bytes]
     _body: bytes | None = None
+    ignore_range: bool = False  # the "ignore-range" fault: answer as a server without Range support
 
     def arg(self, name: str, default: str | None = None) -> str | None:
         values = self.query.get(name)
@@ -427,7 +431,7 @@ class HubApi:
         if stored.lfs:
             headers.update({"X-Linked-Etag": f'"{stored.blob.sha256}"', "X-Linked-Size": str(stored.blob.size)})
         # HEAD answers with the whole file's headers; a client asks HEAD for the metadata, never for a part.
-        range_header = None if request.method == "HEAD" else request.headers.get("Range")
+        range_header = None if request.method == "HEAD" or request.ignore_range else request.headers.get("Range")
         return file_reply(stored.blob, headers, range_header)
 
     # --- writing
@@ -763,9 +767,10 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
             if hub.latency_ms:
                 time.sleep(hub.latency_ms / 1000)
             fault = hub.faults.pick(route_name, self.command)
-            if fault is None or fault.kind == "drop-after":
+            request.ignore_range = fault is not None and fault.kind == "ignore-range"
+            if fault is None or fault.kind in HANDLED_KINDS:
                 reply = self._dispatch(hub, request, route, path_known)
-            if fault is not None:
+            if fault is not None and fault.kind != "ignore-range":
                 reply = self._fault_reply(request, fault, hub.faults.spec.retry_after)
             sent = 0 if reply is None else self._send(reply)
         finally:
