@@ -189,12 +189,12 @@ class Writer:
             return []  # no token: a dry run cannot see what was proposed before, and says so
         return read_threads(self.api, repo_id, self.me, self.policy)
 
-    def handle_repo(self, repo_id: str, proposals: list[Proposal]) -> list[Outcome]:
-        if not proposals:
-            threads = self.threads(repo_id) if self.me else []
-            plan = plan_repo([], threads, self.title_prefix)
-        else:
-            plan = plan_repo(proposals, self.threads(repo_id), self.title_prefix)
+    def plan(self, repo_id: str, proposals: list[Proposal]) -> RepoPlan:
+        """Read-only: what this repo needs, given the bot's threads there. Safe to run for many repos at once."""
+        return plan_repo(proposals, self.threads(repo_id), self.title_prefix)
+
+    def execute(self, repo_id: str, plan: RepoPlan) -> list[Outcome]:
+        """The writes of one plan. Run one repo at a time, in discovery order, so the PR limits are exact."""
         outcomes = list(plan.outcomes)
         if plan.pull_request is not None:
             outcomes.append(self._pull_request(plan.pull_request))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable
 
@@ -43,13 +44,20 @@ def run_proposals(api: HfApi, config: Config, repos: Iterable[RepoInspection], p
         metadata_builder = MetadataFixBuilder(downloader, Path(scratch)) if config.proposals.config_fix else None
         variant_builder = (VariantBuilder(downloader, config.proposals.variant_policy, Path(scratch))
                            if config.proposals.variants else None)
-        for repo in repos:
-            if repo.error is not None:
-                continue  # a partial picture is no ground for writing to someone's repo
-            try:
-                proposals = build_proposals(facts_of(repo), config.proposals, metadata_builder, variant_builder)
-                outcomes += writer.handle_repo(repo.repo_id, proposals)
-            except Exception as error:  # noqa: BLE001 — one repo's failure never stops the run
-                outcomes.append(Outcome(repo.repo_id, "repo", FAILED, "proposals", (),
-                                        detail=describe_error(error)))
+        # Building proposals and reading the bot's threads are reads (and, for variants, CPU work): they run
+        # in the worker pool. The writes then happen one repo at a time, in discovery order.
+        eligible = [r for r in repos if r.error is None]  # a partial picture is no ground for writing
+
+        def prepare(repo: RepoInspection):
+            proposals = build_proposals(facts_of(repo), config.proposals, metadata_builder, variant_builder)
+            return writer.plan(repo.repo_id, proposals)
+
+        with ThreadPoolExecutor(max_workers=config.hub.workers, thread_name_prefix="lora-bot-propose") as pool:
+            plans = [pool.submit(prepare, repo) for repo in eligible]
+            for repo, future in zip(eligible, plans):
+                try:
+                    outcomes += writer.execute(repo.repo_id, future.result())
+                except Exception as error:  # noqa: BLE001 — one repo's failure never stops the run
+                    outcomes.append(Outcome(repo.repo_id, "repo", FAILED, "proposals", (),
+                                            detail=describe_error(error)))
     return outcomes

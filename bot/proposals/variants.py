@@ -19,8 +19,6 @@ from bot.config import VariantPolicy
 from bot.hub.download import Downloader
 from bot.lora.inspect import FileInspection, inspect_evidence
 from bot.lora.peft_config import ConfigError, parse_peft_config
-from bot.lora.resize import ResizeError, ResizeOptions
-from bot.lora.resize_file import file_sha256, resize_adapter
 from bot.lora.selection import CONFIG_NAME
 from bot.proposals.build import RepoFacts, config_path_for
 from bot.proposals.model import VARIANT, FileChange, Proposal
@@ -106,6 +104,11 @@ class VariantBuilder:
         return proposals
 
     def _build(self, facts: RepoFacts, item: FileInspection, target: Target, path: str) -> Proposal | None:
+        # torch is imported here, not at the top: every scan imports this module, few build a variant,
+        # and importing torch costs seconds at start-up.
+        from bot.lora.resize import ResizeError, ResizeOptions
+        from bot.lora.resize_file import file_sha256, resize_adapter
+
         source = self.downloader.fetch(facts.repo_id, item.path, facts.revision)
         config_path = config_path_for(facts, item.path)
         if item.format == "peft" and config_path:
