@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -181,3 +182,13 @@ def test_config_yaml_states_exactly_the_schema_defaults():
     from bot.config import DEFAULT_CONFIG, Config, load_config
 
     assert load_config(DEFAULT_CONFIG) == Config()
+
+
+def test_an_unneeded_pr_is_closed_even_when_another_opens_but_not_if_its_kind_is_switched_off():
+    facts = RepoFacts("org/repo", "a" * 40, (inspection(),), {}, {}, ())
+    config_fix = dataclasses.replace(card_proposal(facts), kind="config-fix")  # another slot than the card PR's
+    old_card = _thread(7, "open", ["card:README.md:0123456789abcdef"])
+    plan = plan_repo([config_fix], [old_card], "[bot]")
+    assert plan.pull_request is not None and plan.pull_request.supersedes == ()
+    assert plan.close_stale == (7,)
+    assert plan_repo([config_fix], [old_card], "[bot]", kinds=frozenset({"config-fix"})).close_stale == ()

@@ -19,10 +19,12 @@ from typing import Callable
 from huggingface_hub import CommitOperationAdd, HfApi
 
 from bot.hub.client import RetryPolicy, describe_error, with_retries
-from bot.proposals.model import FLAGS, Proposal, Submission, parse_markers, slot_of
+from bot.proposals.model import FLAGS, PR_KINDS, Proposal, Submission, parse_markers, slot_of
 from bot.proposals.render import close_note, flags_update_comment, pr_body, discussion_body, resolved_note
 
 OPENED, WOULD_OPEN, UPDATED, WOULD_UPDATE = "opened", "would-open", "updated", "would-update"
+# A dry run without a token cannot list the bot's earlier proposals, so it cannot tell what already exists.
+UNCHECKED = "not checked against earlier proposals: no token"
 EXISTS, CLOSED_BY_OWNER, LIMIT, FAILED, CLOSED_STALE = "exists", "closed-by-owner", "limit-reached", "failed", "closed-stale"
 
 
@@ -112,7 +114,10 @@ class RepoPlan:
     outcomes: tuple[Outcome, ...]  # what is settled already (exists, closed by the owner)
 
 
-def plan_repo(proposals: list[Proposal], threads: list[BotThread], title_prefix: str) -> RepoPlan:
+def plan_repo(proposals: list[Proposal], threads: list[BotThread], title_prefix: str,
+              kinds: frozenset[str] = frozenset(PR_KINDS)) -> RepoPlan:
+    """What to open, supersede, close and update on one repo. `kinds` are the PR kinds this run proposes:
+    an open PR of a kind the operator switched off is left alone rather than closed as stale."""
     prs = [t for t in threads if t.is_pull_request]
     outcomes: list[Outcome] = []
     current: list[Proposal] = []
@@ -144,7 +149,7 @@ def plan_repo(proposals: list[Proposal], threads: list[BotThread], title_prefix:
     if up_to_date is not None:
         keep.add(up_to_date.number)
     close_stale = tuple(t.number for t in open_prs if t.number not in keep and not (t.keys & current_keys)
-                        and pull_request is None)
+                        and t.keys and all(slot_of(k).split(":", 1)[0] in kinds for k in t.keys))
 
     flags = next((p for p in proposals if p.kind == FLAGS), None)
     discussions = [t for t in threads if not t.is_pull_request]
@@ -174,7 +179,8 @@ class Writer:
     """Carries plans out (live) or records what it would do (dry run). One instance per scan."""
 
     def __init__(self, api: HfApi, me: str | None, policy: RetryPolicy, dry_run: bool, max_prs: int,
-                 max_prs_per_repo: int, title_prefix: str, sleep: Callable[[float], None] = time.sleep):
+                 max_prs_per_repo: int, title_prefix: str, kinds: frozenset[str] = frozenset(PR_KINDS),
+                 sleep: Callable[[float], None] = time.sleep):
         self.api = api
         self.me = me
         self.policy = policy
@@ -182,6 +188,7 @@ class Writer:
         self.remaining_prs = max_prs
         self.max_prs_per_repo = max_prs_per_repo
         self.title_prefix = title_prefix
+        self.kinds = kinds
         self.sleep = sleep
 
     def threads(self, repo_id: str) -> list[BotThread]:
@@ -191,7 +198,7 @@ class Writer:
 
     def plan(self, repo_id: str, proposals: list[Proposal]) -> RepoPlan:
         """Read-only: what this repo needs, given the bot's threads there. Safe to run for many repos at once."""
-        return plan_repo(proposals, self.threads(repo_id), self.title_prefix)
+        return plan_repo(proposals, self.threads(repo_id), self.title_prefix, self.kinds)
 
     def execute(self, repo_id: str, plan: RepoPlan) -> list[Outcome]:
         """The writes of one plan. Run one repo at a time, in discovery order, so the PR limits are exact."""
@@ -212,7 +219,7 @@ class Writer:
             return _with(base, status=LIMIT, detail="max PRs per run reached; proposed again next run")
         if self.dry_run:
             self.remaining_prs -= 1
-            return base
+            return _with(base, detail=UNCHECKED) if self.me is None else base
         threads = self.threads(submission.repo_id)  # again, right before writing: another run may have won
         already = _holding(threads, submission.members, pull_request=True)
         if already is not None:
@@ -286,7 +293,7 @@ class Writer:
         if thread is not None:
             return [self._update_flags(repo_id, thread, proposal, base)]
         if self.dry_run:
-            return [base]
+            return [_with(base, detail=UNCHECKED) if self.me is None else base]
         threads = self.threads(repo_id)
         already = _holding(threads, (proposal,), pull_request=False)
         if already is not None:

@@ -15,6 +15,7 @@ from bot.hub.remote import RepoInspection
 from bot.hub.download import Downloader
 from bot.proposals.build import RepoFacts, build_proposals
 from bot.proposals.metadata import MetadataFixBuilder
+from bot.proposals.model import CARD, CONFIG_FIX, METADATA_FIX, VARIANT
 from bot.proposals.variants import VariantBuilder
 from bot.proposals.execute import FAILED, Outcome, Writer
 
@@ -24,6 +25,13 @@ def bot_user(api: HfApi, policy: RetryPolicy) -> str | None:
     if not api.token:
         return None
     return with_retries(policy, lambda: api.whoami())["name"]
+
+
+def enabled_kinds(config: Config) -> frozenset[str]:
+    policy = config.proposals
+    switches = {CARD: policy.card, CONFIG_FIX: policy.config_fix, METADATA_FIX: policy.config_fix,
+                VARIANT: policy.variants}
+    return frozenset(kind for kind, on in switches.items() if on)
 
 
 def facts_of(repo: RepoInspection) -> RepoFacts:
@@ -37,7 +45,7 @@ def run_proposals(api: HfApi, config: Config, repos: Iterable[RepoInspection], p
     writer = Writer(api, bot_user(api, policy), policy, dry_run=dry_run,
                     max_prs=config.proposals.max_prs_per_run if max_prs is None else max_prs,
                     max_prs_per_repo=config.proposals.max_prs_per_repo,
-                    title_prefix=config.proposals.title_prefix)
+                    title_prefix=config.proposals.title_prefix, kinds=enabled_kinds(config))
     outcomes: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="lora-bot-weights-") as scratch:
         downloader = Downloader(api, policy, Path(scratch) / "cache")
