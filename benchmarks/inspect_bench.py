@@ -15,82 +15,45 @@ import contextlib
 import io
 import json
 import statistics
-import struct
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from bot.cli import main
+from bot.sandbox.layouts import sdxl_sgm_shapes, write_sparse_safetensors
 
 SMALL_TARGET = 10_000_000
 BIG_TARGET = 4 * 2**30
-ALPHA_BYTES = 4  # kohya stores `.alpha` as a float32 scalar
 
 
-def sdxl_unet_linears() -> list[tuple[str, int, int]]:
-    """(kohya module name, in, out) for every attention and feed-forward linear of the SDXL UNet (SGM names)."""
-    blocks = [(f"input_blocks_{i}_1", 640, 2) for i in (4, 5)] + [(f"input_blocks_{i}_1", 1280, 10) for i in (7, 8)]
-    blocks += [("middle_block_1", 1280, 10)]
-    blocks += [(f"output_blocks_{i}_1", 1280, 10) for i in (0, 1, 2)]
-    blocks += [(f"output_blocks_{i}_1", 640, 2) for i in (3, 4, 5)]
-    linears = []
-    for block, dim, depth in blocks:
-        for n in range(depth):
-            prefix = f"lora_unet_{block}_transformer_blocks_{n}"
-            linears += [(f"{prefix}_attn1_to_{p}", dim, dim) for p in ("q", "k", "v", "out_0")]
-            linears += [(f"{prefix}_attn2_to_q", dim, dim), (f"{prefix}_attn2_to_k", 2048, dim),
-                        (f"{prefix}_attn2_to_v", 2048, dim), (f"{prefix}_attn2_to_out_0", dim, dim)]
-            linears += [(f"{prefix}_ff_net_0_proj", dim, 8 * dim), (f"{prefix}_ff_net_2", 4 * dim, dim)]
-    return linears
-
-
-@dataclass(frozen=True)
-class Layout:
-    header: bytes  # the 8-byte length prefix and the JSON
-    alpha_offsets: tuple[int, ...]  # absolute file offsets of the float32 alpha scalars
-    size: int
-    rank: int
-
-
-def build_layout(rank: int, alpha: float) -> Layout:
-    tensors, alphas, position = {}, [], 0
-    for name, fan_in, fan_out in sdxl_unet_linears():
-        alphas.append(position)
-        for suffix, dtype, shape in ((".alpha", "F32", []), (".lora_down.weight", "F16", [rank, fan_in]),
-                                     (".lora_up.weight", "F16", [fan_out, rank])):
-            nbytes = 4 if dtype == "F32" else 2 * shape[0] * shape[1]
-            tensors[name + suffix] = {"dtype": dtype, "shape": shape, "data_offsets": [position, position + nbytes]}
-            position += nbytes
-    tensors["__metadata__"] = {"ss_network_dim": str(rank), "ss_network_alpha": f"{alpha:g}",
-                               "ss_base_model_version": "sdxl_base_v1-0"}
-    text = json.dumps(tensors, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    data_start = 8 + len(text)
-    return Layout(header=struct.pack("<Q", len(text)) + text,
-                  alpha_offsets=tuple(data_start + a for a in alphas), size=data_start + position, rank=rank)
+def sdxl_kohya_shapes(rank: int) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Tensors of a kohya LoRA on every attention and feed-forward linear of the SDXL UNet (SGM names)."""
+    shapes = {}
+    for module, (fan_in, fan_out) in sdxl_sgm_shapes().items():
+        name = f"lora_unet_{module}"
+        shapes[f"{name}.alpha"] = ("F32", ())  # kohya stores `.alpha` as a float32 scalar
+        shapes[f"{name}.lora_down.weight"] = ("F16", (rank, fan_in))
+        shapes[f"{name}.lora_up.weight"] = ("F16", (fan_out, rank))
+    return shapes
 
 
 def rank_for(target_bytes: int) -> int:
-    per_rank = sum(2 * (fan_in + fan_out) for _, fan_in, fan_out in sdxl_unet_linears())
+    per_rank = sum(2 * (fan_in + fan_out) for fan_in, fan_out in sdxl_sgm_shapes().values())
     return max(1, round(target_bytes / per_rank))
 
 
-def write(path: Path, layout: Layout, alpha: float, sparse: bool) -> None:
-    """Header, then the alpha scalars at their offsets; weights are zeros (a hole when sparse)."""
-    with path.open("wb") as handle:
-        handle.write(layout.header)
-        if not sparse:
-            remaining = layout.size - len(layout.header)
-            while remaining:
-                chunk = min(remaining, 1 << 20)
-                handle.write(bytes(chunk))
-                remaining -= chunk
-        packed = struct.pack("<f", alpha)
-        for offset in layout.alpha_offsets:
-            handle.seek(offset)
-            handle.write(packed)
-        handle.truncate(layout.size)
+def write(path: Path, rank: int, alpha: float, sparse: bool) -> int:
+    """Header, then the alpha scalars at their offsets; weights are zeros (a hole when sparse). Returns the
+    header size."""
+    shapes = sdxl_kohya_shapes(rank)
+    metadata = {"ss_network_dim": str(rank), "ss_network_alpha": f"{alpha:g}",
+                "ss_base_model_version": "sdxl_base_v1-0"}
+    header_bytes = write_sparse_safetensors(path, shapes, metadata,
+                                            values={name: alpha for name in shapes if name.endswith(".alpha")})
+    if not sparse:
+        path.write_bytes(path.read_bytes())  # written back in full, the hole becomes zeros on disk
+    return header_bytes
 
 
 def rchar() -> int | None:
@@ -138,13 +101,11 @@ def run(repeats: int) -> list[Result]:
     alpha = 8.0
     specs = [("10 MB", rank_for(SMALL_TARGET), False), ("4 GiB sparse", rank_for(BIG_TARGET), True)]
     with tempfile.TemporaryDirectory(prefix="inspect-bench-") as folder:
-        paths, layouts = [], []
+        paths, headers = [], []
         for label, rank, sparse in specs:
-            layout = build_layout(rank, alpha)
             path = Path(folder) / f"rank{rank}.safetensors"
-            write(path, layout, alpha, sparse)
+            headers.append(write(path, rank, alpha, sparse))
             paths.append(path)
-            layouts.append(layout)
         for path in paths:
             inspect_once(path)  # warm up: imports and the page cache of the header
         times: list[list[float]] = [[] for _ in paths]
@@ -156,10 +117,10 @@ def run(repeats: int) -> list[Result]:
                 times[i].append(elapsed)
                 reads[i].append(read)
         results = []
-        for (label, _, _), path, layout, t, r, report in zip(specs, paths, layouts, times, reads, reports):
+        for (label, _, _), path, header_bytes, t, r, report in zip(specs, paths, headers, times, reads, reports):
             stat = path.stat()
             results.append(Result(label=label, size=stat.st_size, on_disk=stat.st_blocks * 512,
-                                  header_bytes=len(layout.header), times=tuple(t),
+                                  header_bytes=header_bytes, times=tuple(t),
                                   bytes_read=None if None in r else statistics.median(r),
                                   rank=report["rank"], alpha=report["alpha"]))
     return results
@@ -188,7 +149,7 @@ def cli() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
     results = run(args.repeats)
-    print(report(results, args.repeats, len(sdxl_unet_linears())))
+    print(report(results, args.repeats, len(sdxl_sgm_shapes())))
 
 
 if __name__ == "__main__":

@@ -22,13 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import struct
 import subprocess
 import sys
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+
+from bot.sandbox.layouts import sdxl_sgm_shapes, write_sparse_safetensors
+from bot.sandbox.server import request_repo
 
 FIRST_READ = 100_000
 FAULTS = "429:0.08,503:0.08,drop:0.06"  # tried in turn on each request: 1 - .92 x .92 x .94 = 20.4% fail
@@ -39,35 +41,6 @@ ENV.update({"HF_HUB_DISABLE_PROGRESS_BARS": "1", "NO_PROXY": "127.0.0.1,localhos
 
 # ------------------------------------------------------------------------------------------ repo contents
 
-Shapes = dict[str, tuple[str, tuple[int, ...]]]  # tensor name -> (safetensors dtype, shape)
-_DTYPE_BYTES = {"F32": 4, "F16": 2, "BF16": 2}
-
-
-def write_safetensors(path: Path, shapes: Shapes, metadata: dict[str, str] | None = None,
-                      scalars: dict[str, float] | None = None) -> int:
-    """A valid safetensors file laid out in name order; the data is a sparse hole except the F16 scalars.
-    Returns the header size, its 8-byte length prefix included."""
-    header: dict = {"__metadata__": metadata} if metadata else {}
-    offset = 0
-    for name in sorted(shapes):
-        dtype, shape = shapes[name]
-        count = 1
-        for dim in shape:
-            count *= dim
-        end = offset + count * _DTYPE_BYTES[dtype]
-        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, end]}
-        offset = end
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)
-    start = 8 + len(blob)
-    with path.open("wb") as handle:
-        handle.write(struct.pack("<Q", len(blob)) + blob)
-        for name, value in (scalars or {}).items():
-            handle.seek(start + header[name]["data_offsets"][0])
-            handle.write(struct.pack("<e", value))
-        handle.truncate(start + offset)
-    return start
-
 
 def _card(front_matter: str) -> str:
     return f"---\n{front_matter}---\n\n# A LoRA\n"
@@ -75,13 +48,13 @@ def _card(front_matter: str) -> str:
 
 def peft_llama(folder: Path, layers: int, hidden: int, rank: int) -> dict[str, int]:
     """PEFT LoRA on q/k/v/o of a Llama (32 layers x 4096 is Llama-2-7B), its adapter_config.json, a card."""
-    shapes: Shapes = {}
+    shapes = {}
     for layer in range(layers):
         for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
             prefix = f"base_model.model.model.layers.{layer}.self_attn.{proj}"
             shapes[f"{prefix}.lora_A.weight"] = ("F16", (rank, hidden))
             shapes[f"{prefix}.lora_B.weight"] = ("F16", (hidden, rank))
-    header = write_safetensors(folder / "adapter_model.safetensors", shapes, {"format": "pt"})
+    header = write_sparse_safetensors(folder / "adapter_model.safetensors", shapes, {"format": "pt"})
     config = {"peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank, "task_type": "CAUSAL_LM",
               "base_model_name_or_path": "meta-llama/Llama-2-7b-hf",
               "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
@@ -91,54 +64,38 @@ def peft_llama(folder: Path, layers: int, hidden: int, rank: int) -> dict[str, i
     return {"adapter_model.safetensors": header}
 
 
-def sdxl_linears() -> list[tuple[str, int, int]]:
-    """(kohya module, in, out) of every attention and feed-forward linear of the SDXL UNet: 700 modules."""
-    blocks = [(f"input_blocks_{i}_1", 640, 2) for i in (4, 5)]
-    blocks += [(f"input_blocks_{i}_1", 1280, 10) for i in (7, 8)] + [("middle_block_1", 1280, 10)]
-    blocks += [(f"output_blocks_{i}_1", 1280, 10) for i in (0, 1, 2)]
-    blocks += [(f"output_blocks_{i}_1", 640, 2) for i in (3, 4, 5)]
-    linears = []
-    for block, dim, depth in blocks:
-        for n in range(depth):
-            prefix = f"lora_unet_{block}_transformer_blocks_{n}"
-            linears += [(f"{prefix}_attn1_to_{p}", dim, dim) for p in ("q", "k", "v", "out_0")]
-            linears += [(f"{prefix}_attn2_to_q", dim, dim), (f"{prefix}_attn2_to_k", 2048, dim),
-                        (f"{prefix}_attn2_to_v", 2048, dim), (f"{prefix}_attn2_to_out_0", dim, dim)]
-            linears += [(f"{prefix}_ff_net_0_proj", dim, 8 * dim), (f"{prefix}_ff_net_2", 4 * dim, dim)]
-    return linears
-
-
-def kohya(folder: Path, linears: list[tuple[str, int, int]], rank: int, alpha: float) -> dict[str, int]:
-    """kohya LoRA, no card: F16 `.alpha` scalars between the factors (name order), as sd-scripts saves."""
-    shapes: Shapes = {}
-    for name, fan_in, fan_out in linears:
+def kohya(folder: Path, modules: dict[str, tuple[int, int]], rank: int, alpha: float) -> dict[str, int]:
+    """kohya LoRA on `modules` (SGM name -> (in, out)), no card: F16 `.alpha` scalars between the factors
+    (name order), as sd-scripts saves."""
+    shapes = {}
+    for module, (fan_in, fan_out) in modules.items():
+        name = f"lora_unet_{module}"
         shapes[f"{name}.alpha"] = ("F16", ())
         shapes[f"{name}.lora_down.weight"] = ("F16", (rank, fan_in))
         shapes[f"{name}.lora_up.weight"] = ("F16", (fan_out, rank))
     metadata = {"ss_network_module": "networks.lora", "ss_network_dim": str(rank),
                 "ss_network_alpha": f"{alpha:g}"}
-    scalars = {f"{name}.alpha": alpha for name, _, _ in linears}
-    return {"lora.safetensors": write_safetensors(folder / "lora.safetensors", shapes, metadata, scalars)}
+    scalars = {f"lora_unet_{module}.alpha": alpha for module in modules}
+    return {"lora.safetensors": write_sparse_safetensors(folder / "lora.safetensors", shapes, metadata, scalars)}
 
 
 def kohya_sd15_small(folder: Path) -> dict[str, int]:
-    prefix = "lora_unet_down_blocks_0_attentions"
-    linears = [(f"{prefix}_{a}_transformer_blocks_0_attn{n}_to_{p}", 768 if n == 2 and p != "q" else 320, 320)
-               for a in (0, 1) for n in (1, 2) for p in ("q", "k", "v")]
-    return kohya(folder, linears, rank=4, alpha=2)
+    modules = {f"down_blocks_0_attentions_{a}_transformer_blocks_0_attn{n}_to_{p}":
+               (768 if n == 2 and p != "q" else 320, 320) for a in (0, 1) for n in (1, 2) for p in ("q", "k", "v")}
+    return kohya(folder, modules, rank=4, alpha=2)
 
 
 def diffusers_flux(folder: Path, double: int, single: int, rank: int) -> dict[str, int]:
     """diffusers FLUX.1 LoRA (3072 wide) with the `lora_adapter_metadata` diffusers writes, and a card."""
     modules = [f"transformer_blocks.{i}.attn.to_{p}" for i in range(double) for p in ("q", "k", "v", "out.0")]
     modules += [f"single_transformer_blocks.{i}.attn.to_{p}" for i in range(single) for p in ("q", "k", "v")]
-    shapes: Shapes = {}
+    shapes = {}
     for module in modules:
         shapes[f"transformer.{module}.lora_A.weight"] = ("BF16", (rank, 3072))
         shapes[f"transformer.{module}.lora_B.weight"] = ("BF16", (3072, rank))
     adapter = json.dumps({"transformer.r": rank, "transformer.lora_alpha": rank})
     path = folder / "pytorch_lora_weights.safetensors"
-    header = write_safetensors(path, shapes, {"format": "pt", "lora_adapter_metadata": adapter})
+    header = write_sparse_safetensors(path, shapes, {"format": "pt", "lora_adapter_metadata": adapter})
     (folder / "README.md").write_text(_card("base_model: black-forest-labs/FLUX.1-dev\n"
                                             "library_name: diffusers\ntags: [lora, flux]\n"))
     return {path.name: header}
@@ -146,7 +103,7 @@ def diffusers_flux(folder: Path, double: int, single: int, rank: int) -> dict[st
 
 KINDS = {
     "peft-llama-7b": lambda folder: peft_llama(folder, layers=32, hidden=4096, rank=16),
-    "kohya-sdxl": lambda folder: kohya(folder, sdxl_linears(), rank=8, alpha=4),
+    "kohya-sdxl": lambda folder: kohya(folder, sdxl_sgm_shapes(), rank=8, alpha=4),  # all 700 linears
     "diffusers-flux": lambda folder: diffusers_flux(folder, double=19, single=38, rank=16),
     "peft-llama-tiny": lambda folder: peft_llama(folder, layers=2, hidden=64, rank=4),
     "kohya-sd15-small": kohya_sd15_small,
@@ -228,20 +185,10 @@ def scan(scratch: Path, name: str, repos: Path, namespace: str, workers: int, la
         sandbox.close()
 
 
-def repo_of(entry: dict) -> str | None:
-    """The repo a request was about: /api/models/{repo}[/...] or /{repo}/resolve/..."""
-    parts = entry["path"].strip("/").split("/")
-    if parts[:2] == ["api", "models"] and len(parts) >= 4:
-        return "/".join(parts[2:4])
-    if len(parts) >= 4 and parts[2] == "resolve":
-        return "/".join(parts[:2])
-    return None
-
-
 def file_reads(entries: list[dict], repo_id: str, path: str) -> list[int]:
     """Bytes of each read of one file, in the order they were answered (one worker reads a repo in turn)."""
     return [e["bytes"] for e in entries
-            if e["route"] == "resolve" and repo_of(e) == repo_id and e["path"].split("/", 5)[-1] == path]
+            if e["route"] == "resolve" and request_repo(e) == repo_id and e["path"].split("/", 5)[-1] == path]
 
 
 def size_text(size: int) -> str:
@@ -255,7 +202,7 @@ def budget(scratch: Path, copies: int, workers: int) -> bool:
     built = build_repos(scratch / "budget", "budget", [kind for kind in KINDS for _ in range(copies)])
     run = scan(scratch, "budget", scratch / "budget", "budget", workers)
     sizes = {repo["repo_id"]: {f["path"]: f["size"] for f in repo["files"]} for repo in run.report["repos"]}
-    per_repo = Counter(repo_of(e) for e in run.entries)
+    per_repo = Counter(request_repo(e) for e in run.entries)
     print(f"(a) request budget and bytes: {len(built)} repos, one LoRA file each; {workers} workers, "
           f"{run.seconds:.2f} s")
     print(f"{'repo':<33}{'size':>9}{'header':>9}{'requests':>9}{'header read':>13}{'max(100k,hdr)':>15}"

@@ -111,9 +111,10 @@ def scan_report_markdown(result) -> str:
         "",
     ]
     if result.outcomes:
-        lines += ["## Proposals", "", "| repo | kind | status | link |", "|---|---|---|---|"]
+        lines += ["## Proposals", "", "| repo | kind | status | title | link |", "|---|---|---|---|---|"]
         for outcome in result.outcomes:
-            lines.append(f"| {_md(outcome.repo_id)} | {outcome.kind} | {outcome.status} | {outcome.url or ''} |")
+            lines.append(f"| {_md(outcome.repo_id)} | {outcome.kind} | {outcome.status} | {_md(outcome.title)} | "
+                         f"{outcome.url or ''} |")
         lines.append("")
     with_findings = [r for r in result.repos if any(f.flags for f in r.files)]
     if with_findings:

@@ -5,29 +5,26 @@ Two kinds of builders:
   or a diffusers pipeline's `save_lora_weights`, so key names, metadata and configs are exactly what users
   upload;
 - header-only files with real-size shapes: models built on the meta device (no memory), LoRA added by peft,
-  and a valid safetensors file whose data section is a sparse hole (reads as zeros, costs no RAM or disk).
+  written by `bot.sandbox.layouts.write_sparse_safetensors` (the data section is a hole: reads as zeros,
+  costs no RAM or disk).
 
 Nothing here downloads anything; every base model is built from a config written in the test.
 """
 
 from __future__ import annotations
 
-import json
-import struct
 from pathlib import Path
 from typing import Callable, Mapping
 
 import torch
 
-# torch dtype -> safetensors dtype name, and the bytes one element takes.
-SAFETENSORS_DTYPES = {
-    torch.float32: ("F32", 4), torch.float16: ("F16", 2), torch.bfloat16: ("BF16", 2),
-    torch.float64: ("F64", 8), torch.int64: ("I64", 8), torch.int32: ("I32", 4),
-}
-_DTYPE_BYTES = {name: size for name, size in SAFETENSORS_DTYPES.values()}
-_SCALAR_PACK = {"F32": "<f", "F16": "<e", "F64": "<d", "I64": "<q", "I32": "<i"}
+from bot.sandbox.layouts import write_sparse_safetensors
 
-TensorShapes = Mapping[str, tuple[str, tuple[int, ...]]]  # name -> (safetensors dtype, shape)
+# torch dtype -> safetensors dtype name.
+SAFETENSORS_DTYPES = {
+    torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.float64: "F64", torch.int64: "I64", torch.int32: "I32",
+}
 
 
 # ------------------------------------------------------------------------------------------ header-only
@@ -35,51 +32,7 @@ TensorShapes = Mapping[str, tuple[str, tuple[int, ...]]]  # name -> (safetensors
 
 def shapes_of(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tuple[str, tuple[int, ...]]]:
     """Names, dtypes and shapes of a state dict; works for meta tensors, which have no data."""
-    return {name: (SAFETENSORS_DTYPES[t.dtype][0], tuple(t.shape)) for name, t in state_dict.items()}
-
-
-def _scalar_bytes(dtype: str, value: float) -> bytes:
-    if dtype == "BF16":
-        return struct.pack("<f", value)[2:]  # bf16 is the top half of a float32
-    fmt = _SCALAR_PACK[dtype]
-    return struct.pack(fmt, int(value) if fmt in ("<q", "<i") else value)
-
-
-def write_header_only_safetensors(
-    path: str | Path,
-    shapes: TensorShapes,
-    metadata: Mapping[str, str] | None = None,
-    values: Mapping[str, float] | None = None,
-) -> Path:
-    """A valid safetensors file with the given tensors; data is zeros except the scalars in `values`.
-
-    Tensors are laid out in name order, as safetensors does for one dtype. The data section is made by
-    truncating the file to its full length, so a Flux-size LoRA costs a few kB of real disk and no RAM.
-    """
-    path = Path(path)
-    values = values or {}
-    header: dict = {"__metadata__": dict(metadata)} if metadata else {}
-    offset = 0
-    for name in sorted(shapes):
-        dtype, shape = shapes[name]
-        count = 1
-        for dim in shape:
-            count *= dim
-        end = offset + count * _DTYPE_BYTES[dtype]
-        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, end]}
-        offset = end
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)  # safetensors pads the header to 8 bytes with spaces
-    data_start = 8 + len(blob)
-    with path.open("wb") as handle:
-        handle.write(struct.pack("<Q", len(blob)) + blob)
-        for name, value in values.items():
-            dtype, shape = shapes[name]
-            assert all(d == 1 for d in shape), f"{name} is not a scalar"
-            handle.seek(data_start + header[name]["data_offsets"][0])
-            handle.write(_scalar_bytes(dtype, value))
-        handle.truncate(data_start + offset)
-    return path
+    return {name: (SAFETENSORS_DTYPES[t.dtype], tuple(t.shape)) for name, t in state_dict.items()}
 
 
 def write_header_only_state_dict(path: str | Path, state_dict: Mapping[str, torch.Tensor],
@@ -87,7 +40,8 @@ def write_header_only_state_dict(path: str | Path, state_dict: Mapping[str, torc
     """Header-only file of a (meta) state dict. Real one-element tensors keep their value: kohya `.alpha`
     tensors made by diffusers' `convert_state_dict_to_kohya` are real even when the factors are meta."""
     values = {name: t.item() for name, t in state_dict.items() if t.device.type != "meta" and t.numel() == 1}
-    return write_header_only_safetensors(path, shapes_of(state_dict), metadata=metadata, values=values)
+    write_sparse_safetensors(path, shapes_of(state_dict), metadata=metadata, values=values)
+    return Path(path)
 
 
 def header_only_save_function(metadata: Mapping[str, str] | None = None) -> Callable:
@@ -148,8 +102,8 @@ def write_meta_peft_adapter(directory: str | Path, model: torch.nn.Module, lora_
     with torch.device("meta"):
         peft_model = get_peft_model(model, lora_config)
     state_dict = get_peft_model_state_dict(peft_model)  # the keys save_pretrained writes
-    write_header_only_safetensors(directory / "adapter_model.safetensors", shapes_of(state_dict),
-                                  metadata={"format": "pt"})
+    write_sparse_safetensors(directory / "adapter_model.safetensors", shapes_of(state_dict),
+                             metadata={"format": "pt"})
     config = peft_model.peft_config["default"]
     if config.base_model_name_or_path is None and base_model:
         config.base_model_name_or_path = base_model

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from bot.cli import main
-from bot.sandbox.samples import SD15_ATTENTION, SD15_CONTEXT, attention_shapes
+from bot.sandbox.layouts import SD15_ATTENTION, SD15_CONTEXT, attention_shapes
 
 
 def kohya_sd15(folder, card_base: str) -> None:

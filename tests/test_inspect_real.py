@@ -32,13 +32,13 @@ from helpers_adapters import (
     tiny_llama_config,
     tiny_sd3_config,
     tiny_unet_config,
-    write_header_only_safetensors,
     write_header_only_state_dict,
     write_meta_peft_adapter,
 )
 
 from bot.cli import main
 from bot.lora.flags import CODES
+from bot.sandbox.layouts import sdxl_sgm_shapes, write_sparse_safetensors
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 
@@ -776,7 +776,8 @@ def test_legacy_attention_processor_lora_facechain(tmp_path, sd15_attention_shap
         for proj, n_in, n_out in (("to_q", query, inner), ("to_k", context, inner), ("to_v", context, inner),
                                   ("to_out", inner, query)):
             shapes.update(_linear(f"{base}.{proj}_lora", 4, n_in, n_out, "F32", "down.weight", "up.weight"))
-    path = write_header_only_safetensors(tmp_path / "pytorch_lora_weights.safetensors", shapes)
+    path = tmp_path / "pytorch_lora_weights.safetensors"
+    write_sparse_safetensors(path, shapes)
     status, report = inspect_one(path)
     assert status == 0
     assert report["format"] == "diffusers-legacy"
@@ -788,7 +789,9 @@ def test_legacy_attention_processor_lora_facechain(tmp_path, sd15_attention_shap
 def _lycoris_file(tmp_path, shapes: dict, values: dict, algo: str) -> Path:
     metadata = {"ss_network_module": "lycoris.kohya", "ss_network_dim": "8", "ss_network_alpha": "4",
                 "ss_network_args": json.dumps({"algo": algo})}
-    return write_header_only_safetensors(tmp_path / f"{algo}.safetensors", shapes, metadata, values)
+    path = tmp_path / f"{algo}.safetensors"
+    write_sparse_safetensors(path, shapes, metadata, values)
+    return path
 
 
 def test_lycoris_loha(tmp_path):
@@ -846,18 +849,12 @@ def test_lycoris_dora_scale(tmp_path):
 
 
 def _sdxl_sgm_kohya_shapes(r: int) -> dict:
-    """kohya sd-scripts SDXL names (SGM layout): attention at 640 (input_blocks 4-5, 2 blocks) and 1280
-    (input_blocks 7-8, middle_block_1, 10 blocks), context 2048; text encoders CLIP-L (768) and bigG (1280)."""
+    """kohya sd-scripts SDXL names (SGM layout): self-attention queries and cross-attention keys/values of every
+    UNet transformer block (640 and 1280 wide, context 2048); text encoders CLIP-L (768) and bigG (1280)."""
     shapes = {}
-    levels = [(f"input_blocks_{i}_1", 640, 2) for i in (4, 5)] + [(f"input_blocks_{i}_1", 1280, 10) for i in (7, 8)]
-    levels += [("middle_block_1", 1280, 10)] + [(f"output_blocks_{i}_1", 1280, 10) for i in (0, 1, 2)]
-    levels += [(f"output_blocks_{i}_1", 640, 2) for i in (3, 4, 5)]
-    for level, width, blocks in levels:
-        for block in range(blocks):
-            base = f"lora_unet_{level}_transformer_blocks_{block}"
-            shapes |= _linear(f"{base}_attn1_to_q", r, width, width) | _alpha(f"{base}_attn1_to_q")
-            shapes |= _linear(f"{base}_attn2_to_k", r, 2048, width) | _alpha(f"{base}_attn2_to_k")
-            shapes |= _linear(f"{base}_attn2_to_v", r, 2048, width) | _alpha(f"{base}_attn2_to_v")
+    for module, (n_in, n_out) in sdxl_sgm_shapes().items():
+        if module.endswith(("_attn1_to_q", "_attn2_to_k", "_attn2_to_v")):
+            shapes |= _linear(f"lora_unet_{module}", r, n_in, n_out) | _alpha(f"lora_unet_{module}")
     for encoder, width, layers in (("lora_te1", 768, 12), ("lora_te2", 1280, 32)):
         for layer in range(layers):
             name = f"{encoder}_text_model_encoder_layers_{layer}_self_attn_q_proj"
@@ -870,7 +867,8 @@ def test_kohya_sdxl_sgm_names(tmp_path):
     values = {name: 8.0 for name in shapes if name.endswith(".alpha")}
     metadata = {"ss_network_module": "networks.lora", "ss_network_dim": "16", "ss_network_alpha": "8.0",
                 "ss_base_model_version": "sdxl_base_v1-0"}
-    path = write_header_only_safetensors(tmp_path / "sdxl.safetensors", shapes, metadata, values)
+    path = tmp_path / "sdxl.safetensors"
+    write_sparse_safetensors(path, shapes, metadata, values)
     status, report = inspect_one(path)
     assert status == 0
     assert report["format"] == "kohya"
@@ -904,7 +902,8 @@ def test_kohya_flux_names(tmp_path, architecture, repo_id):
                 "ss_base_model_version": "flux1"}
     if architecture:
         metadata["modelspec.architecture"] = architecture
-    path = write_header_only_safetensors(tmp_path / "flux.safetensors", shapes, metadata, values)
+    path = tmp_path / "flux.safetensors"
+    write_sparse_safetensors(path, shapes, metadata, values)
     status, report = inspect_one(path)
     assert status == 0
     assert report["format"] == "kohya"
@@ -922,7 +921,8 @@ def test_xlabs_flux_processor_lora(tmp_path):
             base = f"double_blocks.{block}.processor"
             shapes |= _linear(f"{base}.qkv_lora{stream}", 16, 3072, 9216, "BF16", "down.weight", "up.weight")
             shapes |= _linear(f"{base}.proj_lora{stream}", 16, 3072, 3072, "BF16", "down.weight", "up.weight")
-    path = write_header_only_safetensors(tmp_path / "realism_lora.safetensors", shapes)
+    path = tmp_path / "realism_lora.safetensors"
+    write_sparse_safetensors(path, shapes)
     status, report = inspect_one(path)
     assert (report["format"], report["variant"]) == ("diffusers-legacy", "xlabs")
     assert (report["rank"], report["modules"]) == (16, 19 * 4)
@@ -942,7 +942,8 @@ def test_control_lora_is_recognised(tmp_path):
         for leaf, n_in in (("attn1.to_q", width), ("attn2.to_k", 2048), ("attn2.to_v", 2048)):
             shapes |= {f"{base}.{leaf}.down": ("F16", (32, n_in)), f"{base}.{leaf}.up": ("F16", (width, 32))}
         shapes[f"{base}.norm1.weight"] = ("F16", (width,))
-    path = write_header_only_safetensors(tmp_path / "control-lora-canny-rank32.safetensors", shapes)
+    path = tmp_path / "control-lora-canny-rank32.safetensors"
+    write_sparse_safetensors(path, shapes)
     status, report = inspect_one(path)
     assert report["format"] == "diffusers" and report["variant"] == "control-lora"
     assert (report["rank"], report["modules"]) == (32, 6)

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers_adapters import write_header_only_safetensors
 
 from bot.cli import main
+from bot.sandbox.layouts import sdxl_sgm_shapes, write_sparse_safetensors
 from bot.sandbox.samples import write_sample_repos
-from bot.sandbox.server import SandboxHub
+from bot.sandbox.server import SandboxHub, request_repo
 
 TOKEN = "hf_scanTestSecret9xQ27"
 FIRST_READ = 100_000
@@ -52,26 +52,8 @@ def kohya_file(path: Path, modules: dict[str, tuple[int, int]], rank: int, alpha
         shapes[f"{name}.lora_down.weight"] = ("F16", (rank, fan_in))
         shapes[f"{name}.lora_up.weight"] = ("F16", (fan_out, rank))
     values = {f"{name}.alpha": alpha for name, alpha in alphas.items()}
-    return write_header_only_safetensors(path, shapes, metadata={"ss_network_dim": str(rank)}, values=values)
-
-
-def sdxl_unet_modules() -> dict[str, tuple[int, int]]:
-    """kohya names and (in, out) of the 700 attention and feed-forward linears of the SDXL UNet."""
-    blocks = [(f"input_blocks_{i}_1", 640, 2) for i in (4, 5)]
-    blocks += [(f"input_blocks_{i}_1", 1280, 10) for i in (7, 8)] + [("middle_block_1", 1280, 10)]
-    blocks += [(f"output_blocks_{i}_1", 1280, 10) for i in (0, 1, 2)]
-    blocks += [(f"output_blocks_{i}_1", 640, 2) for i in (3, 4, 5)]
-    square = ("attn1_to_q", "attn1_to_k", "attn1_to_v", "attn1_to_out_0", "attn2_to_q", "attn2_to_out_0")
-    modules = {}
-    for block, dim, depth in blocks:
-        for n in range(depth):
-            prefix = f"lora_unet_{block}_transformer_blocks_{n}"
-            for proj in square:
-                modules[f"{prefix}_{proj}"] = (dim, dim)
-            modules[f"{prefix}_attn2_to_k"] = modules[f"{prefix}_attn2_to_v"] = (2048, dim)
-            modules[f"{prefix}_ff_net_0_proj"] = (dim, 8 * dim)
-            modules[f"{prefix}_ff_net_2"] = (4 * dim, dim)
-    return modules
+    write_sparse_safetensors(path, shapes, metadata={"ss_network_dim": str(rank)}, values=values)
+    return path
 
 
 def header_size(path: Path) -> int:
@@ -100,7 +82,7 @@ def big_dir(tmp_path_factory) -> Path:
                alpha_dtype="F32")
     full = root / "big" / "kohya-sdxl-full"
     full.mkdir(parents=True)
-    modules = sdxl_unet_modules()
+    modules = {f"lora_unet_{name}": shape for name, shape in sdxl_sgm_shapes().items()}  # all 700 linears
     alphas = {name: float(1 + i % 4) for i, name in enumerate(modules)}
     kohya_file(full / "sdxl.safetensors", modules, 4, alphas)
     return root
@@ -180,16 +162,6 @@ def scan(capsys, hub: SandboxHub, config: Path, *args: str, token: str | None = 
 
 def repo_ids(report: dict) -> list[str]:
     return [repo["repo_id"] for repo in report["repos"]]
-
-
-def repo_of(entry: dict) -> str | None:
-    """The repo a logged request was about: /api/models/{repo}[/...] or /{repo}/resolve/..."""
-    parts = entry["path"].strip("/").split("/")
-    if parts[:2] == ["api", "models"] and len(parts) >= 4:
-        return "/".join(parts[2:4])
-    if len(parts) >= 4 and parts[2] == "resolve":
-        return "/".join(parts[:2])
-    return None
 
 
 def local_inspect(capsys, target: Path, *extra: str) -> list[dict]:
@@ -285,7 +257,7 @@ def test_request_budget_and_header_reads_from_the_sandbox_log(hub, sample_dir, b
     assert all(repo["error"] is None and len(repo["files"]) == 1 for repo in report["repos"])
     for repo in report["repos"]:
         repo_id, (item,) = repo["repo_id"], repo["files"]
-        requests = [e for e in entries if repo_of(e) == repo_id]
+        requests = [e for e in entries if request_repo(e) == repo_id]
         assert len(requests) <= 6, (repo_id, [e["path"] for e in requests])
         path = (sample_dir if repo_id.startswith("demo/") else big_dir) / repo_id / item["path"]
         reads = [e["bytes"] for e in requests
@@ -301,7 +273,7 @@ def test_request_budget_and_header_reads_from_the_sandbox_log(hub, sample_dir, b
         assert read <= max(FIRST_READ, header), repo_id
         assert reads[0] <= FIRST_READ
         assert sum(reads[header_reads:]) < size / 100  # alpha scalars and multipart framing, never weights
-    sdxl = [e for e in entries if repo_of(e) == "big/kohya-sdxl-full"]
+    sdxl = [e for e in entries if request_repo(e) == "big/kohya-sdxl-full"]
     assert header_size(big_dir / "big/kohya-sdxl-full/sdxl.safetensors") > FIRST_READ  # the case being tested
     assert len([e for e in sdxl if e["route"] == "resolve"]) >= 3  # the header's remainder, then alpha reads
 
@@ -316,7 +288,7 @@ def test_repo_option_scans_only_those_repos_and_endpoint_defaults_to_hf_endpoint
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and repo_ids(report) == ["demo/loha-style", "demo/healthy-lora"]
     entries = hub.requests[start:]
-    assert {repo_of(e) for e in entries} == {"demo/loha-style", "demo/healthy-lora"}  # no listing, no others
+    assert {request_repo(e) for e in entries} == {"demo/loha-style", "demo/healthy-lora"}  # no listing, no others
 
 
 def test_failed_repos_are_reported_with_a_reason_and_the_others_still_succeed(hub, tmp_path, capsys):
@@ -375,7 +347,7 @@ def test_skip_list_and_both_opt_outs_keep_repos_out_of_the_report(hub, tmp_path,
     assert set(reasons) == {"qc/skipped-by-config", "qc/opt-out-tag", "qc/opt-out-card"}
     assert "skip list" in reasons["qc/skipped-by-config"] and "lora-bot-ignore" in reasons["qc/opt-out-tag"]
     assert "lora-bot: ignore" in reasons["qc/opt-out-card"]
-    touched = {repo_of(e) for e in hub.requests[start:]}
+    touched = {request_repo(e) for e in hub.requests[start:]}
     assert "qc/skipped-by-config" not in touched and "qc/opt-out-tag" not in touched  # never read at all
 
 
@@ -419,7 +391,7 @@ def test_watermark_skips_unchanged_repos_and_rescans_only_the_changed_one(fresh_
     start = len(fresh_hub.requests)
     assert repo_ids(scan(capsys, fresh_hub, config)[1]) == []
     entries = fresh_hub.requests[start:]
-    assert [e["route"] for e in entries].count("models") == 1 and {repo_of(e) for e in entries} == {None}
+    assert [e["route"] for e in entries].count("models") == 1 and {request_repo(e) for e in entries} == {None}
     fresh_hub.commit_files("wm/a", {"README.md": card({"tags": ["lora"]})})
     assert repo_ids(scan(capsys, fresh_hub, config)[1]) == ["wm/a"]
     assert repo_ids(scan(capsys, fresh_hub, config)[1]) == []

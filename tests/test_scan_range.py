@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 
-from helpers_adapters import write_header_only_safetensors
-
 from bot.cli import main
 from bot.hub.remote import MAX_IGNORED_RANGE_READ
+from bot.sandbox.layouts import write_sparse_safetensors
 from bot.sandbox.server import SandboxHub
 
 
@@ -20,7 +19,7 @@ def kohya(path, modules: int, width: int) -> dict[str, float]:
         shapes[f"{key}.lora_up.weight"] = ("F16", (width, 16))
         shapes[f"{key}.alpha"] = ("F16", ())
         alphas[f"{key}.alpha"] = float(1 + i % 3)
-    write_header_only_safetensors(path, shapes, values=alphas)
+    write_sparse_safetensors(path, shapes, values=alphas)
     return alphas
 
 

@@ -13,46 +13,16 @@ from typing import Callable
 import torch
 from safetensors.torch import save_file
 
-# ------------------------------------------------------------------------------------------ layouts
+from bot.sandbox.layouts import (
+    SD15_ATTENTION,
+    SD15_CONTEXT,
+    SDXL_TRANSFORMERS,
+    attention_shapes,
+    flux_shapes,
+    sdxl_sgm_shapes,
+)
 
-# SD 1.5 UNet attention blocks: (diffusers path, channels). Cross-attention keys/values read 768-wide CLIP-L.
-SD15_ATTENTION = [
-    *[(f"down_blocks.{b}.attentions.{a}.transformer_blocks.0", c) for b, c in enumerate((320, 640, 1280))
-      for a in range(2)],
-    ("mid_block.attentions.0.transformer_blocks.0", 1280),
-    *[(f"up_blocks.{b}.attentions.{a}.transformer_blocks.0", c) for b, c in zip((1, 2, 3), (1280, 640, 320))
-      for a in range(3)],
-]
-SD15_CONTEXT = 768
-SDXL_CONTEXT = 2048
-FLUX_HIDDEN = 3072
-
-
-def attention_shapes(blocks, context: int) -> dict[str, tuple[int, int]]:
-    """module path → (in, out) for the four projections of self- and cross-attention."""
-    shapes = {}
-    for path, channels in blocks:
-        for attn, kv_in in (("attn1", channels), ("attn2", context)):
-            shapes[f"{path}.{attn}.to_q"] = (channels, channels)
-            shapes[f"{path}.{attn}.to_k"] = (kv_in, channels)
-            shapes[f"{path}.{attn}.to_v"] = (kv_in, channels)
-            shapes[f"{path}.{attn}.to_out.0"] = (channels, channels)
-    return shapes
-
-
-def sdxl_sgm_shapes() -> dict[str, tuple[int, int]]:
-    """A slice of SDXL in kohya's SGM naming: input_blocks_4_1 (640 channels, two transformer blocks)."""
-    blocks = [(f"input_blocks_4_1_transformer_blocks_{i}", 640) for i in range(2)]
-    return {name.replace(".", "_"): shape for name, shape in attention_shapes(blocks, SDXL_CONTEXT).items()}
-
-
-def flux_shapes() -> dict[str, tuple[int, int]]:
-    """A slice of FLUX.1 in diffusers naming: one double block's image attention and one single block."""
-    shapes = {f"transformer_blocks.0.attn.{p}": (FLUX_HIDDEN, FLUX_HIDDEN) for p in ("to_q", "to_k", "to_v")}
-    shapes["transformer_blocks.0.attn.to_out.0"] = (FLUX_HIDDEN, FLUX_HIDDEN)
-    shapes["single_transformer_blocks.0.attn.to_q"] = (FLUX_HIDDEN, FLUX_HIDDEN)
-    shapes["single_transformer_blocks.0.proj_out"] = (FLUX_HIDDEN + 4 * FLUX_HIDDEN, FLUX_HIDDEN)
-    return shapes
+# ------------------------------------------------------------------------------------------ factors
 
 
 def lora_factors(in_features: int, out_features: int, rank: int, generator: torch.Generator,
@@ -108,7 +78,8 @@ def healthy_peft(folder: Path, generator: torch.Generator) -> None:
 def kohya_sdxl_no_card(folder: Path, generator: torch.Generator) -> None:
     """kohya SDXL LoRA (SGM names, .alpha scalars) uploaded without a model card, metadata stating a stale dim."""
     tensors = {}
-    for module, (fan_in, fan_out) in sdxl_sgm_shapes().items():
+    # A slice of SDXL: the attention of input_blocks_4_1 (640 channels, two transformer blocks).
+    for module, (fan_in, fan_out) in sdxl_sgm_shapes(SDXL_TRANSFORMERS[:1], feed_forward=False).items():
         down, up = lora_factors(fan_in, fan_out, 8, generator)
         key = f"lora_unet_{module}"
         tensors[f"{key}.lora_down.weight"] = down.half()

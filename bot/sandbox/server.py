@@ -693,6 +693,13 @@ def match_route(method: str, raw_path: str) -> tuple[Route | None, dict[str, str
     return None, {}, path_known
 
 
+def request_repo(entry: Mapping) -> str | None:
+    """The repo a request-log entry (`SandboxHub.requests`, a `--request-log` line) was about, by the same
+    routes that answered it; None for listings, whoami and paths no route serves."""
+    _, params, _ = match_route(entry["method"], entry["path"])
+    return params.get("repo")
+
+
 # ----- HTTP plumbing -----------------------------------------------------------------------------
 
 def _parse_length(text: str | bytes, *, base: int) -> int:
