@@ -18,3 +18,16 @@ os.environ.update({
 })
 for _name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT"):
     os.environ.pop(_name, None)
+
+
+import pytest  # noqa: E402 — after the environment above, which huggingface_hub reads at import
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory):
+    """The sandbox's built-in sample repos on disk, written once. The sandbox only reads them."""
+    from bot.sandbox.samples import write_sample_repos
+
+    root = tmp_path_factory.mktemp("samples")
+    write_sample_repos(root)
+    return root

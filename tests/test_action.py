@@ -16,7 +16,6 @@ import yaml
 
 from bot import action
 from bot.cli import main as cli_main
-from bot.sandbox.samples import write_sample_repos
 from bot.sandbox.server import SandboxHub
 from bot.text import escape_markdown
 from bot.workflow_commands import fit_summary, output_lines
@@ -137,24 +136,17 @@ def runner_commands(stdout: str) -> list[tuple[str, dict, str]]:
 
 
 @pytest.fixture(scope="module")
-def samples(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("samples")
-    write_sample_repos(root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def hub(samples):
+def hub(sample_dir):
     with SandboxHub() as sandbox:
-        sandbox.load_directory(samples)
+        sandbox.load_directory(sample_dir)
         yield sandbox
 
 
 @pytest.fixture()
-def fresh_hub(samples):
+def fresh_hub(sample_dir):
     """For runs that write: a Hub of its own, so other tests see the samples untouched."""
     with SandboxHub() as sandbox:
-        sandbox.load_directory(samples)
+        sandbox.load_directory(sample_dir)
         yield sandbox
 
 
@@ -325,8 +317,8 @@ def test_live_run_counts_the_prs_and_discussions_it_opened(tmp_path, fresh_hub, 
     assert fresh_hub.write_request_count() > 0
 
 
-def test_repo_controlled_text_cannot_inject_workflow_commands(tmp_path, samples, hub, capsys):
-    weights = samples / "demo" / "healthy-lora" / "adapter_model.safetensors"
+def test_repo_controlled_text_cannot_inject_workflow_commands(tmp_path, sample_dir, hub, capsys):
+    weights = sample_dir / "demo" / "healthy-lora" / "adapter_model.safetensors"
     hub.add_repo("evil/inject", {"x\n::error title=pwned::fake.safetensors": weights})
     workspace = make_workspace(tmp_path)
     result = Step(workspace, hub, {"config": "config.yaml", "repos": "evil/inject"}).run(capsys)
@@ -341,7 +333,7 @@ def test_repo_controlled_text_cannot_inject_workflow_commands(tmp_path, samples,
 
 @pytest.fixture(scope="module")
 def shard_reports(tmp_path_factory, hub):
-    """The reports of a two-shard run over the samples, with a config skip every shard lists."""
+    """The reports of a two-shard run over the sample_dir, with a config skip every shard lists."""
     base = tmp_path_factory.mktemp("shards")
     config = {**SAMPLES_CONFIG, "discovery": {**SAMPLES_CONFIG["discovery"], "skip": ["demo/loha-style"]}}
     paths = []

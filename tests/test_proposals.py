@@ -12,20 +12,12 @@ import pytest
 from huggingface_hub import HfApi
 
 from bot.cli import main
-from bot.sandbox.samples import write_sample_repos
 from bot.sandbox.server import SandboxHub
 
 BOT_TOKEN, OWNER_TOKEN = "hf_bot_secret_token", "hf_owner_token"
 EXPECTED_PRS = {"demo/facechain-style-lora", "demo/pixel-style-sdxl", "demo/flux-dog-r32", "demo/loha-style"}
 EXPECTED_DISCUSSIONS = {"demo/old-pickle-adapter", "demo/broken-upload", "demo/anime-lines-sd15"}
 UNTOUCHED = {"demo/healthy-lora", "demo/no-bots-please"}
-
-
-@pytest.fixture(scope="module")
-def sample_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("samples")
-    write_sample_repos(root)
-    return root
 
 
 @pytest.fixture

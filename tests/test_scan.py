@@ -17,7 +17,6 @@ import yaml
 
 from bot.cli import main
 from bot.sandbox.layouts import sdxl_sgm_shapes, write_sparse_safetensors
-from bot.sandbox.samples import write_sample_repos
 from bot.sandbox.server import SandboxHub, request_repo
 
 TOKEN = "hf_scanTestSecret9xQ27"
@@ -62,13 +61,6 @@ def header_size(path: Path) -> int:
 
 def card(front_matter: dict) -> bytes:
     return ("---\n" + yaml.safe_dump(front_matter) + "---\n\n# A LoRA\n").encode()
-
-
-@pytest.fixture(scope="module")
-def sample_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("samples")
-    write_sample_repos(root)
-    return root
 
 
 @pytest.fixture(scope="module")
