@@ -88,6 +88,14 @@ def _md(text: object) -> str:
     return escape_markdown(str(text)).replace("\n", " ")
 
 
+def _bytes_split(stats) -> str:
+    """Inspection reads headers only; building a variant or a metadata fix needs the weights themselves."""
+    if stats.bytes == stats.inspect_bytes:
+        return ""
+    return (f" ({stats.inspect_bytes:,} to inspect headers, {stats.bytes - stats.inspect_bytes:,} to build "
+            "proposals from the weights)")
+
+
 def _severity_counts(result) -> dict[str, int]:
     counts = {"error": 0, "warning": 0, "info": 0}
     for repo in result.repos:
@@ -107,7 +115,7 @@ def scan_report_markdown(result) -> str:
         f"{result.stats.repos} repos, {result.stats.files} LoRA files ({mode}). "
         f"Findings: {counts['error']} errors, {counts['warning']} warnings, {counts['info']} notes. "
         f"{len(failed)} repos could not be read. {result.stats.requests} requests, "
-        f"{result.stats.bytes:,} bytes read in {result.stats.seconds:.1f} s.",
+        f"{result.stats.bytes:,} bytes read in {result.stats.seconds:.1f} s{_bytes_split(result.stats)}.",
         "",
     ]
     if result.outcomes:
@@ -161,6 +169,7 @@ def render_scan_text(result) -> str:
     counts = _severity_counts(result)
     parts.append(f"\n{result.stats.repos} repos, {result.stats.files} files, {counts['error']} errors, "
                  f"{counts['warning']} warnings; {result.stats.requests} requests, {result.stats.bytes:,} bytes"
+                 f"{_bytes_split(result.stats)}"
                  + (" (dry run)" if result.dry_run else ""))
     return "\n".join(parts)
 

@@ -39,10 +39,12 @@ class ScanStats:
     bytes: int
     write_requests: int
     seconds: float
+    inspect_bytes: int = 0  # of `bytes`, what discovery and inspection read; the rest built proposals
 
     def to_json(self) -> dict:
         return {"repos": self.repos, "files": self.files, "requests": self.requests, "bytes": self.bytes,
-                "write_requests": self.write_requests, "seconds": round(self.seconds, 3)}
+                "write_requests": self.write_requests, "seconds": round(self.seconds, 3),
+                "inspect_bytes": self.inspect_bytes}
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ def run_scan(config: Config, options: ScanOptions) -> ScanResult:
         inspected = inspect_all(RemoteReader(api, policy), found.refs, config.hub.workers, on_done)
     finally:
         close()
+    _, bytes_inspected, _ = METER.snapshot()
     kept, skipped = [], list(found.skipped)
     for result in inspected:
         if opted_out(result.tags, result.card_data):
@@ -124,6 +127,6 @@ def run_scan(config: Config, options: ScanOptions) -> ScanResult:
     stats = ScanStats(
         repos=len(kept), files=sum(len(r.files) for r in kept), requests=requests_after - requests_before,
         bytes=bytes_after - bytes_before, write_requests=writes_after - writes_before,
-        seconds=time.monotonic() - started,
+        seconds=time.monotonic() - started, inspect_bytes=bytes_inspected - bytes_before,
     )
     return ScanResult(api.endpoint, options.dry_run, tuple(kept), tuple(skipped), stats, outcomes)
