@@ -12,7 +12,7 @@ from bot.lora.card import parse_card
 from bot.lora.flags import Flag
 from bot.lora.fingerprints import BaseModel
 from bot.lora.inspect import FileInspection, ModuleReport
-from bot.proposals.build import RepoFacts, card_proposal, fixed_config_text, flags_proposal
+from bot.proposals.build import RepoFacts, build_proposals, card_proposal, fixed_config_text, flags_proposal
 from bot.proposals.card import CardAdditions, apply_additions
 from bot.proposals.execute import BotThread, plan_repo
 from bot.proposals.model import FileChange, UnsafePath, parse_markers, render_marker
@@ -192,3 +192,19 @@ def test_an_unneeded_pr_is_closed_even_when_another_opens_but_not_if_its_kind_is
     assert plan.pull_request is not None and plan.pull_request.supersedes == ()
     assert plan.close_stale == (7,)
     assert plan_repo([config_fix], [old_card], "[bot]", kinds=frozenset({"config-fix"})).close_stale == ()
+
+
+def test_a_finding_goes_to_the_discussion_unless_a_proposal_of_this_run_fixes_it():
+    mismatch = Flag("rank-mismatch-config", "error", "adapter_config.json r says 8 but the weights have rank 4")
+    item = inspection(flags=[mismatch])
+    config = json.dumps({"peft_type": "LORA", "r": 8, "lora_alpha": 8})
+    from bot.config import ProposalsConfig
+
+    with_config = RepoFacts("org/repo", "a" * 40, (item,), {"adapter_config.json": config}, {},
+                            ("adapter_model.safetensors", "adapter_config.json"))
+    kinds = [p.kind for p in build_proposals(with_config, ProposalsConfig())]
+    assert "config-fix" in kinds and "flags" not in kinds
+    # Config fixes switched off: nothing resolves the finding, so the owner hears of it in the discussion.
+    off = build_proposals(with_config, ProposalsConfig(config_fix=False))
+    (discussion,) = [p for p in off if p.kind == "flags"]
+    assert "rank-mismatch-config" in discussion.summary

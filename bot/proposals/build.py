@@ -1,10 +1,11 @@
-"""From a repo's inspection to proposals. Pure except for variants, which need the weights (`fetch`).
+"""From a repo's inspection to proposals. Pure, except the builders passed in for metadata fixes and
+variants, which need the weights.
 
 Which findings become what:
 - rank-mismatch-config → config-fix PR (adapter_config.json says what the weights are);
 - a card that lacks base_model / relation / library_name / tags / details → card PR;
 - rank above the policy's threshold, or a rank a config declares → variant PR (via the resize engine);
-- error findings no PR can fix (and unreadable cards) → one flags discussion.
+- error findings no proposal fixes (and unreadable cards) → one flags discussion.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Mapping
+from typing import Mapping
 
 from bot.config import ProposalsConfig
 from bot.lora.card import parse_card
@@ -26,12 +26,8 @@ from bot.proposals import card as card_edit
 from bot.proposals.model import CARD, CONFIG_FIX, FLAGS, FileChange, Proposal, digest
 from bot.text import code_span, code_text, escape_markdown, plural
 
-# Findings a PR of ours fixes: they do not go to the flags discussion.
-FIXED_BY_PR = {"rank-mismatch-config", "rank-mismatch-metadata"}
 # Warnings that still belong in the discussion because lora-bot cannot act on them.
 DISCUSS_WARNINGS = {"card-invalid"}
-
-Fetch = Callable[[str], Path]  # repo path → local copy of the file (only variants need one)
 
 
 @dataclass(frozen=True)
@@ -128,6 +124,7 @@ def config_fix_proposal(facts: RepoFacts, inspection: FileInspection) -> Proposa
         title=f"fix the rank in {config_path} ({old_r} → {change['r']})", summary=summary,
         verification=verification, files=(FileChange(config_path, new_text=new_text, old_text=old_text),),
         facts=change, about=config_path, base=text_hash(old_text),
+        fixes=((inspection.path, "rank-mismatch-config"),),
     )
 
 
@@ -187,19 +184,20 @@ def card_proposal(facts: RepoFacts) -> Proposal | None:
 # ------------------------------------------------------------------------------------------ flags
 
 
-def discussable(facts: RepoFacts) -> list[tuple[FileInspection, object]]:
+def discussable(facts: RepoFacts, fixed: set[tuple[str, str]]) -> list[tuple[FileInspection, object]]:
+    """Error findings (and unreadable cards) that none of this run's proposals resolves."""
     found = []
     for item in facts.files:
         for finding in item.flags:
-            if finding.code in FIXED_BY_PR:
+            if (item.path, finding.code) in fixed:
                 continue
             if finding.severity == ERROR or finding.code in DISCUSS_WARNINGS:
                 found.append((item, finding))
     return found
 
 
-def flags_proposal(facts: RepoFacts) -> Proposal | None:
-    findings = discussable(facts)
+def flags_proposal(facts: RepoFacts, fixed: set[tuple[str, str]] = frozenset()) -> Proposal | None:
+    findings = discussable(facts, fixed)
     if not findings:
         return None
     lines = ["| file | code | finding |", "|---|---|---|"]
@@ -238,7 +236,11 @@ def build_proposals(facts: RepoFacts, policy: ProposalsConfig, metadata_builder=
         proposals.append(card_proposal(facts))
     if policy.variants and variant_builder is not None:
         proposals += variant_builder(facts)
+    built = [p for p in proposals if p is not None]
     if policy.flag_discussions:
-        proposals.append(flags_proposal(facts))
-    return [p for p in proposals if p is not None]
+        fixed = {fix for p in built for fix in p.fixes}
+        flag_discussion = flags_proposal(facts, fixed)
+        if flag_discussion is not None:
+            built.append(flag_discussion)
+    return built
 

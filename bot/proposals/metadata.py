@@ -7,21 +7,25 @@ import hashlib
 from pathlib import Path
 
 from bot.hub.download import Downloader
+from bot.lora.header import read_local_header
 from bot.lora.inspect import inspect_evidence
 from bot.lora.metadata_fix import corrected_metadata, rewrite_metadata
 from bot.proposals.build import RepoFacts
 from bot.proposals.model import METADATA_FIX, FileChange, Proposal
 from bot.sources.local import collect
-from bot.text import code_span
+from bot.text import code_span, escape_markdown
 
 
-def _data_digest(path: Path, start: int) -> str:
-    digest = hashlib.sha256()
+def _digests(path: Path, data_start: int) -> tuple[str, str]:
+    """(whole file, tensor data section) SHA-256 in one read: the first says which upload a fix was built
+    on, the second shows that a fix changed nothing but the header."""
+    whole, data = hashlib.sha256(), hashlib.sha256()
     with path.open("rb") as handle:
-        handle.seek(start)
+        whole.update(handle.read(data_start))
         for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+            whole.update(chunk)
+            data.update(chunk)
+    return whole.hexdigest(), data.hexdigest()
 
 
 class MetadataFixBuilder:
@@ -32,8 +36,9 @@ class MetadataFixBuilder:
     def __call__(self, facts: RepoFacts) -> list[Proposal]:
         proposals = []
         for item in facts.files:
-            if "rank-mismatch-metadata" not in item.codes() or item.has_error and not _only_metadata_errors(item):
-                continue
+            other_errors = any(f.severity == "error" and f.code != "rank-mismatch-metadata" for f in item.flags)
+            if "rank-mismatch-metadata" not in item.codes() or other_errors:
+                continue  # nothing to correct, or a file broken in ways a metadata fix would hide
             fixed = corrected_metadata(item.metadata, item.modules)
             if fixed is not None:
                 proposals.append(self._build(facts, item, fixed))
@@ -43,10 +48,10 @@ class MetadataFixBuilder:
         source = self.downloader.fetch(facts.repo_id, item.path, facts.revision)
         output = self.scratch / "metadata" / facts.repo_id / facts.revision / item.path
         header = rewrite_metadata(source, output, fixed)
-        original = collect(source)[0].header
+        source_sha, source_data = _digests(source, read_local_header(source).data_start)
+        _, output_data = _digests(output, header.data_start)
         verified = inspect_evidence(collect(output)[0])
-        same_data = _data_digest(source, original.data_start) == _data_digest(output, header.data_start)
-        if not same_data or "rank-mismatch-metadata" in verified.codes():
+        if source_data != output_data or "rank-mismatch-metadata" in verified.codes():
             return None  # never propose a file we could not show to be the same adapter, corrected
         changes = {k: (item.metadata.get(k), v) for k, v in fixed.items() if item.metadata.get(k) != v}
         rows = "\n".join(f"| `{k}` | {code_span(old)} | {code_span(new)} |" for k, (old, new) in changes.items())
@@ -55,7 +60,7 @@ class MetadataFixBuilder:
             f"**{code_span(item.path)}: correct the trainer metadata** so it states the rank the weights have. "
             f"The tensors are byte for byte the same; only the header's `__metadata__` changes:\n\n"
             f"| key | before | after |\n|---|---|---|\n{rows}\n\n"
-            f"Why: {mismatch.message}. Tools that read the rank from metadata (A1111's and ComfyUI's info panels, "
+            f"Why: {escape_markdown(mismatch.message)}. Tools that read the rank from metadata (A1111's and ComfyUI's info panels, "
             "lora-inspector, diffusers for `lora_adapter_metadata`) show or build the wrong rank."
         )
         return Proposal(
@@ -65,9 +70,5 @@ class MetadataFixBuilder:
                           "the new header inspects with no rank-mismatch-metadata finding."),
             files=(FileChange(item.path, source=output, size=output.stat().st_size, replaces=True),),
             facts={"metadata": {k: new for k, (_, new) in changes.items()}}, about=item.path,
-            base=_data_digest(source, 0)[:16],
+            base=source_sha[:16], fixes=((item.path, "rank-mismatch-metadata"),),
         )
-
-
-def _only_metadata_errors(item) -> bool:
-    return all(f.code == "rank-mismatch-metadata" for f in item.flags if f.severity == "error")

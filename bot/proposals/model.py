@@ -86,6 +86,7 @@ class Proposal:
     facts: dict  # what the change asserts; hashed into the key
     about: str  # the file the proposal is about (README.md, adapter_config.json, the weights file)
     base: str  # hash of the files it edits as they are at `revision`; a change means the proposal is stale
+    fixes: tuple[tuple[str, str], ...] = ()  # (weights file, flag code) findings this change resolves
 
     @property
     def slot(self) -> str:
