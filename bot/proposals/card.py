@@ -32,8 +32,12 @@ class CardAdditions:
     def empty(self) -> bool:
         return not self.keys and not self.tags and not self.details
 
+    def front_matter(self) -> dict:
+        """The additions as new top-level metadata, for a card that has none of these keys yet."""
+        return {**self.keys, "tags": list(self.tags)} if self.tags else dict(self.keys)
+
     def facts(self) -> dict:
-        return {"keys": self.keys, "tags": list(self.tags), "details": self.details is not None}
+        return {"keys": self.keys, "tags": list(self.tags), "details": self.details}
 
 
 def library_for(inspection) -> str | None:
@@ -56,21 +60,17 @@ def plan_additions(card_data: dict, card_text: str | None, inspections, base_rep
     if len(libraries) == 1 and not card_data.get("library_name"):
         keys["library_name"] = libraries.pop()
     existing = card_data.get("tags")
-    existing_tags = existing if isinstance(existing, list) else ([existing] if isinstance(existing, str) else [])
     wanted = ["lora"]
     base = card_data.get("base_model") or base_repo
     if isinstance(base, str) and _REPO_ID.match(base):
         wanted.append(f"base_model:adapter:{base}")
-    tags = tuple(t for t in wanted if t not in existing_tags)
     if isinstance(existing, str):
         tags = ()  # a scalar `tags:` would have to be rewritten; leave the owner's formatting alone
+    else:
+        tags = tuple(t for t in wanted if t not in (existing if isinstance(existing, list) else []))
     has_details = bool(card_text and _DETAILS_RE.search(card_text))
     details = None if has_details else details_section(inspections)
     return CardAdditions(keys, tags, details)
-
-
-def _cell(value: object) -> str:
-    return escape_markdown(str(value)).replace("\n", " ")
 
 
 def details_section(inspections) -> str:
@@ -93,7 +93,7 @@ def details_section(inspections) -> str:
         targets = ", ".join(item.target_modules[:10]) + (" …" if len(item.target_modules) > 10 else "")
         size = "-" if item.size is None else human_size(item.size)
         fmt = item.format + (f" ({item.variant})" if item.variant else "")
-        lines.append(f"| {code_span(item.path)} | {fmt} | {rank} | {alpha} | {_cell(targets)} | {size} |")
+        lines.append(f"| {code_span(item.path)} | {fmt} | {rank} | {alpha} | {escape_markdown(targets)} | {size} |")
     return "\n".join(lines) + "\n"
 
 
@@ -105,11 +105,8 @@ def _yaml_lines(mapping: dict) -> str:
 
 
 def new_card(additions: CardAdditions, title: str) -> str:
-    data = dict(additions.keys)
-    if additions.tags:
-        data["tags"] = list(additions.tags)
     body = f"# {escape_markdown(title)}\n\n" + (additions.details or "")
-    return "---\n" + _yaml_lines(data) + "---\n\n" + body
+    return "---\n" + _yaml_lines(additions.front_matter()) + "---\n\n" + body
 
 
 def apply_additions(text: str | None, additions: CardAdditions, title: str) -> str | None:
@@ -120,8 +117,8 @@ def apply_additions(text: str | None, additions: CardAdditions, title: str) -> s
     if card.error:
         return None
     if card.yaml_text is None:
-        front = "---\n" + _yaml_lines({**additions.keys, **({"tags": list(additions.tags)} if additions.tags else {})})
-        edited = front + "---\n\n" + text if (additions.keys or additions.tags) else text
+        front_matter = additions.front_matter()
+        edited = "---\n" + _yaml_lines(front_matter) + "---\n\n" + text if front_matter else text
     else:
         edited = _edit_front_matter(text, card, additions)
         if edited is None:
@@ -142,15 +139,11 @@ def _edit_front_matter(text: str, card, additions: CardAdditions) -> str | None:
     newline = "\r\n" if "\r\n" in text[:end] else "\n"
     if head and not head.endswith("\n"):
         return None
-    if additions.tags:
-        if "tags" in card.data:
-            head = _insert_tags(head, additions.tags, newline)
-            if head is None:
-                return None
-            keys = additions.keys
-        else:
-            keys = {**additions.keys, "tags": list(additions.tags)}
-    else:
+    keys = additions.front_matter()
+    if additions.tags and "tags" in card.data:
+        head = _insert_tags(head, additions.tags, newline)
+        if head is None:
+            return None
         keys = additions.keys
     if keys:
         head += _yaml_lines(keys).replace("\n", newline)
