@@ -6,7 +6,7 @@ config declares when the weights have another (the FaceChain case: code that exp
 
 Placed where loaders find them: a PEFT adapter gets a subfolder with its own adapter_config.json
 (`subfolder="r8"`), a single-file LoRA a sibling file (`weight_name="x-r16.safetensors"`).
-This is the only proposal that needs the weights themselves, so it is the only one that downloads.
+Like metadata fixes, variants need the weights themselves, so the source file is downloaded.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def variant_path(item: FileInspection, rank: int) -> str:
     return f"{stem}-r{rank}{extension}"
 
 
-def how_to_load(repo_id: str, item: FileInspection, path: str, rank: int) -> str:
+def how_to_load(repo_id: str, item: FileInspection, path: str) -> str:
     if item.format == "peft":
         folder = posixpath.dirname(path)
         return (f"```python\nmodel = PeftModel.from_pretrained(base_model, \"{repo_id}\", "
@@ -107,12 +107,13 @@ class VariantBuilder:
         # torch is imported here, not at the top: every scan imports this module, few build a variant,
         # and importing torch costs seconds at start-up.
         from bot.lora.resize import ResizeError, ResizeOptions
-        from bot.lora.resize_file import file_sha256, resize_adapter
+        from bot.lora.resize_file import resize_adapter
 
         source = self.downloader.fetch(facts.repo_id, item.path, facts.revision)
         config_path = config_path_for(facts, item.path)
         if item.format == "peft" and config_path:
-            self.downloader.fetch(facts.repo_id, config_path, facts.revision)  # lands beside the weights in the snapshot folder
+            # It lands beside the weights in the download's snapshot folder, where the engine looks for it.
+            self.downloader.fetch(facts.repo_id, config_path, facts.revision)
         out_dir = self.scratch / "out" / facts.repo_id / facts.revision
         output = out_dir / (posixpath.dirname(path) if item.format == "peft" else posixpath.basename(path))
         try:
@@ -130,7 +131,7 @@ class VariantBuilder:
         if report.output_config is not None:
             config_in_repo = posixpath.join(posixpath.dirname(path), CONFIG_NAME)
             files.append(FileChange(config_in_repo, new_text=report.output_config.read_text(encoding="utf-8")))
-        source_sha = file_sha256(source)
+        source_sha = verified.metadata["lora_bot.source_sha256"]  # the engine hashed the source as it read it
         return Proposal(
             kind=VARIANT, repo_id=facts.repo_id, revision=facts.revision,
             title=f"add a rank-{target.rank} variant of {posixpath.basename(item.path)}",
@@ -161,4 +162,4 @@ class VariantBuilder:
         ])
         return (f"**Add {code_span(path)}**, a rank-{target.rank} copy of {code_span(item.path)}. The original "
                 f"is not touched.\n\nWhy: {why}\n\n{table}\n\nHow to load it:\n\n"
-                f"{how_to_load(facts.repo_id, item, path, target.rank)}")
+                f"{how_to_load(facts.repo_id, item, path)}")
