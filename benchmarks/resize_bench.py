@@ -205,7 +205,7 @@ def mb(n: int) -> str:
 def max_sigma_difference(ours: dict, theirs: dict) -> float:
     worst = 0.0
     for name, reference in theirs.items():
-        for mine, dense in zip(ours[name], reference):
+        for mine, dense in zip(ours[name], reference, strict=True):
             worst = max(worst, abs(mine - dense) / dense)
     return worst
 

@@ -30,7 +30,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if target.exists():
         inspections = [inspect_evidence(e) for e in local.collect(target)]
     elif _looks_like_repo_id(args.target):
-        inspections = _inspect_hub_repo(args)
+        from bot.hub.remote import inspect_repo_for_cli
+
+        inspections = inspect_repo_for_cli(args)
     else:
         raise UsageError(f"no such file or folder: {args.target}")
     if args.json:
@@ -43,14 +45,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def _looks_like_repo_id(text: str) -> bool:
     parts = text.split("/")
     return len(parts) == 2 and all(parts) and not text.startswith((".", "/"))
-
-
-def _inspect_hub_repo(args: argparse.Namespace):
-    try:
-        from bot.hub.remote import inspect_repo_for_cli
-    except ImportError:
-        raise UsageError(f"no such file or folder: {args.target}") from None
-    return inspect_repo_for_cli(args)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -142,8 +136,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_action(args: argparse.Namespace) -> int:
-    import os
-
     from bot.action import main as action_main
 
     return action_main(os.environ)

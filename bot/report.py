@@ -85,7 +85,7 @@ def scan_report(result) -> dict:
 
 def _md(text: object) -> str:
     """Repo-controlled text inside a markdown table: no pipes, no HTML, no @mentions, no line breaks."""
-    return escape_markdown(str(text)).replace("\n", " ")
+    return escape_markdown(text)
 
 
 def _bytes_split(stats) -> str:
@@ -122,7 +122,7 @@ def scan_report_markdown(result) -> str:
         lines += ["## Proposals", "", "| repo | kind | status | title | link |", "|---|---|---|---|---|"]
         for outcome in result.outcomes:
             lines.append(f"| {_md(outcome.repo_id)} | {outcome.kind} | {outcome.status} | {_md(outcome.title)} | "
-                         f"{outcome.url or ''} |")
+                         f"{_link(outcome.url)} |")
         lines.append("")
     with_findings = [r for r in result.repos if any(f.flags for f in r.files)]
     if with_findings:
@@ -136,15 +136,22 @@ def scan_report_markdown(result) -> str:
                 lines.append(f"| {_md(repo.repo_id)} | {_md(item.path)} | {item.format} | {_ranks_text(item)} | "
                              f"{_alpha_text(item)} | {_md(_base_text(item))} | {flags} |")
         lines.append("")
+    lines += _unread_and_skipped([(r.repo_id, r.error) for r in failed], result.skipped)
+    return "\n".join(lines) + "\n"
+
+
+def _unread_and_skipped(failed: Sequence[tuple[str, str]], skipped: Sequence[tuple[str, str]]) -> list[str]:
+    """The end both markdown reports share: (repo id, reason) of the repos not read and of those skipped."""
+    lines = []
     if failed:
         lines += ["## Repos that could not be read", "", "| repo | reason |", "|---|---|"]
-        lines += [f"| {_md(r.repo_id)} | {_md(r.error)} |" for r in failed]
+        lines += [f"| {_md(repo_id)} | {_md(reason)} |" for repo_id, reason in failed]
         lines.append("")
-    if result.skipped:
-        lines += ["## Skipped", ""] + [f"- {_md(repo_id)}: {_md(reason)}" for repo_id, reason in result.skipped]
+    if skipped:
+        lines += ["## Skipped", ""] + [f"- {_md(repo_id)}: {_md(reason)}" for repo_id, reason in skipped]
         lines.append("")
     lines.append("Flag codes are explained by `lora-bot explain CODE`.")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def render_scan_text(result) -> str:
@@ -224,7 +231,7 @@ def merge_reports(reports: Sequence[dict]) -> dict:
     """One report from the shards of one run. Shards split the repos but each lists the same skips."""
     if not reports:
         return {"endpoint": None, "dry_run": True, "repos": [], "skipped": [], "proposals": [],
-                "stats": {"repos": 0, **{key: 0 for key in _SUMMED_STATS}, "seconds": 0.0}, "shards": 0}
+                "stats": {"repos": 0, **dict.fromkeys(_SUMMED_STATS, 0), "seconds": 0.0}, "shards": 0}
     endpoints = {r["endpoint"] for r in reports}
     if len(endpoints) > 1:
         raise ValueError(f"the reports come from different Hubs: {', '.join(sorted(map(str, endpoints)))}")
@@ -273,16 +280,8 @@ def merged_report_markdown(merged: dict, expected_shards: int | None = None) -> 
         lines += [f"| {_md(repo_id)} | {_md(path)} | {_md(f['severity'])} | {_code(f['code'])} "
                   f"| {_md(f['message'])} |" for repo_id, path, f in findings]
         lines.append("")
-    failed = [repo for repo in merged["repos"] if repo["error"]]
-    if failed:
-        lines += ["## Repos that could not be read", "", "| repo | reason |", "|---|---|"]
-        lines += [f"| {_md(repo['repo_id'])} | {_md(repo['error'])} |" for repo in failed]
-        lines.append("")
-    if merged["skipped"]:
-        lines += ["## Skipped", ""]
-        lines += [f"- {_md(entry['repo_id'])}: {_md(entry['reason'])}" for entry in merged["skipped"]]
-        lines.append("")
-    lines.append("Flag codes are explained by `lora-bot explain CODE`.")
+    lines += _unread_and_skipped([(repo["repo_id"], repo["error"]) for repo in merged["repos"] if repo["error"]],
+                                 [(entry["repo_id"], entry["reason"]) for entry in merged["skipped"]])
     return "\n".join(lines) + "\n"
 
 

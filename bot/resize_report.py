@@ -5,17 +5,10 @@ from __future__ import annotations
 import json
 
 from bot.lora.resize_file import ResizeReport
+from bot.text import human_size
 
 # Big files (SDXL has ~700 modules) show only the modules that lost the most; --json has them all.
 MAX_ROWS = 20
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 def _ranks(counter) -> str:
@@ -37,7 +30,7 @@ def render_resize_text(report: ResizeReport) -> str:
         (f"  format   {report.format}    modules {len(report.modules)}    rank {_ranks(report.plan.old_ranks)} → "
          f"{_ranks(report.plan.new_ranks)}    method {methods}"),
         f"  energy   {report.energy_retained:.4%} retained    relative error {report.relative_error:.6f}",
-        f"  size     {_size(report.input_size)} → {_size(report.output_size)}",
+        f"  size     {human_size(report.input_size)} → {human_size(report.output_size)}",
     ]
     rows = sorted(report.modules, key=lambda m: m.relative_error, reverse=True)[:MAX_ROWS]
     width = min(max((len(m.name) for m in rows), default=6), 64)

@@ -15,7 +15,8 @@ _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
 def escape_markdown(text: str) -> str:
     """Inert in markdown and HTML: no emphasis, links, tables cells, raw HTML or @mentions."""
     text = html.escape(str(text), quote=False)
-    text = _MARKDOWN_SPECIAL.sub(r"\\\1", text).replace("\n", " ")
+    # A lone CR ends a line in markdown as LF does: either would end a table row mid-cell.
+    text = _MARKDOWN_SPECIAL.sub(r"\\\1", text).replace("\r", " ").replace("\n", " ")
     # A zero-width joiner after @ keeps the text readable while the Hub no longer sees a mention.
     return text.replace("@", "@\u200d")
 

@@ -848,6 +848,19 @@ def test_lycoris_dora_scale(tmp_path):
     assert status == 0
 
 
+@pytest.mark.parametrize("shape", [(), (8,)], ids=["scalar", "1-D"])
+def test_lycoris_factors_below_two_dims_are_reported_not_a_crash(tmp_path, shape):
+    """A LoHa/LoKr factor needs two dims to have a rank or width; a broken writer's scalar must not crash."""
+    shapes = {f"loha.hada_{role}": ("F16", shape) for role in ("w1_a", "w1_b", "w2_a", "w2_b")}
+    shapes |= {f"lokr.lokr_{role}": ("F16", shape) for role in ("w1", "w2_a", "w2_b")}
+    status, report = inspect_one(_lycoris_file(tmp_path, shapes, {}, "loha"), "--modules")
+    assert report["format"] == "lycoris" and report["modules"] == 2
+    assert report["rank"] is None
+    assert {(m["rank"], m["in"], m["out"]) for m in report["module_details"]} == {(None, None, None)}
+    assert "non-lora-adapter" in codes(report)
+    assert status == 0
+
+
 def _sdxl_sgm_kohya_shapes(r: int) -> dict:
     """kohya sd-scripts SDXL names (SGM layout): self-attention queries and cross-attention keys/values of every
     UNet transformer block (640 and 1280 wide, context 2048); text encoders CLIP-L (768) and bigG (1280)."""
@@ -1039,6 +1052,34 @@ def test_invalid_config_is_flagged_and_the_shapes_still_count(tmp_path):
     assert "config-invalid" in codes(report)
     assert (report["format"], report["rank"], report["modules"]) == ("peft", 4, 4)
     assert report["alpha_declared"] is False
+
+
+@pytest.mark.parametrize("name, text, code, words", [
+    ("adapter_config.json", '{"r": 4, "lora_alpha": NaN}', "config-invalid", "lora_alpha must be a finite number"),
+    ("adapter_config.json", '{"r": Infinity, "lora_alpha": 8}', "config-invalid", "r must be a finite number"),
+    ("adapter_config.json", "[" * 100_000, "config-invalid", "nested too deeply"),
+    ("README.md", "---\nbase_model: " + "[" * 100_000 + "\n---\n", "card-invalid", "nested too deeply"),
+], ids=["nan-alpha", "infinite-r", "deep-config", "deep-card"])
+def test_unusable_numbers_and_deep_nesting_in_context_files_are_flagged(tmp_path, name, text, code, words):
+    """Python's JSON reader takes NaN and Infinity, and deep nesting overflows both parsers' recursion."""
+    build_peft_llama(tmp_path, r=4, alpha=8)
+    (tmp_path / name).write_text(text)
+    _, report = inspect_one(tmp_path)
+    assert words in flag_of(report, code)["message"]
+    assert (report["format"], report["rank"], report["modules"]) == ("peft", 4, 4)
+
+
+@pytest.mark.parametrize("value", ['{"unet.r": NaN, "unet.lora_alpha": 8}', "[" * 100_000],
+                         ids=["nan-rank", "deep"])
+def test_unusable_diffusers_metadata_counts_as_absent(tmp_path, value):
+    name = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
+    path = tmp_path / "pytorch_lora_weights.safetensors"
+    write_sparse_safetensors(path, _linear(name, 4, 320, 320, down="lora_A.weight", up="lora_B.weight"),
+                             {"lora_adapter_metadata": value})
+    status, report = inspect_one(path)
+    assert (report["format"], report["rank"]) == ("diffusers", 4)
+    assert (report["alpha"], report["alpha_declared"]) == (4.0, False)
+    assert status == 0
 
 
 def test_invalid_card_is_flagged(tmp_path):

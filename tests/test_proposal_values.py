@@ -129,6 +129,12 @@ def test_repo_text_cannot_inject_markup_or_mentions():
     assert "<script>" not in body and "@admin " not in body.replace("`evil_@admin_<b>x</b>.safetensors`", "")
 
 
+def test_repo_text_cannot_end_a_table_row():
+    """Tensor names reach flag messages verbatim; a lone CR ends a markdown line just as LF does."""
+    for text in ("a\rb", "a\nb", "a\r\nb"):
+        assert not {"\r", "\n"} & set(escape_markdown(text))
+
+
 @pytest.mark.parametrize("path", ["../x", "/abs", "a/../../b", "a\\b", "a//b", "dir/", "a\x00b", ".", "a/./b"])
 def test_path_traversal_is_refused(path):
     with pytest.raises(UnsafePath):

@@ -313,6 +313,29 @@ def test_kohya_alpha_tensors_shapes_and_metadata_are_rewritten(tmp_path, capsys,
     assert metadata["sshs_model_hash"] == hashlib.sha256(data).hexdigest()  # what sd-webui computes
 
 
+def test_one_by_one_convs_count_under_network_dim_not_conv_dim(tmp_path, capsys):
+    # kohya gives SD1's 1×1 proj_in the network_dim and only 3×3 convs the conv_dim. A per-file energy target
+    # keeps rank 6 for the 1×1 conv and rank 2 for the 3×3 one, so conv_dim stays 2, not "Dynamic".
+    generator = torch.Generator().manual_seed(4)
+    shapes = {"lora_unet_down_blocks_0_attentions_0_proj_in": (6, (16, 1, 1), (24, 6, 1, 1)),
+              "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q": (6, (16,), (24, 6)),
+              "lora_unet_down_blocks_0_resnets_0_conv1": (2, (10, 3, 3), (12, 2, 1, 1))}
+    tensors = {}
+    for name, (rank, down, up) in shapes.items():
+        tensors[f"{name}.lora_down.weight"] = torch.randn(rank, *down, generator=generator)
+        tensors[f"{name}.lora_up.weight"] = torch.randn(*up, generator=generator)
+        tensors[f"{name}.alpha"] = torch.tensor(float(rank))
+    source = tmp_path / "locon.safetensors"
+    save_file(tensors, str(source), metadata={"ss_network_module": "networks.lora", "ss_network_dim": "6",
+                                              "ss_network_alpha": "6.0",
+                                              "ss_network_args": json.dumps({"conv_dim": "2", "conv_alpha": "2.0"})})
+    report = resize_json(capsys, source, "--energy", 1.0, "-o", tmp_path / "out.safetensors")
+    assert {m["name"]: m["new_rank"] for m in report["modules"]} == {name: rank for name, (rank, *_) in shapes.items()}
+    metadata = header_metadata(tmp_path / "out.safetensors")
+    assert (metadata["ss_network_dim"], metadata["ss_network_alpha"]) == ("6", "6.0")
+    assert json.loads(metadata["ss_network_args"]) == {"conv_dim": "2", "conv_alpha": "2.0"}
+
+
 def test_resized_files_pass_lora_bot_inspect_without_rank_findings(tmp_path, capsys):
     source = tmp_path / "lora.safetensors"
     _kohya_file(source, rank=6, rank_one="lora_unet_down_blocks_0_attentions_0_proj_in")
@@ -445,6 +468,47 @@ def test_peft_dora_pickle_and_corrupt_files_are_refused(tmp_path, capsys):
     assert code == 1 and "header" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("kind, reason", [("nan", "NaN or infinite"), ("alpha-overflow", "overflows the F16"),
+                                          ("int8", "floating-point")])
+def test_broken_or_unwritable_files_are_refused_in_one_line(tmp_path, capsys, kind, reason):
+    # A NaN factor (a diverged training run), an fp16 alpha that 4→8 would take past 65504 (it would be stored
+    # as inf and the factors zeroed), and int8 factors (an SVD written back into them would be truncated).
+    generator = torch.Generator().manual_seed(5)
+    down, up, alpha = torch.randn(4, 12, generator=generator), torch.randn(10, 4, generator=generator), 4.0
+    if kind == "nan":
+        down[1, 2] = float("nan")
+    if kind == "int8":
+        down, up = (down * 10).to(torch.int8), (up * 10).to(torch.int8)
+    if kind == "alpha-overflow":
+        alpha = 40000.0
+    source = tmp_path / f"{kind}.safetensors"
+    save_file({"lora_unet_x.lora_down.weight": down, "lora_unet_x.lora_up.weight": up,
+               "lora_unet_x.alpha": torch.tensor(alpha, dtype=torch.float16)}, str(source))
+    code, out, err = run(capsys, source, "--rank", 8)
+    assert code == 1 and out == ""
+    assert reason in err and "lora_unet_x" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert [p.name for p in tmp_path.iterdir()] == [source.name]
+
+
+def test_peft_folder_given_as_dot_gets_a_sibling_output_folder(tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    generator = torch.Generator().manual_seed(6)
+    prefix = "base_model.model.model.layers.0.self_attn.q_proj"
+    save_file({f"{prefix}.lora_A.weight": torch.randn(4, 12, generator=generator),
+               f"{prefix}.lora_B.weight": torch.randn(10, 4, generator=generator)},
+              str(folder / "adapter_model.safetensors"))
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8,
+                                                            "target_modules": ["q_proj"]}))
+    monkeypatch.chdir(folder)
+    report = resize_json(capsys, ".", "--rank", 8)
+    assert Path(report["output"]) == tmp_path / "adapter-r8"
+    assert json.loads((tmp_path / "adapter-r8" / "adapter_config.json").read_text())["r"] == 8
+    padded = load_file(str(tmp_path / "adapter-r8" / "adapter_model.safetensors"))
+    assert padded[f"{prefix}.lora_A.weight"].shape == (8, 12)
+
+
 def test_usage_errors_exit_2_and_existing_output_needs_force(tmp_path, capsys):
     source = tmp_path / "lora.safetensors"
     _kohya_file(source)
@@ -465,5 +529,34 @@ def test_human_report_names_modules_ranks_energy_and_sizes(tmp_path, capsys):
     _kohya_file(source, rank=6)
     code, out, _ = run(capsys, source, "--rank", 2)
     assert code == 0
-    assert "6 → 2" in out and "retained" in out and "relative error" in out and "KB" in out
+    assert "6 → 2" in out and "retained" in out and "relative error" in out and "kB" in out
     assert "lora_unet_down_blocks_0_resnets_0_conv1" in out and "6→2" in out
+
+
+# ------------------------------------------------------------------------------------------ metadata fix
+
+
+def test_metadata_fix_declares_mixed_conv_ranks_dynamic(tmp_path, capsys):
+    # conv_dim says 8 while the 3×3 convs have ranks 2 and 4: no single number is true, so the fix writes
+    # "Dynamic" (as kohya does for mixed ranks) and the rewritten file inspects without a rank finding.
+    from bot.lora.inspect import inspect_evidence
+    from bot.lora.metadata_fix import corrected_metadata, rewrite_metadata
+    from bot.sources.local import collect
+
+    generator = torch.Generator().manual_seed(7)
+    tensors = {"lora_unet_a_proj.lora_down.weight": torch.randn(4, 16, generator=generator),
+               "lora_unet_a_proj.lora_up.weight": torch.randn(16, 4, generator=generator)}
+    for name, rank in (("lora_unet_b_conv1", 2), ("lora_unet_c_conv2", 4)):
+        tensors[f"{name}.lora_down.weight"] = torch.randn(rank, 8, 3, 3, generator=generator)
+        tensors[f"{name}.lora_up.weight"] = torch.randn(8, rank, 1, 1, generator=generator)
+    source = tmp_path / "locon.safetensors"
+    save_file(tensors, str(source), metadata={"ss_network_dim": "4", "ss_network_args": json.dumps({"conv_dim": "8"})})
+    inspection = inspect_evidence(collect(source)[0])
+    assert "rank-mismatch-metadata" in inspection.codes()
+
+    fixed = corrected_metadata(inspection.metadata, inspection.modules)
+    assert json.loads(fixed["ss_network_args"]) == {"conv_dim": "Dynamic"} and fixed["ss_network_dim"] == "4"
+    rewrite_metadata(source, tmp_path / "fixed.safetensors", fixed)
+    assert "rank-mismatch-metadata" not in inspect_evidence(collect(tmp_path / "fixed.safetensors")[0]).codes()
+    assert torch.equal(load_file(str(tmp_path / "fixed.safetensors"))["lora_unet_b_conv1.lora_down.weight"],
+                       tensors["lora_unet_b_conv1.lora_down.weight"])

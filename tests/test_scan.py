@@ -23,6 +23,7 @@ TOKEN = "hf_scanTestSecret9xQ27"
 FIRST_READ = 100_000
 # Proposals are another stage; with them off a scan only reads, and a live run writes nothing.
 NO_PROPOSALS = {"card": False, "config_fix": False, "variants": False, "flag_discussions": False}
+CARDS_ONLY = dict(NO_PROPOSALS, card=True)  # the wm repos have no card: each gets a card PR
 # What each sample repo was built to show (bot/sandbox/samples.py docstrings).
 SAMPLE_FINDINGS = {
     "demo/facechain-style-lora": {"rank-mismatch-config"},
@@ -85,7 +86,7 @@ def tiny_lora(tmp_path_factory) -> bytes:
     path = tmp_path_factory.mktemp("tiny") / "tiny.safetensors"
     prefix = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_"
     modules = {f"{prefix}{p}": (320, 320) for p in "qkv"}
-    return kohya_file(path, modules, 4, {name: 2.0 for name in modules}).read_bytes()
+    return kohya_file(path, modules, 4, dict.fromkeys(modules, 2.0)).read_bytes()
 
 
 @pytest.fixture(scope="module")
@@ -454,3 +455,53 @@ def test_with_20_percent_faults_every_repo_is_inspected_or_failed_with_a_reason(
         else:
             assert repo["error"].strip(), repo["repo_id"]
     assert any(repo["error"] is None for repo in report["repos"])
+
+
+
+def test_repos_held_by_the_pr_limit_are_proposed_by_the_next_runs(fresh_hub, tmp_path, capsys):
+    """"max PRs per run reached; proposed again next run": the watermark must not pass a repo left waiting."""
+    config = write_config(tmp_path, queries=[{"filter": [], "author": "wm"}], incremental=True,
+                          proposals=CARDS_ONLY)
+    opened = []
+    for _ in range(3):
+        _, report = scan(capsys, fresh_hub, config, "--max-prs", "1")
+        opened += [p["repo_id"] for p in report["proposals"] if p["status"] == "opened"]
+    assert sorted(opened) == ["wm/a", "wm/b", "wm/c"]
+    assert repo_ids(scan(capsys, fresh_hub, config)[1]) == []  # all done: the watermark moves on
+
+
+def test_a_failed_proposal_stage_keeps_the_findings_and_the_repos_for_the_next_run(tiny_lora, tmp_path, capsys):
+    config = write_config(tmp_path, queries=[{"filter": [], "author": "wm"}], incremental=True,
+                          proposals=CARDS_ONLY)
+    with SandboxHub(user="lora-bot", faults="503:1@whoami") as hub:  # the bot cannot learn its own name
+        hub.add_repo("wm/a", {"lora.safetensors": tiny_lora}, last_modified=OLD)
+        code, report = scan(capsys, hub, config)
+        assert code == 0 and repo_ids(report) == ["wm/a"] and report["repos"][0]["files"]
+        (outcome,) = report["proposals"]
+        assert outcome["status"] == "failed" and outcome["detail"].startswith("HTTP 503")
+        assert repo_ids(scan(capsys, hub, config)[1]) == ["wm/a"]  # not proposed yet: scanned again
+
+
+def test_config_repos_never_move_the_watermark_past_a_listed_repo(fresh_hub, tiny_lora, tmp_path, capsys):
+    """A `repos` entry changed late in a scan must not hide a listed repo whose change came just before it
+    (here one that reaches the listing only after the first scan, with an earlier lastModified)."""
+    fresh_hub.add_repo("cfg/recent", {"lora.safetensors": tiny_lora}, last_modified=OLD + timedelta(days=10))
+    config = write_config(tmp_path, queries=[{"filter": [], "author": "wm"}], repos=["cfg/recent"],
+                          incremental=True)
+    assert sorted(repo_ids(scan(capsys, fresh_hub, config)[1])) == ["cfg/recent", "wm/a", "wm/b", "wm/c"]
+    fresh_hub.add_repo("wm/late", {"lora.safetensors": tiny_lora}, last_modified=OLD + timedelta(days=5))
+    assert repo_ids(scan(capsys, fresh_hub, config)[1]) == ["wm/late", "cfg/recent"]
+
+
+def test_an_empty_file_is_flagged_and_the_repos_other_files_still_inspected(hub, sample_dir, tmp_path, capsys):
+    folder = tmp_path / "repos" / "empty" / "mixed"
+    folder.mkdir(parents=True)
+    (folder / "a_empty.safetensors").write_bytes(b"")  # an upload that never got its bytes
+    (folder / "b_good.safetensors").write_bytes(
+        (sample_dir / "demo" / "healthy-lora" / "adapter_model.safetensors").read_bytes())
+    hub.load_directory(tmp_path / "repos")
+    code, report = scan(capsys, hub, write_config(tmp_path), "--repo", "empty/mixed")
+    (repo,) = report["repos"]
+    assert code == 0 and repo["error"] is None
+    assert repo["files"] == local_inspect(capsys, folder)
+    assert [f["code"] for f in repo["files"][0]["flags"]] == ["corrupt-header"]

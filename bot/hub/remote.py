@@ -9,6 +9,7 @@ and so the alpha offsets (which need the header length) are known.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -17,7 +18,7 @@ from typing import Iterable, Mapping
 from huggingface_hub import HfApi, hf_hub_url
 from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
 
-from bot.hub.client import RetryPolicy, describe_error, session, with_retries
+from bot.hub.client import RetryPolicy, describe_error, make_api, session, with_retries
 from bot.lora.header import HeaderError, SafetensorsHeader, decode_scalar, declared_header_length, parse_header
 from bot.lora.inspect import FileEvidence, FileInspection, inspect_evidence
 from bot.lora.selection import CARD_NAME, select_candidates
@@ -51,7 +52,7 @@ class RepoInspection:
     tags: tuple[str, ...] = ()
     card_data: Mapping = field(default_factory=dict)
     texts: Mapping[str, str] = field(default_factory=dict)  # README.md and adapter_config.json files read
-    sizes: Mapping[str, int] = field(default_factory=dict)  # every file of the repo at `sha`
+    sizes: Mapping[str, int | None] = field(default_factory=dict)  # every file of the repo at `sha`
 
     def to_json(self) -> dict:
         return {"repo_id": self.repo_id, "sha": self.sha, "files": [f.to_json() for f in self.files],
@@ -118,6 +119,8 @@ class RemoteReader:
 
     def header(self, repo_id: str, path: str, revision: str, size: int | None) -> tuple[SafetensorsHeader, bytes]:
         """The parsed header and the raw bytes of the first read (they often hold the alpha scalars too)."""
+        if size == 0:  # nothing to read, and a range read of no bytes is refused (416): the file's error, not ours
+            return parse_header(b"", 0), b""
         first = self._get(repo_id, path, revision, FIRST_READ, {"Range": f"bytes=0-{FIRST_READ - 1}"})
         prefix = first.content  # a server without range support sends the whole file; it is then all here
         length = declared_header_length(prefix, size)
@@ -148,7 +151,7 @@ class RemoteReader:
             return RepoInspection(ref.repo_id, ref.sha, ref.last_modified, error=describe_error(error),
                                   tags=ref.tags)
         sha = info.sha or ref.sha
-        sizes = {s.rfilename: (s.size or 0) for s in (info.siblings or [])}
+        sizes = {s.rfilename: s.size for s in (info.siblings or [])}  # None: the Hub did not say
         tags = tuple(info.tags or ref.tags)
         card_data = _card_data(info)
         base = RepoInspection(ref.repo_id, sha, info.last_modified or ref.last_modified, tags=tags,
@@ -260,10 +263,7 @@ def _slice(pieces: list[tuple[int, bytes]], a: int, b: int) -> bytes:
 
 def inspect_repo_for_cli(args) -> list[FileInspection]:
     """`lora-bot inspect OWNER/NAME`: the same engine on a Hub repo; a failure is a usage-style error."""
-    import os
-
-    from bot.cli import UsageError
-    from bot.hub.client import make_api
+    from bot.cli import UsageError  # only here: the Hub layer does not load the CLI for a scan
 
     api = make_api(args.endpoint or os.environ.get("HF_ENDPOINT"), args.token or os.environ.get("HF_TOKEN"))
     result = RemoteReader(api).inspect(RepoRef(args.target, sha=args.revision))

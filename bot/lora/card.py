@@ -34,6 +34,8 @@ def parse_card(text: str) -> CardText:
         where = f" (line {mark.line + 2})" if mark is not None else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         return CardText(text, yaml_text, {}, f"front matter is not valid YAML{where}: {problem}", found.end())
+    except RecursionError:
+        return CardText(text, yaml_text, {}, "front matter is nested too deeply to read", found.end())
     if data is None:
         data = {}
     if not isinstance(data, dict):

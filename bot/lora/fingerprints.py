@@ -149,12 +149,14 @@ def _diffusion(denoiser: Sequence[Module], by_component: Mapping[str, list[Modul
         if decided:
             return ShapeFingerprint(decided[0], decided[1], f"cross-attention (attn2.to_k) input width {width}")
     if by_component.get("text_encoder_2"):
-        return ShapeFingerprint(SDXL, SDXL_REPOS, "a second text encoder (text_encoder_2 / lora_te2)")
+        return ShapeFingerprint(SDXL, SDXL_REPOS + SDXL_REFINER_REPOS,
+                                "a second text encoder (text_encoder_2 / lora_te2)")
     # Only inside a UNet attention (diffusers `attentions_N`, SGM `input_blocks_N_1`): SD3 and other DiTs number
     # their `transformer_blocks` at the top level, and a small one must not pass for SDXL.
     if any(re.search(r"(attentions_\d+|(input|output)_blocks_\d+_\d+|middle_block_\d+)_transformer_blocks_[1-9]", n)
            for n in names):
-        return ShapeFingerprint(SDXL, SDXL_REPOS, "UNet attention with more than one transformer block per level")
+        return ShapeFingerprint(SDXL, SDXL_REPOS + SDXL_REFINER_REPOS,
+                                "UNet attention with more than one transformer block per level")
     text_widths = _widths(by_component.get("text_encoder", []), r"(q_proj|self_attn_q_proj)$", "in_features")
     if 1024 in text_widths:
         return ShapeFingerprint(SD2, SD2_REPOS, "text encoder width 1024 (OpenCLIP ViT-H)")
@@ -300,12 +302,13 @@ def declarations(
         found.append(Declaration("metadata ss_base_model_version", version, family, None))
     elif metadata.get("ss_v2") in ("True", "true"):
         found.append(Declaration("metadata ss_v2", "True", SD2, None))
-    if metadata.get("ss_sd_model_name"):
-        name = metadata["ss_sd_model_name"]
-        found.append(Declaration("metadata ss_sd_model_name", name, family_of_name(name),
-                                 name if _REPO_ID.match(name) and family_of_name(name) else None))
-    diffusers_meta = diffusers_adapter_metadata(metadata)
-    for key, value in diffusers_meta.items():
+    name = metadata.get("ss_sd_model_name")
+    if name:
+        # Often a checkpoint's file name; only a name of a known family is trusted as a repo id.
+        family = family_of_name(name)
+        found.append(Declaration("metadata ss_sd_model_name", name, family,
+                                 name if family and _REPO_ID.match(name) else None))
+    for key, value in diffusers_adapter_metadata(metadata).items():
         if key.endswith("base_model_name_or_path"):
             found.append(_declaration("metadata lora_adapter_metadata", value))
     return [d for d in found if d is not None]
@@ -339,12 +342,18 @@ def resolve(shape: ShapeFingerprint, declared: Sequence[Declaration]) -> BaseMod
     return BaseModel(None, None, shape.candidates, "none", shape.evidence, ())
 
 
+# Repos that moved: the old id names the same weights as the new one.
+_RENAMED = {"runwayml/stable-diffusion-v1-5": "stable-diffusion-v1-5/stable-diffusion-v1-5"}
+
+
 def _contradicts(declaration: Declaration, shape: ShapeFingerprint) -> bool:
     if declaration.family is None:
         return False
     if declaration.family != shape.family:
         return True
-    # Within LLMs the table can tell Llama-2-7B from Llama-3-8B: a known repo outside the candidates is wrong.
-    known = declaration.repo_id and declaration.repo_id.lower() in _KNOWN_REPOS
-    lowered = {c.lower() for c in shape.candidates}
-    return bool(known and shape.family == LLM and lowered and declaration.repo_id.lower() not in lowered)
+    # Within a family the shapes still tell Llama-2-7B from Llama-3-8B, SD3-medium from SD3.5-large, or the
+    # SDXL base from the refiner: a base repo we know that is not among the candidates is wrong.
+    declared = (declaration.repo_id or "").lower()
+    declared = _RENAMED.get(declared, declared)
+    candidates = {c.lower() for c in shape.candidates}
+    return bool(declared in _KNOWN_REPOS and candidates and declared not in candidates)

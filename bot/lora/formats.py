@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Iterable, Mapping
 
 from bot.lora.header import TensorInfo
@@ -56,6 +57,12 @@ _ROLE_ALIASES = {"A": "down", "B": "up"}
 LORA, LORA_TUCKER, LOHA, LOKR, OTHER = "lora", "lora-tucker", "loha", "lokr", "other"
 
 
+def _axis(factor: TensorInfo | None, axis: int) -> int | None:
+    """One dimension of a factor matrix. A factor under 2-D (an ungathered ZeRO-3 shard saved as shape [0], a
+    stray scalar) has no rank or width to speak of, and reading one must not crash the inspection."""
+    return factor.shape[axis] if factor is not None and len(factor.shape) >= 2 else None
+
+
 @dataclass(frozen=True)
 class Module:
     """One adapted layer and its tensors by role (down, up, mid, alpha, bias, magnitude, hada_w1_a, …)."""
@@ -64,7 +71,7 @@ class Module:
     family: str
     tensors: Mapping[str, TensorInfo]
 
-    @property
+    @cached_property  # every other property asks for it, several times per module and report
     def kind(self) -> str:
         roles = self.tensors.keys()
         if any(r.startswith("hada_") for r in roles):
@@ -106,18 +113,14 @@ class Module:
     def rank(self) -> int | None:
         """The rank the shapes say: rows of down/A (or the LoHa/LoKr inner dimension)."""
         if self.kind in (LORA, LORA_TUCKER):
-            # A 1-D factor (e.g. an ungathered ZeRO-3 shard saved as shape [0]) has no rank to speak of.
-            if self.down is not None and len(self.down.shape) >= 2:
-                return self.down.shape[0]
-            if self.up is not None and len(self.up.shape) >= 2:
-                return self.up.shape[1]
-            return None
-        if self.kind == LOHA and "hada_w1_b" in self.tensors:
-            return self.tensors["hada_w1_b"].shape[0]
+            rank = _axis(self.down, 0)
+            return rank if rank is not None else _axis(self.up, 1)
+        if self.kind == LOHA:
+            return _axis(self.tensors.get("hada_w1_b"), 0)
         if self.kind == LOKR:
             for role in ("lokr_w2_b", "lokr_w1_b"):
                 if role in self.tensors:
-                    return self.tensors[role].shape[0]
+                    return _axis(self.tensors[role], 0)
         return None
 
     @property
@@ -139,18 +142,18 @@ class Module:
 
     @property
     def in_features(self) -> int | None:
-        if self.kind in (LORA, LORA_TUCKER) and self.down is not None and len(self.down.shape) >= 2:
-            return self.down.shape[1]
-        if self.kind == LOHA and "hada_w1_b" in self.tensors:
-            return self.tensors["hada_w1_b"].shape[1]
+        if self.kind in (LORA, LORA_TUCKER):
+            return _axis(self.down, 1)
+        if self.kind == LOHA:
+            return _axis(self.tensors.get("hada_w1_b"), 1)
         return None
 
     @property
     def out_features(self) -> int | None:
         if self.kind in (LORA, LORA_TUCKER) and self.up is not None and self.up.shape:
             return self.up.shape[0]
-        if self.kind == LOHA and "hada_w1_a" in self.tensors:
-            return self.tensors["hada_w1_a"].shape[0]
+        if self.kind == LOHA:
+            return _axis(self.tensors.get("hada_w1_a"), 0)
         return None
 
     @property
@@ -255,7 +258,7 @@ def _name_format(
     if lycoris_kind or "lycoris" in network_module:
         variant = "loha" if LOHA in kinds else "lokr" if LOKR in kinds else "locon"
         return "lycoris", variant
-    top = families.most_common(1)[0][0] if families else KOHYA
+    top = families.most_common(1)[0][0]
     variant = "mixed" if len(families) > 1 else None
     if top == AB:
         peft = all(m.name.startswith("base_model.model.") for m in modules if m.family == AB)

@@ -15,12 +15,12 @@ from bot.lora import flags as F
 from bot.lora.card import parse_card
 from bot.lora.fingerprints import BaseModel, FAMILY_NAMES, declarations, fingerprint, resolve
 from bot.lora.flags import Flag, flag
-from bot.lora.formats import LOHA, LOKR, LORA, LORA_TUCKER, OTHER, Module, ParsedKeys, component_of, leaf_name, parse_keys
+from bot.lora.formats import (
+    LOHA, LOKR, LORA, LORA_TUCKER, OTHER, Module, ParsedKeys, component_of, leaf_name, parse_keys,
+)
 from bot.lora.header import SafetensorsHeader
 from bot.lora.trainer_metadata import diffusers_adapter_metadata, network_args
 from bot.lora.peft_config import ConfigError, PeftConfig, config_from_mapping, lora_scale, parse_peft_config
-
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
 
 @dataclass(frozen=True)
@@ -163,8 +163,8 @@ def _inspect_header(evidence: FileEvidence, header: SafetensorsHeader) -> FileIn
     base = resolve(fingerprint(parsed.modules), declarations(config.raw if config else None, card_data, metadata))
 
     found += _structure_flags(parsed, evidence)
-    found += _rank_flags(parsed, reports, config, metadata, diffusers_configs, ranks, evidence)
-    found += _alpha_flags(alpha_declared, ranks, rank, parsed)
+    found += _rank_flags(parsed, reports, config, metadata, diffusers_configs, ranks)
+    found += _alpha_flags(alpha_declared, ranks, rank)
     found += _base_model_flags(base)
     return FileInspection(
         path=evidence.path, format=parsed.format, variant=parsed.variant, rank=rank, ranks=dict(ranks),
@@ -212,23 +212,28 @@ def _diffusers_config_for(configs: Mapping[str, PeftConfig], module: str) -> tup
 
 def _module_report(module: Module, config: PeftConfig | None, diffusers_configs: Mapping[str, PeftConfig],
                    scalars: Mapping[str, float]) -> ModuleReport:
-    rank = module.rank
-    alpha, declared = None, False
-    if module.alpha_tensor is not None and module.alpha_tensor.name in scalars:
-        alpha, declared = scalars[module.alpha_tensor.name], True
-    elif config is not None and config.declared_alpha(module.name) is not None:
-        alpha, declared = config.declared_alpha(module.name), True
-    else:
-        component_config, inner = _diffusers_config_for(diffusers_configs, module.name)
-        if component_config is not None and component_config.declared_alpha(inner) is not None:
-            alpha, declared = component_config.declared_alpha(inner), True
-    if alpha is None and rank is not None and module.kind in (LORA, LORA_TUCKER, LOHA, LOKR):
+    rank = module.rank  # None for OTHER kinds: they have no rank
+    alpha = _declared_alpha(module, config, diffusers_configs, scalars)
+    declared = alpha is not None
+    if alpha is None and rank is not None:
         alpha = float(rank)  # every loader's fallback when nothing declares alpha: scale 1
     return ModuleReport(
-        name=module.name, kind=module.kind, rank=rank if module.kind != OTHER else None, alpha=alpha,
-        alpha_declared=declared, in_features=module.in_features, out_features=module.out_features,
-        conv=module.is_conv, conv_dim=module.uses_conv_dim,
+        name=module.name, kind=module.kind, rank=rank, alpha=alpha, alpha_declared=declared,
+        in_features=module.in_features, out_features=module.out_features, conv=module.is_conv,
+        conv_dim=module.uses_conv_dim,
     )
+
+
+def _declared_alpha(module: Module, config: PeftConfig | None, diffusers_configs: Mapping[str, PeftConfig],
+                    scalars: Mapping[str, float]) -> float | None:
+    """The module's own `.alpha` scalar, else adapter_config.json, else diffusers' lora_adapter_metadata."""
+    if module.alpha_tensor is not None and module.alpha_tensor.name in scalars:
+        return scalars[module.alpha_tensor.name]
+    alpha = config.declared_alpha(module.name) if config is not None else None
+    if alpha is None:
+        component_config, inner = _diffusers_config_for(diffusers_configs, module.name)
+        alpha = component_config.declared_alpha(inner) if component_config is not None else None
+    return alpha
 
 
 def _first(items: Sequence[str], limit: int = 3) -> str:
@@ -254,7 +259,7 @@ def _structure_flags(parsed: ParsedKeys, evidence: FileEvidence) -> list[Flag]:
         roles = ", ".join(sorted(first.tensors))
         found.append(flag("unpaired-module",
                           f"{len(unpaired)} module(s) lack a factor; first: {first.name} has only {roles}"))
-    mismatched = [(m, m.pair_shape_problem) for m in parsed.modules if m.pair_shape_problem]
+    mismatched = [(m, problem) for m in parsed.modules if (problem := m.pair_shape_problem)]
     if mismatched:
         module, problem = mismatched[0]
         found.append(flag("pair-shape-mismatch",
@@ -281,20 +286,23 @@ def _structure_flags(parsed: ParsedKeys, evidence: FileEvidence) -> list[Flag]:
 
 
 def _rank_flags(parsed: ParsedKeys, reports: Sequence[ModuleReport], config: PeftConfig | None,
-                metadata: Mapping[str, str], diffusers_configs: Mapping[str, PeftConfig], ranks: Counter,
-                evidence: FileEvidence) -> list[Flag]:
+                metadata: Mapping[str, str], diffusers_configs: Mapping[str, PeftConfig],
+                ranks: Counter) -> list[Flag]:
     found = []
-    lora = [(m, r) for m, r in zip(parsed.modules, reports) if m.kind in (LORA, LORA_TUCKER) and r.rank]
+    lora = [(m, r) for m, r in zip(parsed.modules, reports, strict=True)
+            if m.kind in (LORA, LORA_TUCKER) and r.rank]
     if config is not None and config.r is not None and parsed.format in ("peft", "diffusers"):
-        wrong = [(m, r, config.declared_rank(m.name)) for m, r in lora if config.declared_rank(m.name) != r.rank]
+        declared_ranks = ((m, r, config.declared_rank(m.name)) for m, r in lora)
+        wrong = [(m, r, declared) for m, r, declared in declared_ranks if declared != r.rank]
         if wrong:
             module, report, declared = wrong[0]
             where = "rank_pattern" if declared != config.r else "r"
-            shape = list(module.down.shape) if module.down is not None else list(module.up.shape)
+            # The rank came from lora_A when it has one; a module missing lora_A got it from lora_B.
+            factor, label = (module.down, "lora_A") if module.down is not None else (module.up, "lora_B")
             found.append(flag("rank-mismatch-config",
                               f"adapter_config.json {where} says {declared} but the weights have rank "
                               f"{report.rank} ({len(wrong)} of {len(lora)} modules; first: {module.name}, "
-                              f"lora_A {shape}); PEFT will fail with 'size mismatch'"))
+                              f"{label} {list(factor.shape)}); PEFT will fail with 'size mismatch'"))
     found += _metadata_rank_flags(lora, metadata)
     found += _diffusers_rank_flags(lora, diffusers_configs)
     per_module_declared = bool(
@@ -324,18 +332,13 @@ def _metadata_rank_flags(lora, metadata: Mapping[str, str]) -> list[Flag]:
     found = []
     linear = Counter(r.rank for m, r in lora if not m.uses_conv_dim)
     conv = Counter(r.rank for m, r in lora if m.uses_conv_dim)
-    checks = []
-    dim = _as_int(metadata.get("ss_network_dim", ""))
-    if dim is not None and linear:
-        checks.append(("ss_network_dim", dim, linear, F.WARNING))
-    conv_dim = _as_int(network_args(metadata).get("conv_dim", ""))
-    if conv_dim is not None and conv:
-        checks.append(("ss_network_args conv_dim", conv_dim, conv, F.WARNING))
-    for source, declared, observed, severity in checks:
-        if set(observed) != {declared}:
+    checks = (("ss_network_dim", _as_int(metadata.get("ss_network_dim", "")), linear),
+              ("ss_network_args conv_dim", _as_int(network_args(metadata).get("conv_dim", "")), conv))
+    for source, declared, observed in checks:
+        if declared is not None and observed and set(observed) != {declared}:
             shown = ", ".join(str(r) for r in sorted(observed))
             found.append(flag("rank-mismatch-metadata",
-                              f"{source} says {declared} but the weights have rank {shown}", severity))
+                              f"{source} says {declared} but the weights have rank {shown}"))
     return found
 
 
@@ -363,7 +366,7 @@ def _diffusers_rank_flags(lora, configs: Mapping[str, PeftConfig]) -> list[Flag]
                  f"modules; first: {module.name}); diffusers will fail with 'size mismatch'", F.ERROR)]
 
 
-def _alpha_flags(alpha_declared: bool, ranks: Counter, rank: int | None, parsed: ParsedKeys) -> list[Flag]:
+def _alpha_flags(alpha_declared: bool, ranks: Counter, rank: int | None) -> list[Flag]:
     if alpha_declared or rank is None:
         return []
     if len(ranks) > 1:

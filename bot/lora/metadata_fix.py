@@ -3,31 +3,46 @@
 kohya's `ss_network_dim` (and `conv_dim` in `ss_network_args`) and diffusers' `lora_adapter_metadata`
 `<component>.r` are rewritten to the ranks the shapes have. Nothing else changes: same tensors, same
 offsets, same data bytes — only `__metadata__` differs, so the file is verifiably the same adapter.
+
+The helpers here that other modules share (`most_common`, `as_int`, `encode_header`, `file_sha256`) live in
+this module because it imports no torch: scans and metadata fixes use them without paying torch's start-up.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Mapping
 
-from bot.lora.header import SafetensorsHeader, read_local_header
+from bot.lora.header import SafetensorsHeader, TensorInfo, read_local_header
 from bot.lora.trainer_metadata import DIFFUSERS_KEY, NETWORK_ARGS_KEY, diffusers_adapter_metadata, network_args
 
+DYNAMIC = "Dynamic"  # what kohya writes for a dim or alpha that differs between modules
 
-def _most_common(values: Counter) -> int | None:
-    if not values:
+
+def most_common(counter: Counter):
+    """The value most modules have; a tie goes to the larger value, so a declared rank never under-states
+    what a loader has to allocate."""
+    if not counter:
         return None
-    return max(values.items(), key=lambda item: (item[1], item[0]))[0]
+    return max(counter.items(), key=lambda item: (item[1], item[0]))[0]
 
 
-def _as_int(text: object) -> int | None:
+def as_int(text: object) -> int | None:
+    """A rank as trainers write it into string metadata ("16"); None for "Dynamic", "" or anything else."""
     try:
         return int(str(text))
     except ValueError:
         return None
+
+
+def _declared(ranks: Counter) -> str:
+    """The value kohya metadata should state for these ranks: the one rank, or "Dynamic" when they differ."""
+    return str(next(iter(ranks))) if len(ranks) == 1 else DYNAMIC
 
 
 def corrected_metadata(metadata: Mapping[str, str], modules) -> dict[str, str] | None:
@@ -38,14 +53,14 @@ def corrected_metadata(metadata: Mapping[str, str], modules) -> dict[str, str] |
     linear = Counter(m.rank for m in lora if not m.conv_dim)
     conv = Counter(m.rank for m in lora if m.conv_dim)
     fixed = dict(metadata)
-    dim = _as_int(metadata.get("ss_network_dim", ""))
+    dim = as_int(metadata.get("ss_network_dim", ""))
     if dim is not None and linear and set(linear) != {dim}:
-        fixed["ss_network_dim"] = str(_most_common(linear)) if len(linear) == 1 else "Dynamic"
+        fixed["ss_network_dim"] = _declared(linear)
     args = network_args(metadata)
     if args and conv:
-        conv_dim = _as_int(args.get("conv_dim", ""))
+        conv_dim = as_int(args.get("conv_dim", ""))
         if conv_dim is not None and set(conv) != {conv_dim}:
-            args["conv_dim"] = str(_most_common(conv))
+            args["conv_dim"] = _declared(conv)
             fixed[NETWORK_ARGS_KEY] = json.dumps(args)
     adapter = diffusers_adapter_metadata(metadata)
     if adapter:
@@ -55,21 +70,32 @@ def corrected_metadata(metadata: Mapping[str, str], modules) -> dict[str, str] |
             if not isinstance(declared, int) or adapter.get(f"{component}.rank_pattern"):
                 continue
             ranks = Counter(m.rank for m in lora if m.name.startswith(component + "."))
-            if ranks and set(ranks) != {declared} and len(ranks) == 1:
-                adapter[f"{component}.r"] = _most_common(ranks)
+            if len(ranks) == 1 and set(ranks) != {declared}:
+                adapter[f"{component}.r"] = next(iter(ranks))
                 changed = True
         if changed:
             fixed[DIFFUSERS_KEY] = json.dumps(adapter)
     return fixed if fixed != dict(metadata) else None
 
 
-def _header_bytes(header: SafetensorsHeader, metadata: Mapping[str, str]) -> bytes:
-    document: dict = {"__metadata__": dict(metadata)}
-    for name, info in header.tensors.items():
-        document[name] = {"dtype": info.dtype, "shape": list(info.shape), "data_offsets": list(info.data_offsets)}
+def encode_header(tensors: Iterable[TensorInfo], metadata: Mapping[str, str]) -> bytes:
+    """The 8-byte length and JSON header of a safetensors file holding these tensors, in the order given."""
+    document: dict = {"__metadata__": dict(metadata)} if metadata else {}
+    for info in tensors:
+        document[info.name] = {"dtype": info.dtype, "shape": list(info.shape), "data_offsets": list(info.data_offsets)}
     text = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
-    text += b" " * (-len(text) % 8)  # keep the data 8-byte aligned, as safetensors writers do
+    text += b" " * (-len(text) % 8)  # the reference writer aligns the data section to 8 bytes
     return len(text).to_bytes(8, "little") + text
+
+
+def file_sha256(path: Path, start: int = 0) -> str:
+    """sha256 of the file from byte `start` on (the header's `data_start`: the tensor data alone)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        handle.seek(start)
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def rewrite_metadata(source: Path, destination: Path, metadata: Mapping[str, str]) -> SafetensorsHeader:
@@ -77,7 +103,7 @@ def rewrite_metadata(source: Path, destination: Path, metadata: Mapping[str, str
     header = read_local_header(source)
     destination.parent.mkdir(parents=True, exist_ok=True)
     with source.open("rb") as reader, destination.open("wb") as writer:
-        writer.write(_header_bytes(header, metadata))
+        writer.write(encode_header(header.tensors.values(), metadata))
         reader.seek(header.data_start)
         shutil.copyfileobj(reader, writer, length=1 << 20)
     return read_local_header(destination)

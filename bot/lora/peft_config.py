@@ -8,6 +8,7 @@ keeps lora-bot from flagging adapters that legitimately use per-module ranks.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -59,9 +60,20 @@ def _lookup(patterns: Mapping[str, float], key: str, default):
     return default
 
 
+def _is_finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
 def _number(value: object, name: str, integer: bool = False):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"adapter_config.json: {name} must be a number, got {value!r}")
+    # Python's JSON reader admits NaN, Infinity and integers past float range: no loader can use them, and
+    # int() or float() of them raises.
+    if not _is_finite(value):
+        raise ConfigError(f"adapter_config.json: {name} must be a finite number, got {value!r}")
     if integer and (int(value) != value or value <= 0):
         raise ConfigError(f"adapter_config.json: {name} must be a positive integer, got {value!r}")
     return int(value) if integer else float(value)
@@ -80,6 +92,8 @@ def parse_peft_config(text: str) -> PeftConfig:
         raw = json.loads(text)
     except ValueError as error:
         raise ConfigError(f"adapter_config.json is not valid JSON: {error}") from None
+    except RecursionError:
+        raise ConfigError("adapter_config.json is nested too deeply to be a PEFT config") from None
     if not isinstance(raw, dict):
         raise ConfigError("adapter_config.json is not a JSON object")
     return config_from_mapping(raw)

@@ -200,6 +200,11 @@ def reduce_factors(down: torch.Tensor, up: torch.Tensor, scale: float, k: int) -
     return ReducedFactors(down=new_down, up=new_up, singular_values=sigma.to(torch.float64) * abs(scale))
 
 
+def all_finite(tensor: torch.Tensor) -> bool:
+    """No NaN or ±inf (float8 has no isfinite of its own, so it is checked widened)."""
+    return bool(torch.isfinite(tensor.to(_compute_dtype(tensor))).all())
+
+
 def pad_factors(down: torch.Tensor, up: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Zero rows in A and zero columns in B: B·A is unchanged, bit for bit, in the input dtype."""
     r = down.shape[0]
@@ -237,11 +242,7 @@ def energy_kept(sigma: torch.Tensor, k: int) -> float:
 
 def rank_for_energy(sigma: torch.Tensor, fraction: float) -> int:
     """The smallest k whose σ₁²+…+σ_k² reaches `fraction` of Σσ². A zero module keeps rank 1, like kohya."""
-    energy = sigma.to(torch.float64) ** 2
-    cumulative = torch.cumsum(energy, 0)
-    if cumulative.numel() == 0 or cumulative[-1] <= 0:
-        return 1
-    return int(torch.searchsorted(cumulative, fraction * cumulative[-1]).item()) + 1
+    return file_rank_for_energy([sigma], fraction)
 
 
 def file_rank_for_energy(spectra: Sequence[torch.Tensor], fraction: float) -> int:
@@ -292,13 +293,42 @@ def plan_resize(specs: Sequence[ModuleSpec], options: ResizeOptions, rslora: boo
         stored = storable_alpha(new_alpha, spec.alpha_dtype)
         if new_alpha != 0 and stored == 0:
             raise ResizeError(f"{spec.name}: alpha {new_alpha:g} underflows the {spec.alpha_dtype} .alpha tensor")
+        if not math.isfinite(stored):
+            raise ResizeError(f"{spec.name}: alpha {new_alpha:g} overflows the {spec.alpha_dtype} .alpha tensor")
         modules.append(ModulePlan(name=spec.name, old_rank=spec.old_rank, new_rank=k, alpha=spec.alpha,
                                   new_alpha=new_alpha, stored_alpha=stored, method=_method(spec.old_rank, k)))
     return ResizePlan(options=options, rslora=rslora, modules=tuple(modules))
 
 
-def most_common(counter: Counter):
-    """The value most modules have; a tie goes to the larger value (as `inspect` reports ranks)."""
-    if not counter:
-        return None
-    return max(counter.items(), key=lambda item: (item[1], item[0]))[0]
+
+# --- one module ----------------------------------------------------------------------------------------------
+
+
+def _with_gain(tensor: torch.Tensor, gain: float, dtype: torch.dtype) -> torch.Tensor:
+    if gain == 1.0:
+        return tensor.to(dtype)
+    return (tensor.to(_compute_dtype(tensor)) * gain).to(dtype)
+
+
+def resize_module(down: torch.Tensor, up: torch.Tensor, scale: float, plan: ModulePlan,
+                  sigma: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, ModuleResize]:
+    """New factors for one module, in the input dtypes, and what the change cost.
+
+    `sigma`, the module's singular values when an energy target already computed them, spares padding and
+    copying a second decomposition; truncation needs the singular vectors and decomposes again.
+    """
+    k = plan.new_rank
+    if plan.method == SVD:
+        reduced = reduce_factors(down, up, scale, k)
+        new_down, new_up, sigma = reduced.down, reduced.up, reduced.singular_values
+    else:
+        sigma = singular_values(down, up, scale) if sigma is None else sigma
+        new_down, new_up = pad_factors(down, up, k) if plan.method == PAD else (down, up)
+    gain = plan.factor_gain
+    new_down, new_up = _with_gain(new_down, gain, down.dtype), _with_gain(new_up, gain, up.dtype)
+    result = ModuleResize(
+        name=plan.name, old_rank=plan.old_rank, new_rank=k, method=plan.method,
+        energy_total=energy_kept(sigma, sigma.numel()), energy_kept=energy_kept(sigma, k),
+        kept_singular_values=tuple(float(s) for s in sigma[:k]),
+    )
+    return new_down, new_up, result

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,21 +23,26 @@ import torch
 from bot.lora.formats import LOHA, LOKR, LORA, LORA_TUCKER, Module, parse_keys
 from bot.lora.header import HeaderError, SafetensorsHeader, read_local_header, read_local_scalars
 from bot.lora.inspect import FileEvidence, FileInspection, inspect_evidence
+from bot.lora.metadata_fix import file_sha256, most_common
 from bot.lora.peft_config import ConfigError, PeftConfig, lora_scale, parse_peft_config
-from bot.lora.resize import (PAD, SVD, ModulePlan, ModuleResize, ModuleSpec, ResizeError, ResizeOptions, ResizePlan,
-                             energy_kept, most_common, pad_factors, plan_resize, reduce_factors, singular_values)
-from bot.lora.resize_metadata import ENERGY_WIDTH, KOHYA_HASH_KEYS, provenance, resized_metadata, resized_peft_config
+from bot.lora.resize import (ModulePlan, ModuleResize, ModuleSpec, ResizeError, ResizeOptions, ResizePlan, all_finite,
+                             plan_resize, resize_module, singular_values)
+from bot.lora.resize_metadata import (ENERGY_WIDTH, KOHYA_HASH_KEYS, provenance, rank_histogram, resized_metadata,
+                                      resized_peft_config)
 from bot.lora.safetensors_stream import StreamingWriter, TensorSlot, read_tensor
 from bot.lora.selection import PICKLE_SUFFIXES, select_candidates
 
 PEFT_WEIGHTS = "adapter_model.safetensors"
 CONFIG_NAME = "adapter_config.json"
 FACTOR_ROLES = ("down", "up")
+# Factors a decomposition can be written back into; integer (quantized) factors would be truncated.
+FLOAT_FACTOR_DTYPES = ("F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2")
 LEGACY_HASH_RANGE = (0x100000, 0x10000)  # sd-webui's old model hash: 64 KiB at 1 MiB into the file
 
 
 class OutputPathError(ValueError):
     """The output path cannot be used (exists without --force, is the input, has the wrong shape)."""
+
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ def overall_energy_retained(modules) -> float:
 @dataclass(frozen=True)
 class ResizeReport:
     input: Path
+    input_sha256: str  # of the whole input file, as `lora_bot.source_sha256` in the output records it
     output: Path  # the weights file
     output_config: Path | None
     format: str
@@ -102,16 +107,13 @@ class ResizeReport:
         return (dropped / total) ** 0.5 if total > 0 else 0.0
 
     def to_json(self) -> dict:
-        def histogram(counter: Counter) -> dict:
-            return {str(r): n for r, n in sorted(counter.items())}
-
         return {
             "input": str(self.input),
             "output": str(self.output.parent if self.output_config else self.output),
             "format": self.format,
             "old_rank": self.old_rank,
             "new_rank": self.new_rank,
-            "ranks": {"old": histogram(self.plan.old_ranks), "new": histogram(self.plan.new_ranks)},
+            "ranks": {"old": rank_histogram(self.plan.old_ranks), "new": rank_histogram(self.plan.new_ranks)},
             "energy_retained": self.energy_retained,
             "relative_error": self.relative_error,
             "modules": [m.to_json() for m in self.modules],
@@ -167,7 +169,7 @@ def _refusal(modules: tuple[Module, ...]) -> str | None:
     for kind, reason in _NOT_A_PRODUCT.items():
         if kind in by_kind:
             return f"{_first(by_kind[kind])} are {reason}"
-    others = [m for m in modules if m.kind not in (LORA, LORA_TUCKER)]
+    others = [m for m in modules if m.kind != LORA]  # Tucker, LoHa and LoKr were refused above
     if others:
         roles = ", ".join(sorted(others[0].tensors))
         return (f"{_first(others)} ({roles}) are not LoRA modules (IA3, OFT, GLoRA or full diffs); only rank-r "
@@ -196,6 +198,11 @@ def _refusal(modules: tuple[Module, ...]) -> str | None:
     odd_alpha = [m for m in modules if m.alpha_tensor is not None and m.alpha_tensor.numel != 1]
     if odd_alpha:
         return f"{_first(odd_alpha)} have an .alpha of shape {list(odd_alpha[0].alpha_tensor.shape)}, not a scalar"
+    not_float = [m for m in modules if {m.down.dtype, m.up.dtype} - set(FLOAT_FACTOR_DTYPES)]
+    if not_float:
+        dtypes = "/".join(sorted({not_float[0].down.dtype, not_float[0].up.dtype}))
+        return (f"{_first(not_float)} have {dtypes} factors; only floating-point factors "
+                f"({', '.join(FLOAT_FACTOR_DTYPES)}) can be decomposed and written back")
     return None
 
 
@@ -258,7 +265,7 @@ def output_paths(adapter: Adapter, options: ResizeOptions, output: Path | None,
                  overwrite: bool) -> tuple[Path, Path | None]:
     """(weights file, adapter_config.json or None). PEFT adapters are folders; other formats single files."""
     if adapter.is_peft:
-        folder = adapter.weights.parent
+        folder = adapter.weights.parent.resolve()  # `.` has no name to derive the default output from
         if output is not None and output.suffix.lower() == ".safetensors":
             raise OutputPathError(f"a PEFT adapter is a folder ({PEFT_WEIGHTS} + {CONFIG_NAME}); give -o a folder")
         folder_out = output if output is not None else folder.with_name(f"{folder.name}-{_tag(options)}")
@@ -282,44 +289,22 @@ def output_paths(adapter: Adapter, options: ResizeOptions, output: Path | None,
 
 
 def _load_pair(handle: BinaryIO, header: SafetensorsHeader, module: Module) -> tuple[torch.Tensor, torch.Tensor]:
-    return read_tensor(handle, header, module.down.name), read_tensor(handle, header, module.up.name)
+    down, up = read_tensor(handle, header, module.down.name), read_tensor(handle, header, module.up.name)
+    for factor in (down, up):
+        if not all_finite(factor):
+            raise ResizeError(f"{module.name} has NaN or infinite values in its factors: the adapter is broken "
+                              "and there is no update to keep")
+    return down, up
 
 
 def _spectra(adapter: Adapter) -> dict[str, torch.Tensor]:
     """σ of every ΔW (scale included), one module in memory at a time."""
     spectra = {}
     with adapter.weights.open("rb") as handle:
-        for module, spec in zip(adapter.modules, adapter.specs):
+        for module, spec in zip(adapter.modules, adapter.specs, strict=True):
             down, up = _load_pair(handle, adapter.header, module)
             spectra[module.name] = singular_values(down, up, adapter.scale(spec))
     return spectra
-
-
-def _with_gain(tensor: torch.Tensor, gain: float, dtype: torch.dtype) -> torch.Tensor:
-    if gain == 1.0:
-        return tensor.to(dtype)
-    compute = torch.float64 if tensor.dtype == torch.float64 else torch.float32
-    return (tensor.to(compute) * gain).to(dtype)
-
-
-def resize_module(down: torch.Tensor, up: torch.Tensor, scale: float,
-                  plan: ModulePlan) -> tuple[torch.Tensor, torch.Tensor, ModuleResize]:
-    """New factors for one module, in the input dtypes, and what the change cost."""
-    k = plan.new_rank
-    if plan.method == SVD:
-        reduced = reduce_factors(down, up, scale, k)
-        new_down, new_up, sigma = reduced.down, reduced.up, reduced.singular_values
-    else:
-        sigma = singular_values(down, up, scale)
-        new_down, new_up = pad_factors(down, up, k) if plan.method == PAD else (down, up)
-    gain = plan.factor_gain
-    new_down, new_up = _with_gain(new_down, gain, down.dtype), _with_gain(new_up, gain, up.dtype)
-    result = ModuleResize(
-        name=plan.name, old_rank=plan.old_rank, new_rank=k, method=plan.method,
-        energy_total=energy_kept(sigma, sigma.numel()), energy_kept=energy_kept(sigma, k),
-        kept_singular_values=tuple(float(s) for s in sigma[:k]),
-    )
-    return new_down, new_up, result
 
 
 def _output_slots(adapter: Adapter, plan: ResizePlan) -> list[TensorSlot]:
@@ -354,18 +339,10 @@ def _data_order(adapter: Adapter) -> tuple[list[str], dict[str, Module]]:
     return order, owner
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _stream(adapter: Adapter, plan: ResizePlan, writer: StreamingWriter, order: list[str],
-            owner: Mapping[str, Module]) -> list[ModuleResize]:
+            owner: Mapping[str, Module], spectra: Mapping[str, torch.Tensor] | None) -> list[ModuleResize]:
     results: dict[str, ModuleResize] = {}
-    produced: dict[str, torch.Tensor] = {}
+    pending: dict[str, torch.Tensor] = {}  # the current module's tensors not yet written
     specs = {spec.name: spec for spec in adapter.specs}
     with adapter.weights.open("rb") as handle:
         for name in order:
@@ -374,22 +351,23 @@ def _stream(adapter: Adapter, plan: ResizePlan, writer: StreamingWriter, order: 
                 writer.copy_raw(name, handle, adapter.header.absolute_range(name)[0])
                 continue
             if module.name not in results:
-                produced = _produce(handle, adapter.header, module, plan[module.name],
-                                    adapter.scale(specs[module.name]))
-                results[module.name] = produced.pop("")
-            writer.write_tensor(name, produced.pop(name))
+                sigma = spectra.get(module.name) if spectra else None
+                pending, results[module.name] = _produce(handle, adapter.header, module, plan[module.name],
+                                                         adapter.scale(specs[module.name]), sigma)
+            writer.write_tensor(name, pending.pop(name))
     return [results[module.name] for module in adapter.modules]
 
 
-def _produce(handle: BinaryIO, header: SafetensorsHeader, module: Module, plan: ModulePlan, scale: float) -> dict:
-    """The module's new tensors by name (and, under "", what resizing it cost)."""
+def _produce(handle: BinaryIO, header: SafetensorsHeader, module: Module, plan: ModulePlan, scale: float,
+             sigma: torch.Tensor | None) -> tuple[dict[str, torch.Tensor], ModuleResize]:
+    """The module's new tensors by name, and what resizing it cost."""
     down, up = _load_pair(handle, header, module)
-    new_down, new_up, result = resize_module(down, up, scale, plan)
-    out = {"": result, module.down.name: new_down, module.up.name: new_up}
+    new_down, new_up, result = resize_module(down, up, scale, plan, sigma)
+    tensors = {module.down.name: new_down, module.up.name: new_up}
     if module.alpha_tensor is not None:
         alpha = read_tensor(handle, header, module.alpha_tensor.name)
-        out[module.alpha_tensor.name] = torch.full_like(alpha, plan.stored_alpha)
-    return out
+        tensors[module.alpha_tensor.name] = torch.full_like(alpha, plan.stored_alpha)
+    return tensors, result
 
 
 def _open_writer(path: Path, slots: list[TensorSlot], metadata: dict[str, str], order: list[str]) -> StreamingWriter:
@@ -421,14 +399,15 @@ def resize_adapter(path: Path, options: ResizeOptions, output: Path | None = Non
     weights_out, config_out = output_paths(adapter, options, output, overwrite)
     spectra = _spectra(adapter) if options.needs_spectra else None
     plan = plan_resize(adapter.specs, options, adapter.rslora, spectra)
-    conv = {m.name for m in adapter.modules if m.is_conv}
-    metadata = resized_metadata(adapter.header.metadata, plan, conv,
-                                provenance(plan, file_sha256(adapter.weights)))
+    # kohya declares 1×1 convs (SD1's proj_in/proj_out) under network_dim; only larger kernels under conv_dim.
+    conv = {m.name for m in adapter.modules if m.uses_conv_dim}
+    source_sha256 = file_sha256(adapter.weights)
+    metadata = resized_metadata(adapter.header.metadata, plan, conv, provenance(plan, source_sha256))
     order, owner = _data_order(adapter)
     weights_out.parent.mkdir(parents=True, exist_ok=True)
     writer = _open_writer(weights_out, _output_slots(adapter, plan), metadata, order)
     try:
-        modules = tuple(_stream(adapter, plan, writer, order, owner))
+        modules = tuple(_stream(adapter, plan, writer, order, owner, spectra))
         writer.patch("lora_bot.energy_retained", f"{overall_energy_retained(modules):.6f}")
         _patch_hashes(writer)
         writer.finish()
@@ -438,6 +417,6 @@ def resize_adapter(path: Path, options: ResizeOptions, output: Path | None = Non
     if config_out is not None:
         config = resized_peft_config(adapter.config.raw, plan)
         config_out.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return ResizeReport(input=adapter.weights, output=weights_out, output_config=config_out, format=adapter.format,
-                        plan=plan, modules=modules, input_size=adapter.weights.stat().st_size,
-                        output_size=weights_out.stat().st_size)
+    return ResizeReport(input=adapter.weights, input_sha256=source_sha256, output=weights_out,
+                        output_config=config_out, format=adapter.format, plan=plan, modules=modules,
+                        input_size=adapter.weights.stat().st_size, output_size=weights_out.stat().st_size)

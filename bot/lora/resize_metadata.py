@@ -12,8 +12,9 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
+from bot.lora.metadata_fix import DYNAMIC, most_common
 from bot.lora.peft_config import peft_module_key
-from bot.lora.resize import ModulePlan, ResizePlan, most_common
+from bot.lora.resize import ModulePlan, ResizePlan
 
 DIFFUSERS_METADATA_KEY = "lora_adapter_metadata"
 KOHYA_HASH_KEYS = {"sshs_model_hash": 64, "sshs_legacy_hash": 8}  # width of each value
@@ -30,11 +31,16 @@ def json_number(value: float) -> int | float:
     return int(value) if float(value).is_integer() else float(value)
 
 
+def rank_histogram(ranks: Counter) -> dict[str, int]:
+    """{"8": 10, "16": 3}: modules per rank, smallest rank first."""
+    return {str(r): n for r, n in sorted(ranks.items())}
+
+
 def rank_summary(ranks: Counter) -> str:
     """"16" for one rank, else a JSON histogram such as {"8": 10, "16": 3}."""
     if len(ranks) == 1:
         return str(next(iter(ranks)))
-    return json.dumps({str(r): n for r, n in sorted(ranks.items())})
+    return json.dumps(rank_histogram(ranks))
 
 
 def _uniform(values: Iterable) -> object | None:
@@ -100,7 +106,7 @@ def _kohya_summary(plans: list[ModulePlan]) -> tuple[str, str]:
     """ss_network_dim / ss_network_alpha values: the shared value, or "Dynamic" as kohya's resize writes."""
     dim = _uniform(p.new_rank for p in plans)
     alpha = _uniform(p.stored_alpha for p in plans)
-    return ("Dynamic" if dim is None else str(dim)), ("Dynamic" if alpha is None else str(float(alpha)))
+    return (DYNAMIC if dim is None else str(dim)), (DYNAMIC if alpha is None else str(float(alpha)))
 
 
 def _resized_network_args(text: str, conv: list[ModulePlan]) -> str:

@@ -25,7 +25,8 @@ from typing import BinaryIO
 
 import torch
 
-from bot.lora.header import DTYPE_BITS, SafetensorsHeader
+from bot.lora.header import DTYPE_BITS, SafetensorsHeader, TensorInfo
+from bot.lora.metadata_fix import encode_header
 
 TORCH_DTYPES: Mapping[str, torch.dtype] = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -171,13 +172,10 @@ class StreamingWriter:
 
 
 def _header_bytes(slots: Iterable[TensorSlot], data_order: Sequence[TensorSlot], metadata: Mapping[str, str]) -> bytes:
+    """The header for `slots` (JSON in their order) whose data follows in `data_order`."""
     offsets, position = {}, 0
     for slot in data_order:
         offsets[slot.name] = (position, position + slot.nbytes)
         position += slot.nbytes
-    document: dict = {"__metadata__": dict(metadata)} if metadata else {}
-    for slot in slots:
-        document[slot.name] = {"dtype": slot.dtype, "shape": list(slot.shape), "data_offsets": list(offsets[slot.name])}
-    text = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
-    text += b" " * (-len(text) % 8)  # the reference writer aligns the data section to 8 bytes
-    return len(text).to_bytes(8, "little") + text
+    return encode_header([TensorInfo(slot.name, slot.dtype, slot.shape, offsets[slot.name]) for slot in slots],
+                         metadata)

@@ -26,8 +26,8 @@ class Candidate:
 
 
 def select_candidates(paths: Iterable[str]) -> list[Candidate]:
-    paths = sorted(set(paths))
     present = set(paths)
+    paths = sorted(present)
     stems = {posixpath.splitext(p)[0] for p in paths if p.endswith(".safetensors")}
     chosen = []
     for path in paths:

@@ -15,7 +15,7 @@ def json_object(text: str | None) -> dict:
         return {}
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply for the JSON decoder
         return {}
     return value if isinstance(value, dict) else {}
 

@@ -4,7 +4,7 @@ A layout maps module paths to (in features, out features) at the real widths of 
 built on it has the names and shapes of a real upload. A sparse file is a valid safetensors file whose data
 section is a hole: it reads as zeros except a few scalars, and a 4 GiB LoRA costs a few kB of disk and no RAM.
 
-No torch here: the sandbox and `lora-bot scan` import this module at start-up.
+No torch here: a sparse file needs none, so the benchmarks that write real-size files stay light.
 """
 
 from __future__ import annotations

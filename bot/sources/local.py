@@ -6,7 +6,7 @@ from pathlib import Path
 
 from bot.lora.header import SCALAR_DTYPES, HeaderError, read_local_header, read_local_scalars
 from bot.lora.inspect import FileEvidence
-from bot.lora.selection import Candidate, select_candidates
+from bot.lora.selection import CARD_NAME, CONFIG_NAME, PICKLE_SUFFIXES, Candidate, select_candidates
 
 
 def scalar_names(header) -> list[str]:
@@ -19,9 +19,13 @@ def scalar_names(header) -> list[str]:
 
 
 def _read_text(path: Path | None) -> str | None:
+    """A sibling README.md or adapter_config.json; one that cannot be read counts as absent."""
     if path is None or not path.is_file():
         return None
-    return path.read_bytes().decode("utf-8", errors="replace")
+    try:
+        return path.read_bytes().decode("utf-8", errors="replace")
+    except OSError:
+        return None
 
 
 def file_evidence(path: Path, label: str, config: Path | None, card: Path | None, pickle: bool) -> FileEvidence:
@@ -45,10 +49,9 @@ def file_evidence(path: Path, label: str, config: Path | None, card: Path | None
 def collect(target: Path) -> list[FileEvidence]:
     """Evidence for a file (its siblings give context) or for every LoRA file under a folder."""
     if target.is_file():
-        sibling = target.parent
-        candidate = select_candidates([target.name])
-        pickle = bool(candidate and candidate[0].pickle) or target.suffix.lower() in (".bin", ".pt", ".pth", ".ckpt")
-        return [file_evidence(target, target.name, sibling / "adapter_config.json", sibling / "README.md", pickle)]
+        # A file named on the command line is inspected whatever its name; a pickle is still never opened.
+        pickle = target.suffix.lower() in PICKLE_SUFFIXES
+        return [file_evidence(target, target.name, target.parent / CONFIG_NAME, target.parent / CARD_NAME, pickle)]
     paths = [p.relative_to(target).as_posix() for p in sorted(target.rglob("*")) if p.is_file()]
     return [_evidence_for(target, candidate) for candidate in select_candidates(paths)]
 
