@@ -328,3 +328,11 @@ def leaf_name(module_name: str) -> str:
             return leaf.replace("to_out_0", "to_out.0")
     tail = module_name.split(".")[-1]
     return tail if "." in module_name else module_name.rsplit("_", 1)[-1]
+
+
+def most_common(counter: Counter):
+    """The value most modules have; a tie goes to the larger value, so a declared rank never under-states
+    what a loader has to allocate."""
+    if not counter:
+        return None
+    return max(counter.items(), key=lambda item: (item[1], item[0]))[0]

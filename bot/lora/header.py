@@ -8,12 +8,13 @@ this module only turns bytes into a `SafetensorsHeader` or a `HeaderError` that 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import reprlib
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -279,3 +280,23 @@ def _check_layout(tensors: Mapping[str, TensorInfo], data_size: int | None) -> N
                               f"the end of the file ({data_size:,} data bytes): truncated or wrong offsets")
         if position < data_size:
             raise HeaderError(f"file has {data_size - position:,} trailing bytes after the last tensor")
+
+
+def encode_header(tensors: Iterable[TensorInfo], metadata: Mapping[str, str]) -> bytes:
+    """The 8-byte length and JSON header of a safetensors file holding these tensors, in the order given."""
+    document: dict = {"__metadata__": dict(metadata)} if metadata else {}
+    for info in tensors:
+        document[info.name] = {"dtype": info.dtype, "shape": list(info.shape), "data_offsets": list(info.data_offsets)}
+    text = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # the reference writer aligns the data section to 8 bytes
+    return len(text).to_bytes(8, "little") + text
+
+
+def file_sha256(path: Path, start: int = 0) -> str:
+    """sha256 of the file from byte `start` on (the header's `data_start`: the tensor data alone)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        handle.seek(start)
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

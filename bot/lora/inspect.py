@@ -16,10 +16,11 @@ from bot.lora.card import parse_card
 from bot.lora.fingerprints import BaseModel, FAMILY_NAMES, declarations, fingerprint, resolve
 from bot.lora.flags import Flag, flag
 from bot.lora.formats import (
-    LOHA, LOKR, LORA, LORA_TUCKER, OTHER, Module, ParsedKeys, component_of, leaf_name, parse_keys,
+    LOHA, LOKR, LORA, LORA_TUCKER, OTHER, Module, ParsedKeys, component_of, leaf_name, most_common,
+    parse_keys,
 )
 from bot.lora.header import SafetensorsHeader
-from bot.lora.trainer_metadata import diffusers_adapter_metadata, network_args
+from bot.lora.trainer_metadata import as_int, diffusers_adapter_metadata, network_args
 from bot.lora.peft_config import ConfigError, PeftConfig, config_from_mapping, lora_scale, parse_peft_config
 
 
@@ -156,9 +157,9 @@ def _inspect_header(evidence: FileEvidence, header: SafetensorsHeader) -> FileIn
     reports = tuple(_module_report(m, config, diffusers_configs, evidence.scalars) for m in parsed.modules)
     lora_reports = [r for r in reports if r.rank is not None]
     ranks = Counter(r.rank for r in lora_reports)
-    rank = _most_common(ranks)
+    rank = most_common(ranks)
     alphas = Counter(r.alpha for r in lora_reports if r.alpha is not None)
-    alpha = _most_common(alphas)
+    alpha = most_common(alphas)
     alpha_declared = any(r.alpha_declared for r in reports)
     base = resolve(fingerprint(parsed.modules), declarations(config.raw if config else None, card_data, metadata))
 
@@ -176,13 +177,6 @@ def _inspect_header(evidence: FileEvidence, header: SafetensorsHeader) -> FileIn
         base_model=base, flags=tuple(found), size=evidence.size, header_bytes=header.header_length + 8,
         tensors=len(header.tensors), unknown_keys=parsed.unknown_keys, metadata=metadata,
     )
-
-
-def _most_common(counter: Counter):
-    """The value most modules have; a tie goes to the larger value so padding is never under-estimated."""
-    if not counter:
-        return None
-    return max(counter.items(), key=lambda item: (item[1], item[0]))[0]
 
 
 def _diffusers_configs(diffusers_meta: Mapping) -> dict[str, PeftConfig]:
@@ -321,19 +315,12 @@ def _rank_flags(parsed: ParsedKeys, reports: Sequence[ModuleReport], config: Pef
     return found
 
 
-def _as_int(value) -> int | None:
-    try:
-        return int(str(value))
-    except ValueError:
-        return None
-
-
 def _metadata_rank_flags(lora, metadata: Mapping[str, str]) -> list[Flag]:
     found = []
     linear = Counter(r.rank for m, r in lora if not m.uses_conv_dim)
     conv = Counter(r.rank for m, r in lora if m.uses_conv_dim)
-    checks = (("ss_network_dim", _as_int(metadata.get("ss_network_dim", "")), linear),
-              ("ss_network_args conv_dim", _as_int(network_args(metadata).get("conv_dim", "")), conv))
+    checks = (("ss_network_dim", as_int(metadata.get("ss_network_dim", "")), linear),
+              ("ss_network_args conv_dim", as_int(network_args(metadata).get("conv_dim", "")), conv))
     for source, declared, observed in checks:
         if declared is not None and observed and set(observed) != {declared}:
             shown = ", ".join(str(r) for r in sorted(observed))

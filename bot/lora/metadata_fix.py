@@ -10,35 +10,16 @@ this module because it imports no torch: scans and metadata fixes use them witho
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections import Counter
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Mapping
 
-from bot.lora.header import SafetensorsHeader, TensorInfo, read_local_header
-from bot.lora.trainer_metadata import DIFFUSERS_KEY, NETWORK_ARGS_KEY, diffusers_adapter_metadata, network_args
-
-DYNAMIC = "Dynamic"  # what kohya writes for a dim or alpha that differs between modules
-
-
-def most_common(counter: Counter):
-    """The value most modules have; a tie goes to the larger value, so a declared rank never under-states
-    what a loader has to allocate."""
-    if not counter:
-        return None
-    return max(counter.items(), key=lambda item: (item[1], item[0]))[0]
-
-
-def as_int(text: object) -> int | None:
-    """A rank as trainers write it into string metadata ("16"); None for "Dynamic", "" or anything else."""
-    try:
-        return int(str(text))
-    except ValueError:
-        return None
-
+from bot.lora.header import SafetensorsHeader, encode_header, read_local_header
+from bot.lora.trainer_metadata import (
+    DIFFUSERS_KEY, DYNAMIC, NETWORK_ARGS_KEY, as_int, diffusers_adapter_metadata, network_args,
+)
 
 def _declared(ranks: Counter) -> str:
     """The value kohya metadata should state for these ranks: the one rank, or "Dynamic" when they differ."""
@@ -76,26 +57,6 @@ def corrected_metadata(metadata: Mapping[str, str], modules) -> dict[str, str] |
         if changed:
             fixed[DIFFUSERS_KEY] = json.dumps(adapter)
     return fixed if fixed != dict(metadata) else None
-
-
-def encode_header(tensors: Iterable[TensorInfo], metadata: Mapping[str, str]) -> bytes:
-    """The 8-byte length and JSON header of a safetensors file holding these tensors, in the order given."""
-    document: dict = {"__metadata__": dict(metadata)} if metadata else {}
-    for info in tensors:
-        document[info.name] = {"dtype": info.dtype, "shape": list(info.shape), "data_offsets": list(info.data_offsets)}
-    text = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
-    text += b" " * (-len(text) % 8)  # the reference writer aligns the data section to 8 bytes
-    return len(text).to_bytes(8, "little") + text
-
-
-def file_sha256(path: Path, start: int = 0) -> str:
-    """sha256 of the file from byte `start` on (the header's `data_start`: the tensor data alone)."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        handle.seek(start)
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def rewrite_metadata(source: Path, destination: Path, metadata: Mapping[str, str]) -> SafetensorsHeader:

@@ -23,7 +23,8 @@ import torch
 from bot.lora.formats import LOHA, LOKR, LORA, LORA_TUCKER, Module, parse_keys
 from bot.lora.header import HeaderError, SafetensorsHeader, read_local_header, read_local_scalars
 from bot.lora.inspect import FileEvidence, FileInspection, inspect_evidence
-from bot.lora.metadata_fix import file_sha256, most_common
+from bot.lora.formats import most_common
+from bot.lora.header import file_sha256
 from bot.lora.peft_config import ConfigError, PeftConfig, lora_scale, parse_peft_config
 from bot.lora.resize import (ModulePlan, ModuleResize, ModuleSpec, ResizeError, ResizeOptions, ResizePlan, all_finite,
                              plan_resize, resize_module, singular_values)

@@ -12,7 +12,8 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
-from bot.lora.metadata_fix import DYNAMIC, most_common
+from bot.lora.formats import most_common
+from bot.lora.trainer_metadata import DYNAMIC
 from bot.lora.peft_config import peft_module_key
 from bot.lora.resize import ModulePlan, ResizePlan
 

@@ -8,6 +8,7 @@ from typing import Mapping
 
 DIFFUSERS_KEY = "lora_adapter_metadata"
 NETWORK_ARGS_KEY = "ss_network_args"
+DYNAMIC = "Dynamic"  # what kohya writes for a dim or alpha that differs between modules
 
 
 def json_object(text: str | None) -> dict:
@@ -28,3 +29,11 @@ def diffusers_adapter_metadata(metadata: Mapping[str, str]) -> dict:
 def network_args(metadata: Mapping[str, str]) -> dict:
     """kohya's network arguments (conv_dim, block_dims, LyCORIS algo, ...)."""
     return json_object(metadata.get(NETWORK_ARGS_KEY))
+
+
+def as_int(text: object) -> int | None:
+    """A rank as trainers write it into string metadata ("16"); None for "Dynamic", "" or anything else."""
+    try:
+        return int(str(text))
+    except ValueError:
+        return None

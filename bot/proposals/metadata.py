@@ -7,7 +7,7 @@ import hashlib
 from pathlib import Path
 
 from bot.hub.download import Downloader
-from bot.lora.header import read_local_header
+from bot.lora.header import file_sha256, read_local_header
 from bot.lora.inspect import inspect_evidence
 from bot.lora.metadata_fix import corrected_metadata, rewrite_metadata
 from bot.proposals.build import RepoFacts
@@ -49,7 +49,7 @@ class MetadataFixBuilder:
         output = self.scratch / "metadata" / facts.repo_id / facts.revision / item.path
         header = rewrite_metadata(source, output, fixed)
         source_sha, source_data = _digests(source, read_local_header(source).data_start)
-        _, output_data = _digests(output, header.data_start)
+        output_data = file_sha256(output, header.data_start)
         verified = inspect_evidence(collect(output)[0])
         if source_data != output_data or "rank-mismatch-metadata" in verified.codes():
             return None  # never propose a file we could not show to be the same adapter, corrected

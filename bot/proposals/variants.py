@@ -131,7 +131,7 @@ class VariantBuilder:
         if report.output_config is not None:
             config_in_repo = posixpath.join(posixpath.dirname(path), CONFIG_NAME)
             files.append(FileChange(config_in_repo, new_text=report.output_config.read_text(encoding="utf-8")))
-        source_sha = verified.metadata["lora_bot.source_sha256"]  # the engine hashed the source as it read it
+        source_sha = report.input_sha256  # the engine hashed the source as it read it
         return Proposal(
             kind=VARIANT, repo_id=facts.repo_id, revision=facts.revision,
             title=f"add a rank-{target.rank} variant of {posixpath.basename(item.path)}",
