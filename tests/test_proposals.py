@@ -109,6 +109,8 @@ def test_owner_close_is_final_and_a_moved_repo_gets_a_superseding_pr(hub, config
     details = owner.get_discussion_details("demo/flux-dog-r32", stale.num)
     assert any(f"#{replacement}" in getattr(e, "content", "") for e in details.events), "links its replacement"
     assert [p["repo_id"] for p in opened(report)] == ["demo/flux-dog-r32"]
+    assert [(p["status"], p["number"]) for p in report["proposals"] if p["repo_id"] == "demo/flux-dog-r32"
+            and p["status"] != "opened"] == [("superseded", stale.num)]
     assert any(p["status"] == "closed-by-owner" and p["repo_id"] == "demo/loha-style" for p in report["proposals"])
     # The replacement is built on the owner's new README, so merging it keeps their edit.
     new_readme = Path(owner.hf_hub_download("demo/flux-dog-r32", "README.md",

@@ -203,38 +203,42 @@ class Writer:
     def execute(self, repo_id: str, plan: RepoPlan) -> list[Outcome]:
         """The writes of one plan. Run one repo at a time, in discovery order, so the PR limits are exact."""
         outcomes = list(plan.outcomes)
-        if plan.pull_request is not None:
-            outcomes.append(self._pull_request(plan.pull_request))
+        # Unneeded PRs are closed first, so they do not count against the open-PRs-per-repo limit.
         for number in plan.close_stale:
             outcomes.append(self._close(repo_id, number, resolved_note(), CLOSED_STALE))
+        if plan.pull_request is not None:
+            outcomes += self._pull_request(plan.pull_request)
         outcomes += self._flags(repo_id, plan)
         return outcomes
 
     # --- pull requests
 
-    def _pull_request(self, submission: Submission) -> Outcome:
+    def _pull_request(self, submission: Submission) -> list[Outcome]:
+        """Open the PR, then close the PRs it supersedes (never the other way round: a failure in between
+        must not leave the repo with neither)."""
         base = Outcome(submission.repo_id, submission.kind, WOULD_OPEN, submission.title, submission.keys,
                        submission=submission)
         if self.remaining_prs <= 0:
-            return _with(base, status=LIMIT, detail="max PRs per run reached; proposed again next run")
+            return [_with(base, status=LIMIT, detail="max PRs per run reached; proposed again next run")]
         if self.dry_run:
             self.remaining_prs -= 1
-            return _with(base, detail=UNCHECKED) if self.me is None else base
+            closes = [self._close(submission.repo_id, old, "", "superseded") for old in submission.supersedes]
+            return [_with(base, detail=UNCHECKED) if self.me is None else base, *closes]
         threads = self.threads(submission.repo_id)  # again, right before writing: another run may have won
         already = _holding(threads, submission.members, pull_request=True)
         if already is not None:
-            return _with(base, status=EXISTS, url=already.url, number=already.number)
+            return [_with(base, status=EXISTS, url=already.url, number=already.number)]
         still_open = [t for t in threads if t.is_pull_request and t.is_open and t.number not in submission.supersedes]
         if len(still_open) >= self.max_prs_per_repo:
-            return _with(base, status=LIMIT, detail=f"{len(still_open)} lora-bot PR(s) already open here")
+            return [_with(base, status=LIMIT, detail=f"{len(still_open)} lora-bot PR(s) already open here")]
         try:
             number, url = self._create_pr(submission)
         except Exception as error:  # noqa: BLE001 — reported; the next run will try again
-            return _with(base, status=FAILED, detail=describe_error(error))
+            return [_with(base, status=FAILED, detail=describe_error(error))]
         self.remaining_prs -= 1
-        for old in submission.supersedes:
-            self._close(submission.repo_id, old, close_note(number), "superseded")
-        return _with(base, status=OPENED, url=url, number=number)
+        opened = _with(base, status=OPENED, url=url, number=number)
+        return [opened, *(self._close(submission.repo_id, old, close_note(number), "superseded")
+                          for old in submission.supersedes)]
 
     def _create_pr(self, submission: Submission) -> tuple[int, str]:
         operations = [CommitOperationAdd(path_in_repo=f.path, path_or_fileobj=f.content() if f.is_text
@@ -264,8 +268,8 @@ class Writer:
                 self.sleep(wait)
                 attempt += 1
 
-    def _close(self, repo_id: str, number: int, comment: str, status: str) -> Outcome:
-        base = Outcome(repo_id, "pr", status, f"close #{number}", (), number=number)
+    def _close(self, repo_id: str, number: int, comment: str, status: str, kind: str = "pr") -> Outcome:
+        base = Outcome(repo_id, kind, status, f"close #{number}", (), number=number)
         if self.dry_run:
             return _with(base, status=f"would-{status}")
         try:
@@ -324,7 +328,7 @@ class Writer:
         return _with(base, status=UPDATED, url=thread.url, number=thread.number)
 
     def _resolve_flags(self, repo_id: str, thread: BotThread) -> Outcome:
-        return self._close(repo_id, thread.number, resolved_note(discussion=True), "resolved")
+        return self._close(repo_id, thread.number, resolved_note(discussion=True), "resolved", kind=FLAGS)
 
 
 def _holding(threads: list[BotThread], members: tuple[Proposal, ...], pull_request: bool) -> BotThread | None:
