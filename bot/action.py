@@ -15,9 +15,9 @@ import json
 import os
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from bot.config import Config, ConfigError, load_config
 from bot.hub.client import describe_error

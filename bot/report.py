@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 from bot.lora.inspect import FileInspection
 from bot.proposals.render import preview
@@ -112,10 +112,10 @@ def scan_report_markdown(result) -> str:
     lines = [
         "# lora-bot scan report",
         "",
-        f"{result.stats.repos} repos, {result.stats.files} LoRA files ({mode}). "
-        f"Findings: {counts['error']} errors, {counts['warning']} warnings, {counts['info']} notes. "
-        f"{len(failed)} repos could not be read. {result.stats.requests} requests, "
-        f"{result.stats.bytes:,} bytes read in {result.stats.seconds:.1f} s{_bytes_split(result.stats)}.",
+        (f"{result.stats.repos} repos, {result.stats.files} LoRA files ({mode}). "
+         f"Findings: {counts['error']} errors, {counts['warning']} warnings, {counts['info']} notes. "
+         f"{len(failed)} repos could not be read. {result.stats.requests} requests, "
+         f"{result.stats.bytes:,} bytes read in {result.stats.seconds:.1f} s{_bytes_split(result.stats)}."),
         "",
     ]
     if result.outcomes:

@@ -8,9 +8,10 @@ a command (a fake annotation, an `::add-mask::` that hides the log) through a fi
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Mapping, TextIO
+from typing import TextIO
 
 # GitHub rejects a step summary over 1024 KiB outright (the step shows none at all); stay below with room.
 SUMMARY_LIMIT = 1_000_000

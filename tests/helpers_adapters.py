@@ -13,8 +13,8 @@ Nothing here downloads anything; every base model is built from a config written
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 import torch
 

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from bot.lora.card import parse_card
-from bot.lora.flags import Flag
 from bot.lora.fingerprints import BaseModel
+from bot.lora.flags import Flag
 from bot.lora.inspect import FileInspection, ModuleReport
 from bot.proposals.build import RepoFacts, build_proposals, card_proposal, fixed_config_text, flags_proposal
 from bot.proposals.card import CardAdditions, apply_additions

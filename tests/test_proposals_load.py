@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers_adapters import tiny_llama_config, tiny_unet_config
 from huggingface_hub import HfApi
 
 from bot.cli import main
 from bot.sandbox.server import SandboxHub
-from helpers_adapters import tiny_llama_config, tiny_unet_config
 
 BOT, OWNER = "hf_bot", "hf_alice"
 

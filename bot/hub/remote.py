@@ -11,15 +11,21 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Iterable, Mapping
 
 from huggingface_hub import HfApi, hf_hub_url
 from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
 
 from bot.hub.client import RetryPolicy, describe_error, make_api, session, with_retries
-from bot.lora.header import HeaderError, SafetensorsHeader, decode_scalar, declared_header_length, parse_header
+from bot.lora.header import (
+    HeaderError,
+    SafetensorsHeader,
+    declared_header_length,
+    decode_scalar,
+    parse_header,
+)
 from bot.lora.inspect import FileEvidence, FileInspection, inspect_evidence
 from bot.lora.selection import CARD_NAME, select_candidates
 from bot.sources.local import scalar_names
@@ -80,7 +86,7 @@ class RemoteReader:
         self.policy = policy
 
     def _get(self, repo_id: str, path: str, revision: str, limit: int,
-             headers: Mapping[str, str] | None = None) -> "Fetched":
+             headers: Mapping[str, str] | None = None) -> Fetched:
         """GET a file, reading at most `limit` body bytes. A server that ignores `Range` and starts sending
         the whole file is cut off there, so no answer can turn a header read into a download."""
         url = hf_hub_url(repo_id, path, revision=revision, endpoint=self.api.endpoint)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 from bot.lora.formats import Module, component_of
 from bot.lora.trainer_metadata import diffusers_adapter_metadata

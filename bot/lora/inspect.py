@@ -8,20 +8,29 @@ README.md. Everything later — scan reports, PRs, resize — consumes the `File
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 from bot.lora import flags as F
 from bot.lora.card import parse_card
-from bot.lora.fingerprints import BaseModel, FAMILY_NAMES, declarations, fingerprint, resolve
+from bot.lora.fingerprints import FAMILY_NAMES, BaseModel, declarations, fingerprint, resolve
 from bot.lora.flags import Flag, flag
 from bot.lora.formats import (
-    LOHA, LOKR, LORA, LORA_TUCKER, OTHER, Module, ParsedKeys, component_of, leaf_name, most_common,
+    LOHA,
+    LOKR,
+    LORA,
+    LORA_TUCKER,
+    OTHER,
+    Module,
+    ParsedKeys,
+    component_of,
+    leaf_name,
+    most_common,
     parse_keys,
 )
 from bot.lora.header import SafetensorsHeader
-from bot.lora.trainer_metadata import as_int, diffusers_adapter_metadata, network_args
 from bot.lora.peft_config import ConfigError, PeftConfig, config_from_mapping, lora_scale, parse_peft_config
+from bot.lora.trainer_metadata import as_int, diffusers_adapter_metadata, network_args
 
 
 @dataclass(frozen=True)

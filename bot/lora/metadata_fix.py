@@ -13,13 +13,19 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from bot.lora.header import SafetensorsHeader, encode_header, read_local_header
 from bot.lora.trainer_metadata import (
-    DIFFUSERS_KEY, DYNAMIC, NETWORK_ARGS_KEY, as_int, diffusers_adapter_metadata, network_args,
+    DIFFUSERS_KEY,
+    DYNAMIC,
+    NETWORK_ARGS_KEY,
+    as_int,
+    diffusers_adapter_metadata,
+    network_args,
 )
+
 
 def _declared(ranks: Counter) -> str:
     """The value kohya metadata should state for these ranks: the one rank, or "Dynamic" when they differ."""

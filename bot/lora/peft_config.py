@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 PEFT_PREFIX = "base_model.model."
 

@@ -20,16 +20,30 @@ from typing import BinaryIO
 
 import torch
 
-from bot.lora.formats import LOHA, LOKR, LORA, LORA_TUCKER, Module, parse_keys
-from bot.lora.header import HeaderError, SafetensorsHeader, read_local_header, read_local_scalars
+from bot.lora.formats import LOHA, LOKR, LORA, LORA_TUCKER, Module, most_common, parse_keys
+from bot.lora.header import HeaderError, SafetensorsHeader, file_sha256, read_local_header, read_local_scalars
 from bot.lora.inspect import FileEvidence, FileInspection, inspect_evidence
-from bot.lora.formats import most_common
-from bot.lora.header import file_sha256
 from bot.lora.peft_config import ConfigError, PeftConfig, lora_scale, parse_peft_config
-from bot.lora.resize import (ModulePlan, ModuleResize, ModuleSpec, ResizeError, ResizeOptions, ResizePlan, all_finite,
-                             plan_resize, resize_module, singular_values)
-from bot.lora.resize_metadata import (ENERGY_WIDTH, KOHYA_HASH_KEYS, provenance, rank_histogram, resized_metadata,
-                                      resized_peft_config)
+from bot.lora.resize import (
+    ModulePlan,
+    ModuleResize,
+    ModuleSpec,
+    ResizeError,
+    ResizeOptions,
+    ResizePlan,
+    all_finite,
+    plan_resize,
+    resize_module,
+    singular_values,
+)
+from bot.lora.resize_metadata import (
+    ENERGY_WIDTH,
+    KOHYA_HASH_KEYS,
+    provenance,
+    rank_histogram,
+    resized_metadata,
+    resized_peft_config,
+)
 from bot.lora.safetensors_stream import StreamingWriter, TensorSlot, read_tensor
 from bot.lora.selection import PICKLE_SUFFIXES, select_candidates
 

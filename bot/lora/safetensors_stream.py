@@ -25,8 +25,7 @@ from typing import BinaryIO
 
 import torch
 
-from bot.lora.header import DTYPE_BITS, SafetensorsHeader, TensorInfo
-from bot.lora.header import encode_header
+from bot.lora.header import DTYPE_BITS, SafetensorsHeader, TensorInfo, encode_header
 
 TORCH_DTYPES: Mapping[str, torch.dtype] = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,

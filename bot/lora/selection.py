@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 CONFIG_NAME = "adapter_config.json"

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from typing import Mapping
+from collections.abc import Mapping
 
 DIFFUSERS_KEY = "lora_adapter_metadata"
 NETWORK_ARGS_KEY = "ss_network_args"

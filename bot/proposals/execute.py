@@ -13,14 +13,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 from huggingface_hub import CommitOperationAdd, HfApi
 
 from bot.hub.client import RetryPolicy, describe_error, with_retries
 from bot.proposals.model import FLAGS, PR_KINDS, Proposal, Submission, parse_markers, slot_of
-from bot.proposals.render import close_note, flags_update_comment, pr_body, discussion_body, resolved_note
+from bot.proposals.render import close_note, discussion_body, flags_update_comment, pr_body, resolved_note
 
 OPENED, WOULD_OPEN, UPDATED, WOULD_UPDATE = "opened", "would-open", "updated", "would-update"
 # A dry run without a token cannot list the bot's earlier proposals, so it cannot tell what already exists.
@@ -74,7 +74,7 @@ def read_threads(api: HfApi, repo_id: str, me: str, policy: RetryPolicy) -> list
     for discussion in discussions:
         if discussion.author != me:
             continue  # never trust a thread someone else opened, whatever its body says
-        details = with_retries(policy, lambda: api.get_discussion_details(repo_id, discussion.num))
+        details = with_retries(policy, lambda num=discussion.num: api.get_discussion_details(repo_id, num))
         markers: dict[str, dict] = {}
         last_status_author = None
         for event in details.events:

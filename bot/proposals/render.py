@@ -6,7 +6,7 @@ to opt out. Text from the repo is escaped where it is built (bot.text.escape_mar
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from bot.proposals.model import Proposal, Submission, render_marker
 
@@ -48,8 +48,8 @@ def pr_body(members: Sequence[Proposal], supersedes: Sequence[int] = ()) -> str:
 def discussion_body(proposal: Proposal) -> str:
     return "\n".join([
         ABOUT, "", proposal.summary, "", f"How this was checked: {proposal.verification}", "",
-        "lora-bot updates this discussion with a comment when the findings change, and closes it when they "
-        "are resolved; it never opens a second one.", "", "---", "", OPT_OUT, "", render_marker([proposal]),
+        ("lora-bot updates this discussion with a comment when the findings change, and closes it when they "
+         "are resolved; it never opens a second one."), "", "---", "", OPT_OUT, "", render_marker([proposal]),
     ]) + "\n"
 
 

@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable
 
 from huggingface_hub import HfApi
 
 from bot.config import Config
 from bot.hub.client import RetryPolicy, describe_error, with_retries
-from bot.hub.remote import RepoInspection
 from bot.hub.download import Downloader
+from bot.hub.remote import RepoInspection
 from bot.proposals.build import RepoFacts, build_proposals
+from bot.proposals.execute import FAILED, Outcome, Writer
 from bot.proposals.metadata import MetadataFixBuilder
 from bot.proposals.model import CARD, CONFIG_FIX, METADATA_FIX, VARIANT
 from bot.proposals.variants import VariantBuilder
-from bot.proposals.execute import FAILED, Outcome, Writer
 
 
 def bot_user(api: HfApi, policy: RetryPolicy) -> str | None:

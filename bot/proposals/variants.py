@@ -157,8 +157,8 @@ class VariantBuilder:
         table = "\n".join([
             "| | rank | energy retained | relative error | size |", "|---|---|---|---|---|",
             f"| {code_span(item.path)} | {item.rank} | 100% | 0 | {human_size(report.input_size)} |",
-            f"| {code_span(path)} | {target.rank} | {energy:.4%} | {report.relative_error:.2e} | "
-            f"{human_size(report.output_size)} |",
+            (f"| {code_span(path)} | {target.rank} | {energy:.4%} | {report.relative_error:.2e} | "
+             f"{human_size(report.output_size)} |"),
         ])
         return (f"**Add {code_span(path)}**, a rank-{target.rank} copy of {code_span(item.path)}. The original "
                 f"is not touched.\n\nWhy: {why}\n\n{table}\n\nHow to load it:\n\n"

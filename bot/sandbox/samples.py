@@ -7,8 +7,8 @@ widths), cut down to a few modules so the whole set is written in about a second
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors.torch import save_file
