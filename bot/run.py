@@ -13,13 +13,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
-from huggingface_hub import HfApi
-
 from bot.config import Config
-from bot.hub.client import METER, RetryPolicy, describe_error, make_api
+from bot.hub.client import METER, RetryPolicy, make_api
 from bot.hub.discovery import Shard, discover, next_watermark, opted_out, read_watermark, write_watermark
 from bot.hub.remote import RemoteReader, RepoInspection, RepoRef
-from bot.proposals.execute import FAILED, LIMIT, Outcome
+from bot.proposals.execute import FAILED, LIMIT
 from bot.proposals.stage import run_proposals
 
 # Proposals that a later run must make again ("proposed again next run"): their repos hold the watermark back.
@@ -98,17 +96,6 @@ def _progress(total: int, enabled: bool) -> tuple[Callable[[RepoInspection], Non
     return (lambda _result: bar.update(1)), bar.close
 
 
-def _proposals(api: HfApi, config: Config, kept: list[RepoInspection], policy: RetryPolicy,
-               options: ScanOptions) -> tuple[Outcome, ...]:
-    """The proposal stage; if it fails as a whole (e.g. whoami for the bot's name), the findings still stand."""
-    try:
-        return tuple(run_proposals(api, config, kept, policy, dry_run=options.dry_run, max_prs=options.max_prs))
-    except Exception as error:  # noqa: BLE001 — reported per repo, as a repo's own proposal failure is
-        reason = describe_error(error)
-        return tuple(Outcome(r.repo_id, "repo", FAILED, "proposals", (), detail=reason)
-                     for r in kept if r.error is None)
-
-
 def run_scan(config: Config, options: ScanOptions) -> ScanResult:
     started = time.monotonic()
     requests_before, bytes_before, writes_before = METER.snapshot()
@@ -133,7 +120,7 @@ def run_scan(config: Config, options: ScanOptions) -> ScanResult:
         else:
             kept.append(result)
 
-    outcomes = _proposals(api, config, kept, policy, options)
+    outcomes = tuple(run_proposals(api, config, kept, policy, dry_run=options.dry_run, max_prs=options.max_prs))
 
     # A dry run leaves no trace anywhere, the watermark included: the next live run must see these repos.
     if use_watermark and not options.dry_run:

@@ -41,8 +41,14 @@ def facts_of(repo: RepoInspection) -> RepoFacts:
 
 def run_proposals(api: HfApi, config: Config, repos: Iterable[RepoInspection], policy: RetryPolicy, *,
                   dry_run: bool, max_prs: int | None) -> list[Outcome]:
-    """Proposals for every fully inspected repo, in discovery order; one repo's failure stays its own."""
-    writer = Writer(api, bot_user(api, policy), policy, dry_run=dry_run,
+    """Proposals for every fully inspected repo, in discovery order; a failure is reported as the failed
+    repo's own outcome (every eligible repo's, when the bot cannot even learn its own name), never raised."""
+    eligible = [r for r in repos if r.error is None]  # a partial picture is no ground for writing
+    try:
+        me = bot_user(api, policy)
+    except Exception as error:  # noqa: BLE001 — the findings stand; these repos are proposed next run
+        return [_failed(repo, error) for repo in eligible]
+    writer = Writer(api, me, policy, dry_run=dry_run,
                     max_prs=config.proposals.max_prs_per_run if max_prs is None else max_prs,
                     max_prs_per_repo=config.proposals.max_prs_per_repo,
                     title_prefix=config.proposals.title_prefix, kinds=enabled_kinds(config))
@@ -54,7 +60,6 @@ def run_proposals(api: HfApi, config: Config, repos: Iterable[RepoInspection], p
                            if config.proposals.variants else None)
         # Building proposals and reading the bot's threads are reads (and, for variants, CPU work): they run
         # in the worker pool. The writes then happen one repo at a time, in discovery order.
-        eligible = [r for r in repos if r.error is None]  # a partial picture is no ground for writing
 
         def prepare(repo: RepoInspection):
             proposals = build_proposals(facts_of(repo), config.proposals, metadata_builder, variant_builder)
@@ -66,6 +71,9 @@ def run_proposals(api: HfApi, config: Config, repos: Iterable[RepoInspection], p
                 try:
                     outcomes += writer.execute(repo.repo_id, future.result())
                 except Exception as error:  # noqa: BLE001 — one repo's failure never stops the run
-                    outcomes.append(Outcome(repo.repo_id, "repo", FAILED, "proposals", (),
-                                            detail=describe_error(error)))
+                    outcomes.append(_failed(repo, error))
     return outcomes
+
+
+def _failed(repo: RepoInspection, error: BaseException) -> Outcome:
+    return Outcome(repo.repo_id, "repo", FAILED, "proposals", (), detail=describe_error(error))
