@@ -47,10 +47,14 @@ def write(path: Path, rank: int, alpha: float, sparse: bool) -> int:
     """Header, then the alpha scalars at their offsets; weights are zeros (a hole when sparse). Returns the
     header size."""
     shapes = sdxl_kohya_shapes(rank)
-    metadata = {"ss_network_dim": str(rank), "ss_network_alpha": f"{alpha:g}",
-                "ss_base_model_version": "sdxl_base_v1-0"}
-    header_bytes = write_sparse_safetensors(path, shapes, metadata,
-                                            values={name: alpha for name in shapes if name.endswith(".alpha")})
+    metadata = {
+        "ss_network_dim": str(rank),
+        "ss_network_alpha": f"{alpha:g}",
+        "ss_base_model_version": "sdxl_base_v1-0",
+    }
+    header_bytes = write_sparse_safetensors(
+        path, shapes, metadata, values={name: alpha for name in shapes if name.endswith(".alpha")}
+    )
     if not sparse:
         path.write_bytes(path.read_bytes())  # written back in full, the hole becomes zeros on disk
     return header_bytes
@@ -102,7 +106,7 @@ def run(repeats: int) -> list[Result]:
     specs = [("10 MB", rank_for(SMALL_TARGET), False), ("4 GiB sparse", rank_for(BIG_TARGET), True)]
     with tempfile.TemporaryDirectory(prefix="inspect-bench-") as folder:
         paths, headers = [], []
-        for label, rank, sparse in specs:
+        for _label, rank, sparse in specs:
             path = Path(folder) / f"rank{rank}.safetensors"
             headers.append(write(path, rank, alpha, sparse))
             paths.append(path)
@@ -117,30 +121,51 @@ def run(repeats: int) -> list[Result]:
                 times[i].append(elapsed)
                 reads[i].append(read)
         results = []
-        for (label, _, _), path, header_bytes, t, r, report in zip(specs, paths, headers, times, reads, reports):
+        for (label, _, _), path, header_bytes, t, r, report in zip(
+            specs, paths, headers, times, reads, reports, strict=True
+        ):
             stat = path.stat()
-            results.append(Result(label=label, size=stat.st_size, on_disk=stat.st_blocks * 512,
-                                  header_bytes=header_bytes, times=tuple(t),
-                                  bytes_read=None if None in r else statistics.median(r),
-                                  rank=report["rank"], alpha=report["alpha"]))
+            results.append(
+                Result(
+                    label=label,
+                    size=stat.st_size,
+                    on_disk=stat.st_blocks * 512,
+                    header_bytes=header_bytes,
+                    times=tuple(t),
+                    bytes_read=None if None in r else statistics.median(r),
+                    rank=report["rank"],
+                    alpha=report["alpha"],
+                )
+            )
     return results
 
 
 def report(results: list[Result], repeats: int, modules: int) -> str:
-    title = (f"inspect: SDXL kohya layout, {modules} modules ({3 * modules} tensors incl. .alpha), "
-             f"{repeats} runs each, interleaved")
-    columns = (f"{'file':<14}{'size':>16}{'on disk':>14}{'header':>11}{'rank':>6}{'alpha':>7}"
-               f"{'best ms':>10}{'median ms':>11}{'bytes read':>13}")
+    title = (
+        f"inspect: SDXL kohya layout, {modules} modules ({3 * modules} tensors incl. .alpha), "
+        f"{repeats} runs each, interleaved"
+    )
+    columns = (
+        f"{'file':<14}{'size':>16}{'on disk':>14}{'header':>11}{'rank':>6}{'alpha':>7}"
+        f"{'best ms':>10}{'median ms':>11}{'bytes read':>13}"
+    )
     lines = [title, columns]
     for r in results:
         read = f"{r.bytes_read:,.0f}" if r.bytes_read is not None else "n/a"
-        lines.append(f"{r.label:<14}{r.size:>16,}{r.on_disk:>14,}{r.header_bytes:>11,}{r.rank:>6}{r.alpha:>7g}"
-                     f"{1000 * r.best:>10.2f}{1000 * r.median:>11.2f}{read:>13}")
+        lines.append(
+            f"{r.label:<14}{r.size:>16,}{r.on_disk:>14,}{r.header_bytes:>11,}{r.rank:>6}{r.alpha:>7g}"
+            f"{1000 * r.best:>10.2f}{1000 * r.median:>11.2f}{read:>13}"
+        )
     small, big = results
-    lines.append(f"ratio 4 GiB / 10 MB: file size {big.size / small.size:,.0f}x, best {big.best / small.best:.2f}x, "
-                 f"median {big.median / small.median:.2f}x"
-                 + (f", bytes read {big.bytes_read / small.bytes_read:.2f}x"
-                    if small.bytes_read and big.bytes_read is not None else ""))
+    lines.append(
+        f"ratio 4 GiB / 10 MB: file size {big.size / small.size:,.0f}x, best {big.best / small.best:.2f}x, "
+        f"median {big.median / small.median:.2f}x"
+        + (
+            f", bytes read {big.bytes_read / small.bytes_read:.2f}x"
+            if small.bytes_read and big.bytes_read is not None
+            else ""
+        )
+    )
     return "\n".join(lines)
 
 

@@ -39,17 +39,31 @@ SUBSET_PER_SHAPE = 2
 MEMORY_BUDGET = 300 * 2**20
 
 SDXL_UNET = {  # stabilityai/stable-diffusion-xl-base-1.0 unet/config.json
-    "sample_size": 128, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
+    "sample_size": 128,
+    "in_channels": 4,
+    "out_channels": 4,
+    "layers_per_block": 2,
     "block_out_channels": (320, 640, 1280),
     "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
     "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    "transformer_layers_per_block": (1, 2, 10), "attention_head_dim": (5, 10, 20), "cross_attention_dim": 2048,
-    "use_linear_projection": True, "addition_embed_type": "text_time", "addition_time_embed_dim": 256,
+    "transformer_layers_per_block": (1, 2, 10),
+    "attention_head_dim": (5, 10, 20),
+    "cross_attention_dim": 2048,
+    "use_linear_projection": True,
+    "addition_embed_type": "text_time",
+    "addition_time_embed_dim": 256,
     "projection_class_embeddings_input_dim": 2816,
 }
 FLUX_TRANSFORMER = {  # black-forest-labs/FLUX.1-dev transformer/config.json
-    "patch_size": 1, "in_channels": 64, "num_layers": 19, "num_single_layers": 38, "attention_head_dim": 128,
-    "num_attention_heads": 24, "joint_attention_dim": 4096, "pooled_projection_dim": 768, "guidance_embeds": True,
+    "patch_size": 1,
+    "in_channels": 64,
+    "num_layers": 19,
+    "num_single_layers": 38,
+    "attention_head_dim": 128,
+    "num_attention_heads": 24,
+    "joint_attention_dim": 4096,
+    "pooled_projection_dim": 768,
+    "guidance_embeds": True,
     "axes_dims_rope": (16, 56, 56),
 }
 
@@ -110,14 +124,22 @@ def write_lora(path: Path, family: str, shapes: list[tuple[str, int, int]], seed
         slots += [TensorSlot(down, code, (RANK, inp)), TensorSlot(up, code, (out, RANK))]
         if family == "sdxl":
             slots.append(TensorSlot(f"{key}.alpha", code, ()))
-    metadata = {"ss_network_module": "networks.lora", "ss_network_dim": str(RANK), "ss_network_alpha": "32.0",
-                "ss_base_model_version": "sdxl_base_v1-0"} if family == "sdxl" else {"format": "pt"}
+    metadata = (
+        {
+            "ss_network_module": "networks.lora",
+            "ss_network_dim": str(RANK),
+            "ss_network_alpha": "32.0",
+            "ss_base_model_version": "sdxl_base_v1-0",
+        }
+        if family == "sdxl"
+        else {"format": "pt"}
+    )
     writer = StreamingWriter(path, slots, metadata)
     generator = torch.Generator().manual_seed(seed)
     for key, out, inp in shapes:
         down, up = factor_keys(family, key)
-        writer.write_tensor(down, (torch.randn(RANK, inp, generator=generator) / inp ** 0.5).to(dtype))
-        writer.write_tensor(up, (torch.randn(out, RANK, generator=generator) / RANK ** 0.5).to(dtype))
+        writer.write_tensor(down, (torch.randn(RANK, inp, generator=generator) / inp**0.5).to(dtype))
+        writer.write_tensor(up, (torch.randn(out, RANK, generator=generator) / RANK**0.5).to(dtype))
         if family == "sdxl":
             writer.write_tensor(f"{key}.alpha", torch.tensor(32.0, dtype=dtype))
     writer.finish()
@@ -146,8 +168,12 @@ def child_lora_bot(source: Path, out: Path) -> dict:
     start = time.perf_counter()
     report = resize_adapter(source, ResizeOptions(rank=TARGET), out, overwrite=True)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "rss_start": start_rss, "rss_peak": peak_rss(),
-            "sigma": {m.name: list(m.kept_singular_values) for m in report.modules}}
+    return {
+        "seconds": seconds,
+        "rss_start": start_rss,
+        "rss_peak": peak_rss(),
+        "sigma": {m.name: list(m.kept_singular_values) for m in report.modules},
+    }
 
 
 def _module_name(key: str) -> str:
@@ -188,8 +214,9 @@ def child_dense(source: Path, out: Path, full_matrices: bool) -> dict:
 
 def run_child(mode: str, source: Path, out: Path, threads: int) -> dict:
     command = [sys.executable, __file__, "--child", mode, str(source), str(out), "--threads", str(threads)]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
-                          check=False)
+    done = subprocess.run(
+        command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], check=False
+    )
     if done.returncode != 0:
         raise SystemExit(f"{mode} failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -212,44 +239,68 @@ def max_sigma_difference(ours: dict, theirs: dict) -> float:
 
 def bench_family(family: str, workdir: Path, threads: int) -> None:
     shapes = linear_shapes(family)
-    full_path, part_path = workdir / f"{family}-r{RANK}.safetensors", workdir / f"{family}-subset-r{RANK}.safetensors"
+    full_path, part_path = (
+        workdir / f"{family}-r{RANK}.safetensors",
+        workdir / f"{family}-subset-r{RANK}.safetensors",
+    )
     chosen = subset(shapes)
     write_lora(full_path, family, shapes)
     write_lora(part_path, family, chosen, seed=1)
     size = full_path.stat().st_size
-    label = {"sdxl": "SDXL UNet (kohya keys, fp16, alpha 32)", "flux": "Flux.1 transformer (diffusers keys, bf16)"}
+    label = {
+        "sdxl": "SDXL UNet (kohya keys, fp16, alpha 32)",
+        "flux": "Flux.1 transformer (diffusers keys, bf16)",
+    }
     distinct = sorted({(o, i) for _, o, i in shapes}, key=lambda s: s[0] * s[1])
-    print(f"\n== {label[family]}: {len(shapes)} modules, {len(distinct)} distinct shapes, rank {RANK} → {TARGET}, "
-          f"{mb(size)} ==")
+    print(
+        f"\n== {label[family]}: {len(shapes)} modules, {len(distinct)} distinct shapes, rank {RANK} → {TARGET}, "
+        f"{mb(size)} =="
+    )
 
     whole = run_child("lora-bot", full_path, workdir / f"{family}-r{TARGET}.safetensors", threads)
     budget = size + MEMORY_BUDGET
     verdict = "within" if whole["rss_peak"] <= budget else "OVER"
     added = whole["rss_peak"] - whole["rss_start"]
-    print(f"whole file, lora-bot: {whole['seconds']:.1f} s, peak RSS {mb(whole['rss_peak'])} (RSS after imports "
-          f"{mb(whole['rss_start'])}, so the resize itself added at most {mb(added)}); "
-          f"budget input + 300 MB = {mb(budget)}: {verdict}")
+    print(
+        f"whole file, lora-bot: {whole['seconds']:.1f} s, peak RSS {mb(whole['rss_peak'])} (RSS after imports "
+        f"{mb(whole['rss_start'])}, so the resize itself added at most {mb(added)}); "
+        f"budget input + 300 MB = {mb(budget)}: {verdict}"
+    )
 
-    shown = ", ".join(f"{o}x{i}" for o, i in sorted({(o, i) for _, o, i in chosen}, key=lambda s: s[0] * s[1]))
-    print(f"same subset for every engine: {len(chosen)} modules ({SUBSET_PER_SHAPE} per shape: {shown}); "
-          f"larger shapes are left out of the dense runs for time")
+    shown = ", ".join(
+        f"{o}x{i}" for o, i in sorted({(o, i) for _, o, i in chosen}, key=lambda s: s[0] * s[1])
+    )
+    print(
+        f"same subset for every engine: {len(chosen)} modules ({SUBSET_PER_SHAPE} per shape: {shown}); "
+        f"larger shapes are left out of the dense runs for time"
+    )
     ours = run_child("lora-bot", part_path, workdir / f"{family}-subset-ours.safetensors", threads)
     kohya = run_child("dense-kohya", part_path, workdir / f"{family}-subset-kohya.safetensors", threads)
     reduced = run_child("dense-reduced", part_path, workdir / f"{family}-subset-reduced.safetensors", threads)
     print(f"  {'engine':<46} {'time':>9} {'peak RSS':>10} {'added':>8} {'time ratio':>11}")
-    for label_, result in (("lora-bot (QR of factors + r×r SVD)", ours),
-                           ("dense, kohya resize_lora (full_matrices=True)", kohya),
-                           ("dense, torch.linalg.svd full_matrices=False", reduced)):
+    for label_, result in (
+        ("lora-bot (QR of factors + r×r SVD)", ours),
+        ("dense, kohya resize_lora (full_matrices=True)", kohya),
+        ("dense, torch.linalg.svd full_matrices=False", reduced),
+    ):
         ratio = result["seconds"] / ours["seconds"]
         added = result["rss_peak"] - result["rss_start"]
-        print(f"  {label_:<46} {result['seconds']:>8.2f}s {mb(result['rss_peak']):>10} {mb(added):>8} "
-              f"{ratio:>10.1f}×")
-    print(f"  time ratio kohya/lora-bot: {kohya['seconds'] / ours['seconds']:.1f}× (goal ≥ 50×); "
-          f"dense full_matrices=False/lora-bot: {reduced['seconds'] / ours['seconds']:.1f}×")
-    difference = max(max_sigma_difference(ours["sigma"], kohya["sigma"]),
-                     max_sigma_difference(ours["sigma"], reduced["sigma"]))
-    print(f"  largest relative difference of the {TARGET} kept singular values, lora-bot vs dense (float32): "
-          f"{difference:.2e} (goal ≤ 1e-4)")
+        print(
+            f"  {label_:<46} {result['seconds']:>8.2f}s {mb(result['rss_peak']):>10} {mb(added):>8} "
+            f"{ratio:>10.1f}×"
+        )
+    print(
+        f"  time ratio kohya/lora-bot: {kohya['seconds'] / ours['seconds']:.1f}× (goal ≥ 50×); "
+        f"dense full_matrices=False/lora-bot: {reduced['seconds'] / ours['seconds']:.1f}×"
+    )
+    difference = max(
+        max_sigma_difference(ours["sigma"], kohya["sigma"]),
+        max_sigma_difference(ours["sigma"], reduced["sigma"]),
+    )
+    print(
+        f"  largest relative difference of the {TARGET} kept singular values, lora-bot vs dense (float32): "
+        f"{difference:.2e} (goal ≤ 1e-4)"
+    )
 
 
 def main() -> None:
@@ -266,16 +317,20 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.child:
         mode, source, out = args.child
-        engines = {"lora-bot": lambda: child_lora_bot(Path(source), Path(out)),
-                   "dense-kohya": lambda: child_dense(Path(source), Path(out), full_matrices=True),
-                   "dense-reduced": lambda: child_dense(Path(source), Path(out), full_matrices=False)}
+        engines = {
+            "lora-bot": lambda: child_lora_bot(Path(source), Path(out)),
+            "dense-kohya": lambda: child_dense(Path(source), Path(out), full_matrices=True),
+            "dense-reduced": lambda: child_dense(Path(source), Path(out), full_matrices=False),
+        }
         print(json.dumps(engines[mode]()))
         return
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="resize-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    print(f"resize_bench: torch {torch.__version__}, {args.threads} thread(s) per engine, "
-          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; files in {workdir}")
+    print(
+        f"resize_bench: torch {torch.__version__}, {args.threads} thread(s) per engine, "
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; files in {workdir}"
+    )
     started = time.perf_counter()
     try:
         for family in args.family or ("sdxl", "flux"):

@@ -55,12 +55,18 @@ def peft_llama(folder: Path, layers: int, hidden: int, rank: int) -> dict[str, i
             shapes[f"{prefix}.lora_A.weight"] = ("F16", (rank, hidden))
             shapes[f"{prefix}.lora_B.weight"] = ("F16", (hidden, rank))
     header = write_sparse_safetensors(folder / "adapter_model.safetensors", shapes, {"format": "pt"})
-    config = {"peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank, "task_type": "CAUSAL_LM",
-              "base_model_name_or_path": "meta-llama/Llama-2-7b-hf",
-              "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
+    config = {
+        "peft_type": "LORA",
+        "r": rank,
+        "lora_alpha": 2 * rank,
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": "meta-llama/Llama-2-7b-hf",
+        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    }
     (folder / "adapter_config.json").write_text(json.dumps(config, indent=2))
-    (folder / "README.md").write_text(_card("library_name: peft\nbase_model: meta-llama/Llama-2-7b-hf\n"
-                                            "tags: [lora, peft]\n"))
+    (folder / "README.md").write_text(
+        _card("library_name: peft\nbase_model: meta-llama/Llama-2-7b-hf\ntags: [lora, peft]\n")
+    )
     return {"adapter_model.safetensors": header}
 
 
@@ -73,15 +79,27 @@ def kohya(folder: Path, modules: dict[str, tuple[int, int]], rank: int, alpha: f
         shapes[f"{name}.alpha"] = ("F16", ())
         shapes[f"{name}.lora_down.weight"] = ("F16", (rank, fan_in))
         shapes[f"{name}.lora_up.weight"] = ("F16", (fan_out, rank))
-    metadata = {"ss_network_module": "networks.lora", "ss_network_dim": str(rank),
-                "ss_network_alpha": f"{alpha:g}"}
+    metadata = {
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": str(rank),
+        "ss_network_alpha": f"{alpha:g}",
+    }
     scalars = {f"lora_unet_{module}.alpha": alpha for module in modules}
-    return {"lora.safetensors": write_sparse_safetensors(folder / "lora.safetensors", shapes, metadata, scalars)}
+    return {
+        "lora.safetensors": write_sparse_safetensors(folder / "lora.safetensors", shapes, metadata, scalars)
+    }
 
 
 def kohya_sd15_small(folder: Path) -> dict[str, int]:
-    modules = {f"down_blocks_0_attentions_{a}_transformer_blocks_0_attn{n}_to_{p}":
-               (768 if n == 2 and p != "q" else 320, 320) for a in (0, 1) for n in (1, 2) for p in ("q", "k", "v")}
+    modules = {
+        f"down_blocks_0_attentions_{a}_transformer_blocks_0_attn{n}_to_{p}": (
+            768 if n == 2 and p != "q" else 320,
+            320,
+        )
+        for a in (0, 1)
+        for n in (1, 2)
+        for p in ("q", "k", "v")
+    }
     return kohya(folder, modules, rank=4, alpha=2)
 
 
@@ -96,8 +114,9 @@ def diffusers_flux(folder: Path, double: int, single: int, rank: int) -> dict[st
     adapter = json.dumps({"transformer.r": rank, "transformer.lora_alpha": rank})
     path = folder / "pytorch_lora_weights.safetensors"
     header = write_sparse_safetensors(path, shapes, {"format": "pt", "lora_adapter_metadata": adapter})
-    (folder / "README.md").write_text(_card("base_model: black-forest-labs/FLUX.1-dev\n"
-                                            "library_name: diffusers\ntags: [lora, flux]\n"))
+    (folder / "README.md").write_text(
+        _card("base_model: black-forest-labs/FLUX.1-dev\nlibrary_name: diffusers\ntags: [lora, flux]\n")
+    )
     return {path.name: header}
 
 
@@ -129,11 +148,22 @@ class Sandbox:
     """`lora-bot sandbox` in its own process, serving `repos` and logging every request to a file."""
 
     def __init__(self, repos: Path, log: Path, latency_ms: int = 0, faults: str | None = None):
-        command = [sys.executable, "-m", "bot", "sandbox", "--repos", str(repos), "--request-log", str(log),
-                   "--latency-ms", str(latency_ms)] + (["--faults", faults] if faults else [])
+        command = [
+            sys.executable,
+            "-m",
+            "bot",
+            "sandbox",
+            "--repos",
+            str(repos),
+            "--request-log",
+            str(log),
+            "--latency-ms",
+            str(latency_ms),
+        ] + (["--faults", faults] if faults else [])
         self.log = log
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                        env=ENV)
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=ENV
+        )
         self.endpoint = self.process.stdout.readline().strip()
         if not self.endpoint.startswith("http"):
             raise RuntimeError("the sandbox did not start")
@@ -148,9 +178,11 @@ class Sandbox:
 
 def write_config(path: Path, namespace: str, workers: int) -> Path:
     # Retry-After is 1 s; six tries with waits of at most 2 s ride out 20% faults.
-    path.write_text(f"hub: {{workers: {workers}, retries: 6, max_retry_wait: 2, timeout: 30}}\n"
-                    f"discovery: {{queries: [{{filter: [], author: {namespace}}}], incremental: false}}\n"
-                    "proposals: {card: false, config_fix: false, variants: false, flag_discussions: false}\n")
+    path.write_text(
+        f"hub: {{workers: {workers}, retries: 6, max_retry_wait: 2, timeout: 30}}\n"
+        f"discovery: {{queries: [{{filter: [], author: {namespace}}}], incremental: false}}\n"
+        "proposals: {card: false, config_fix: false, variants: false, flag_discussions: false}\n"
+    )
     return path
 
 
@@ -167,17 +199,40 @@ class Run:
         return {repo["repo_id"]: repo["files"] for repo in self.report["repos"] if repo["error"] is None}
 
 
-def scan(scratch: Path, name: str, repos: Path, namespace: str, workers: int, latency_ms: int = 0,
-         faults: str | None = None) -> Run:
+def scan(
+    scratch: Path,
+    name: str,
+    repos: Path,
+    namespace: str,
+    workers: int,
+    latency_ms: int = 0,
+    faults: str | None = None,
+) -> Run:
     """Serve `repos`, run `lora-bot scan` on them, and return its report and the sandbox's log."""
     sandbox = Sandbox(repos, scratch / f"{name}.jsonl", latency_ms, faults)
     report = scratch / f"{name}.json"
     try:
-        command = [sys.executable, "-m", "bot", "scan", "--config",
-                   str(write_config(scratch / f"{name}.yaml", namespace, workers)),
-                   "--endpoint", sandbox.endpoint, "--report-json", str(report), "--json"]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False,
-                              env={**ENV, "HF_HOME": str(scratch / "hf-home")})
+        command = [
+            sys.executable,
+            "-m",
+            "bot",
+            "scan",
+            "--config",
+            str(write_config(scratch / f"{name}.yaml", namespace, workers)),
+            "--endpoint",
+            sandbox.endpoint,
+            "--report-json",
+            str(report),
+            "--json",
+        ]
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+            env={**ENV, "HF_HOME": str(scratch / "hf-home")},
+        )
         if not report.exists():
             raise RuntimeError(f"scan failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
         return Run(json.loads(report.read_text()), sandbox.entries())
@@ -187,8 +242,11 @@ def scan(scratch: Path, name: str, repos: Path, namespace: str, workers: int, la
 
 def file_reads(entries: list[dict], repo_id: str, path: str) -> list[int]:
     """Bytes of each read of one file, in the order they were answered (one worker reads a repo in turn)."""
-    return [e["bytes"] for e in entries
-            if e["route"] == "resolve" and request_repo(e) == repo_id and e["path"].split("/", 5)[-1] == path]
+    return [
+        e["bytes"]
+        for e in entries
+        if e["route"] == "resolve" and request_repo(e) == repo_id and e["path"].split("/", 5)[-1] == path
+    ]
 
 
 def size_text(size: int) -> str:
@@ -203,10 +261,14 @@ def budget(scratch: Path, copies: int, workers: int) -> bool:
     run = scan(scratch, "budget", scratch / "budget", "budget", workers)
     sizes = {repo["repo_id"]: {f["path"]: f["size"] for f in repo["files"]} for repo in run.report["repos"]}
     per_repo = Counter(request_repo(e) for e in run.entries)
-    print(f"(a) request budget and bytes: {len(built)} repos, one LoRA file each; {workers} workers, "
-          f"{run.seconds:.2f} s")
-    print(f"{'repo':<33}{'size':>9}{'header':>9}{'requests':>9}{'header read':>13}{'max(100k,hdr)':>15}"
-          f"{'other reads':>15}{'read/size':>11}")
+    print(
+        f"(a) request budget and bytes: {len(built)} repos, one LoRA file each; {workers} workers, "
+        f"{run.seconds:.2f} s"
+    )
+    print(
+        f"{'repo':<33}{'size':>9}{'header':>9}{'requests':>9}{'header read':>13}{'max(100k,hdr)':>15}"
+        f"{'other reads':>15}{'read/size':>11}"
+    )
     ok, total_size = True, 0
     for repo_id, files in built.items():
         for path, header_size in files.items():
@@ -224,14 +286,20 @@ def budget(scratch: Path, copies: int, workers: int) -> bool:
             allowed = max(FIRST_READ, header_size)
             ok &= per_repo[repo_id] <= 6 and header_read <= allowed
             total_size += size
-            print(f"{repo_id:<33}{size_text(size):>9}{size_text(header_size):>9}{per_repo[repo_id]:>9}"
-                  f"{header_read:>13,}{allowed:>15,}{f'{len(other)} / {sum(other):,} B':>15}"
-                  f"{sum(reads) / size:>11.2%}")
+            print(
+                f"{repo_id:<33}{size_text(size):>9}{size_text(header_size):>9}{per_repo[repo_id]:>9}"
+                f"{header_read:>13,}{allowed:>15,}{f'{len(other)} / {sum(other):,} B':>15}"
+                f"{sum(reads) / size:>11.2%}"
+            )
     read = sum(e["bytes"] for e in run.entries)
-    print(f"most requests for one repo: {max(per_repo[r] for r in built)} (goal <= 6); every header read "
-          f"within max(100 kB, header size): {'yes' if ok else 'NO'}")
-    print(f"bytes read (all {len(run.entries)} responses: listing, model_info, texts, ranges) / total LoRA "
-          f"file size = {read:,} / {total_size:,} = {read / total_size:.3%}")
+    print(
+        f"most requests for one repo: {max(per_repo[r] for r in built)} (goal <= 6); every header read "
+        f"within max(100 kB, header size): {'yes' if ok else 'NO'}"
+    )
+    print(
+        f"bytes read (all {len(run.entries)} responses: listing, model_info, texts, ranges) / total LoRA "
+        f"file size = {read:,} / {total_size:,} = {read / total_size:.3%}"
+    )
     return ok
 
 
@@ -247,13 +315,19 @@ def latency(scratch: Path, count: int, latency_ms: int, workers: int) -> tuple[b
     requests = len(run.entries)
     bound = requests * latency_ms / 1000 / workers
     failed = sum(repo["error"] is not None for repo in run.report["repos"])
-    print(f"\n(b) latency: {count} repos ({', '.join(SMALL_KINDS)}), sandbox --latency-ms {latency_ms}, "
-          f"{workers} workers")
+    print(
+        f"\n(b) latency: {count} repos ({', '.join(SMALL_KINDS)}), sandbox --latency-ms {latency_ms}, "
+        f"{workers} workers"
+    )
     print(f"requests {requests} ({requests / count:.2f} per repo), repos failed {failed}")
-    print(f"wall {run.seconds:.2f} s   bound requests x latency / workers = {requests} x {latency_ms} ms / "
-          f"{workers} = {bound:.2f} s   ratio {run.seconds / bound:.2f} (goal <= 1.3)")
-    print(f"the same scan at --latency-ms 0: {floor.seconds:.2f} s for {len(floor.entries)} requests "
-          "(client and server work that latency cannot hide)")
+    print(
+        f"wall {run.seconds:.2f} s   bound requests x latency / workers = {requests} x {latency_ms} ms / "
+        f"{workers} = {bound:.2f} s   ratio {run.seconds / bound:.2f} (goal <= 1.3)"
+    )
+    print(
+        f"the same scan at --latency-ms 0: {floor.seconds:.2f} s for {len(floor.entries)} requests "
+        "(client and server work that latency cannot hide)"
+    )
     return run.seconds / bound <= 1.3 and failed == 0, run
 
 
@@ -268,12 +342,18 @@ def faults(scratch: Path, reference: Run, latency_ms: int, workers: int) -> bool
     inspected = len(repos) - len(failed)
     kinds = ", ".join(f"{kind} x{n}" for kind, n in sorted(injected.items()))
     print(f"\n(c) faults: sandbox --latency-ms {latency_ms} --faults {spec!r}")
-    print(f"injected {sum(injected.values())} faults in {len(run.entries)} requests "
-          f"({sum(injected.values()) / len(run.entries):.1%}: {kinds})")
-    print(f"repos: {len(repos)} of {len(expected)} reported, {inspected} inspected, {len(failed)} failed "
-          "with a reason" + "".join(f"\n  {repo['repo_id']}: {repo['error']}" for repo in failed[:5]))
-    print(f"inspected repos whose files equal the fault-free run's: {matching} of {inspected} "
-          f"({'identical' if matching == inspected else 'DIFFERENT'}); wall {run.seconds:.2f} s")
+    print(
+        f"injected {sum(injected.values())} faults in {len(run.entries)} requests "
+        f"({sum(injected.values()) / len(run.entries):.1%}: {kinds})"
+    )
+    print(
+        f"repos: {len(repos)} of {len(expected)} reported, {inspected} inspected, {len(failed)} failed "
+        "with a reason" + "".join(f"\n  {repo['repo_id']}: {repo['error']}" for repo in failed[:5])
+    )
+    print(
+        f"inspected repos whose files equal the fault-free run's: {matching} of {inspected} "
+        f"({'identical' if matching == inspected else 'DIFFERENT'}); wall {run.seconds:.2f} s"
+    )
     every_repo = {repo["repo_id"] for repo in repos} == set(expected)
     return every_repo and matching == inspected and all(repo["error"].strip() for repo in failed)
 
@@ -290,8 +370,10 @@ def main() -> int:
         budget_ok = budget(scratch, args.copies, args.workers)
         latency_ok, reference = latency(scratch, args.repos, args.latency_ms, args.workers)
         faults_ok = faults(scratch, reference, args.latency_ms, args.workers)
-    print(f"\nbudget {'met' if budget_ok else 'MISSED'}; latency {'met' if latency_ok else 'MISSED'}; "
-          f"faults {'handled' if faults_ok else 'MISHANDLED'}")
+    print(
+        f"\nbudget {'met' if budget_ok else 'MISSED'}; latency {'met' if latency_ok else 'MISSED'}; "
+        f"faults {'handled' if faults_ok else 'MISHANDLED'}"
+    )
     return 0 if budget_ok and latency_ok and faults_ok else 1
 
 

@@ -77,8 +77,9 @@ def read_inputs(environ: Mapping[str, str], workspace: Path) -> ActionInputs:
         shard=_shard(input_value(environ, "shard")),
         repos=_repo_ids(input_value(environ, "repos")),
         report_path=workspace / (input_value(environ, "report-path") or DEFAULT_REPORT),
-        max_annotations=_count(input_value(environ, "max-annotations"), "max-annotations",
-                               default=WARNINGS_SHOWN_PER_STEP),
+        max_annotations=_count(
+            input_value(environ, "max-annotations"), "max-annotations", default=WARNINGS_SHOWN_PER_STEP
+        ),
     )
 
 
@@ -109,8 +110,10 @@ def _repo_ids(text: str) -> tuple[str, ...]:
     ids = tuple(part for part in re.split(r"[\s,]+", text) if part)
     for repo_id in ids:
         if not _REPO_ID.match(repo_id):
-            raise InputError(f"input repos: {repo_id!r} is not a repo id (owner/name); separate ids with "
-                             "spaces, commas or new lines")
+            raise InputError(
+                f"input repos: {repo_id!r} is not a repo id (owner/name); separate ids with "
+                "spaces, commas or new lines"
+            )
     return ids
 
 
@@ -126,8 +129,14 @@ def _annotate(report: dict, cap: int) -> None:
         print(command("warning", f"{repo_id}/{path}: {flag['message']}", title=f"lora-bot {flag['code']}"))
     if len(found) > cap:
         # A notice, not an 11th warning: GitHub drops warnings past the tenth, and this line with them.
-        print(command("notice", f"{len(found) - cap} more error flags are not annotated; the job summary and "
-                                "the JSON report list them all", title="lora-bot"))
+        print(
+            command(
+                "notice",
+                f"{len(found) - cap} more error flags are not annotated; the job summary and "
+                "the JSON report list them all",
+                title="lora-bot",
+            )
+        )
 
 
 def main(environ: Mapping[str, str] = os.environ) -> int:
@@ -145,17 +154,24 @@ def main(environ: Mapping[str, str] = os.environ) -> int:
     if token and token != token_input:
         print(command("add-mask", token), flush=True)
     if not inputs.dry_run and not token:
-        missing = (f"input hf-token is empty and {config.hub.token_env} is not set: a live run needs a token "
-                   "with write access (or set dry-run: true)")
+        missing = (
+            f"input hf-token is empty and {config.hub.token_env} is not set: a live run needs a token "
+            "with write access (or set dry-run: true)"
+        )
         print(command("error", missing, title="lora-bot: bad input"))
         return EXIT_USAGE
     return _scan(config, inputs, token, environ)
 
 
 def _scan(config: Config, inputs: ActionInputs, token: str | None, environ: Mapping[str, str]) -> int:
-    options = ScanOptions(endpoint=config.hub.endpoint or environ.get("HF_ENDPOINT") or None, token=token,
-                          dry_run=inputs.dry_run, repos=inputs.repos, shard=inputs.shard,
-                          max_prs=inputs.max_prs)
+    options = ScanOptions(
+        endpoint=config.hub.endpoint or environ.get("HF_ENDPOINT") or None,
+        token=token,
+        dry_run=inputs.dry_run,
+        repos=inputs.repos,
+        shard=inputs.shard,
+        max_prs=inputs.max_prs,
+    )
     try:
         result = run_scan(config, options)
     except Exception as error:  # noqa: BLE001 — discovery itself failed: nothing to report but the reason
@@ -166,11 +182,16 @@ def _scan(config: Config, inputs: ActionInputs, token: str | None, environ: Mapp
     inputs.report_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     append_summary(environ.get("GITHUB_STEP_SUMMARY"), scan_report_markdown(result))
     counts = report_counts(report)
-    write_outputs(environ.get("GITHUB_OUTPUT"), {
-        "repos-scanned": counts["repos_scanned"], "prs-opened": counts["prs_opened"],
-        "discussions-opened": counts["discussions_opened"], "error-flags": counts["error_flags"],
-        "report-path": inputs.report_path,
-    })
+    write_outputs(
+        environ.get("GITHUB_OUTPUT"),
+        {
+            "repos-scanned": counts["repos_scanned"],
+            "prs-opened": counts["prs_opened"],
+            "discussions-opened": counts["discussions_opened"],
+            "error-flags": counts["error_flags"],
+            "report-path": inputs.report_path,
+        },
+    )
     with commands_stopped(sys.stdout):  # the log holds repo-controlled names and messages
         print(render_scan_text(result))
     _annotate(report, inputs.max_annotations)

@@ -80,8 +80,13 @@ def cmd_scan(args: argparse.Namespace) -> int:
     if args.max_prs is not None and args.max_prs < 0:
         raise UsageError("--max-prs must be 0 or more")
     options = ScanOptions(
-        endpoint=args.endpoint, token=args.token, dry_run=args.dry_run, repos=tuple(args.repo or ()),
-        shard=shard, max_prs=args.max_prs, progress=sys.stderr.isatty() and not args.json,
+        endpoint=args.endpoint,
+        token=args.token,
+        dry_run=args.dry_run,
+        repos=tuple(args.repo or ()),
+        shard=shard,
+        max_prs=args.max_prs,
+        progress=sys.stderr.isatty() and not args.json,
     )
     try:
         result = run_scan(config, options)
@@ -114,18 +119,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
         config = load_config(args.config)
     except ConfigError as error:
         raise UsageError(str(error)) from None
+    if args.samples_dir is not None and any(Path(args.samples_dir).glob("*/*")):
+        raise UsageError(f"--samples-dir {args.samples_dir} already holds repos; name a new or empty folder")
     with tempfile.TemporaryDirectory(prefix="lora-bot-demo-") as scratch:
-        root = Path(scratch) / "repos"
+        # With --samples-dir the sample repos stay on disk afterwards, to try `inspect` and `resize` on.
+        root = Path(args.samples_dir) if args.samples_dir is not None else Path(scratch) / "repos"
         repo_ids = write_sample_repos(root)
         with SandboxHub(user="lora-bot") as hub:
             hub.load_directory(root)
             print(f"sandbox Hub at {hub.endpoint} serving {len(repo_ids)} sample repos", file=sys.stderr)
             # The samples are everything the demo owner has; a watermark would hide them on a second run.
-            discovery = dataclasses.replace(config.discovery, queries=(Query(filter=(), author="demo"),),
-                                            incremental=False, state_file=str(Path(scratch) / "state.json"))
+            discovery = dataclasses.replace(
+                config.discovery,
+                queries=(Query(filter=(), author="demo"),),
+                incremental=False,
+                state_file=str(Path(scratch) / "state.json"),
+            )
             config = dataclasses.replace(config, discovery=discovery)
-            options = ScanOptions(endpoint=hub.endpoint, token="hf_sandbox_demo", dry_run=True,
-                                  progress=sys.stderr.isatty())
+            options = ScanOptions(
+                endpoint=hub.endpoint, token="hf_sandbox_demo", dry_run=True, progress=sys.stderr.isatty()
+            )
             result = run_scan(config, options)
             writes = hub.write_request_count()
     if args.report_md:
@@ -188,11 +201,15 @@ def cmd_resize(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise UsageError(str(error)) from None
     try:
-        report = resize_adapter(target, options, Path(args.output) if args.output else None, overwrite=args.force)
+        report = resize_adapter(
+            target, options, Path(args.output) if args.output else None, overwrite=args.force
+        )
     except OutputPathError as error:
         raise UsageError(str(error)) from None
     except (ResizeError, OSError) as error:
-        reason = f"{error.strerror}: {error.filename}" if isinstance(error, OSError) and error.strerror else error
+        reason = (
+            f"{error.strerror}: {error.filename}" if isinstance(error, OSError) and error.strerror else error
+        )
         print(f"lora-bot: cannot resize {args.target}: {reason}", file=sys.stderr)
         return EXIT_FINDINGS
     print(render_resize_json(report) if args.json else render_resize_text(report))
@@ -211,9 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
-    inspect = commands.add_parser("inspect", help="format, rank, alpha, base model and flags of LoRA files",
-                                  description="Inspect a LoRA file, every LoRA file in a folder, or a Hub repo "
-                                              "(OWNER/NAME). Reads headers only.")
+    inspect = commands.add_parser(
+        "inspect",
+        help="format, rank, alpha, base model and flags of LoRA files",
+        description="Inspect a LoRA file, every LoRA file in a folder, or a Hub repo "
+        "(OWNER/NAME). Reads headers only.",
+    )
     inspect.add_argument("target", help="a file, a folder, or a Hub repo id")
     inspect.add_argument("--json", action="store_true", help="one JSON object on stdout")
     inspect.add_argument("--modules", action="store_true", help="with --json: per-module details")
@@ -222,9 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--revision", help="branch, tag or commit for a repo id")
     inspect.set_defaults(handler=cmd_inspect)
 
-    scan = commands.add_parser("scan", help="find and inspect LoRAs on a Hub (headers only)",
-                               description="Discover repos by the config's queries (or --repo), inspect every "
-                                           "LoRA file from its header, and report.")
+    scan = commands.add_parser(
+        "scan",
+        help="find and inspect LoRAs on a Hub (headers only)",
+        description="Discover repos by the config's queries (or --repo), inspect every "
+        "LoRA file from its header, and report.",
+    )
     _add_config_and_report_options(scan)
     scan.add_argument("--endpoint", help="Hub endpoint (default: the config, then HF_ENDPOINT, then the Hub)")
     scan.add_argument("--token", help="Hub token (default: the variable named by hub.token_env, HF_TOKEN)")
@@ -232,56 +255,94 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--dry-run", action="store_true", help="print what would be proposed; write nothing")
     scan.add_argument("--report-json", metavar="FILE", help="write the report JSON to FILE")
     scan.add_argument("--shard", metavar="K/N", help="scan only shard K of N (stable by repo id)")
-    scan.add_argument("--max-prs", type=int, metavar="N", help="at most N PRs this run (overrides the config)")
+    scan.add_argument(
+        "--max-prs", type=int, metavar="N", help="at most N PRs this run (overrides the config)"
+    )
     scan.set_defaults(handler=cmd_scan)
 
-    demo = commands.add_parser("demo", help="run the bot offline on the sandbox Hub's sample repos (dry run)",
-                               description="Start the sandbox Hub with its built-in sample repos, run a dry-run "
-                                           "scan against it, print the report and stop the sandbox.")
+    demo = commands.add_parser(
+        "demo",
+        help="run the bot offline on the sandbox Hub's sample repos (dry run)",
+        description="Start the sandbox Hub with its built-in sample repos, run a dry-run "
+        "scan against it, print the report and stop the sandbox.",
+    )
     _add_config_and_report_options(demo)
+    demo.add_argument(
+        "--samples-dir",
+        metavar="DIR",
+        help="write the sample repos to DIR (OWNER/NAME folders) and keep them, to try inspect and resize on",
+    )
     demo.set_defaults(handler=cmd_demo)
 
-    action = commands.add_parser("action", help="the GitHub Action's entry step (reads INPUT_* variables)",
-                                 description="Run one scan as the GitHub Action's step: inputs from INPUT_* "
-                                             "variables, the report to $GITHUB_STEP_SUMMARY and a JSON file, "
-                                             "outputs to $GITHUB_OUTPUT, annotations on stdout. "
-                                             "See action.yml.")
+    action = commands.add_parser(
+        "action",
+        help="the GitHub Action's entry step (reads INPUT_* variables)",
+        description="Run one scan as the GitHub Action's step: inputs from INPUT_* "
+        "variables, the report to $GITHUB_STEP_SUMMARY and a JSON file, "
+        "outputs to $GITHUB_OUTPUT, annotations on stdout. "
+        "See action.yml.",
+    )
     action.set_defaults(handler=cmd_action)
 
-    merge = commands.add_parser("merge-reports", help="merge the JSON reports of a sharded run into one",
-                                description="Merge shard reports (`lora-bot scan --report-json`, the Action's "
-                                            "report-path) into one markdown summary and, with --output, one "
-                                            "JSON.")
+    merge = commands.add_parser(
+        "merge-reports",
+        help="merge the JSON reports of a sharded run into one",
+        description="Merge shard reports (`lora-bot scan --report-json`, the Action's "
+        "report-path) into one markdown summary and, with --output, one "
+        "JSON.",
+    )
     merge.add_argument("reports", nargs="*", metavar="FILE", help="report JSON files, one per shard")
-    merge.add_argument("--summary", metavar="FILE",
-                       help="append the markdown to FILE (e.g. $GITHUB_STEP_SUMMARY) instead of printing it")
+    merge.add_argument(
+        "--summary",
+        metavar="FILE",
+        help="append the markdown to FILE (e.g. $GITHUB_STEP_SUMMARY) instead of printing it",
+    )
     merge.add_argument("--output", metavar="FILE", help="write the merged report JSON to FILE")
-    merge.add_argument("--expect", type=int, metavar="N",
-                       help="N shards ran: say so, and exit 1, if reports are missing")
+    merge.add_argument(
+        "--expect", type=int, metavar="N", help="N shards ran: say so, and exit 1, if reports are missing"
+    )
     merge.set_defaults(handler=cmd_merge_reports)
 
-    commands.add_parser("sandbox", help="serve the local sandbox Hub (a test and demo server)", add_help=False,
-                        description="See `lora-bot sandbox --help`.")
+    commands.add_parser(
+        "sandbox",
+        help="serve the local sandbox Hub (a test and demo server)",
+        add_help=False,
+        description="See `lora-bot sandbox --help`.",
+    )
 
-    explain = commands.add_parser("explain", help="what a flag code means",
-                                  description="Explain a flag code; without a code, list them all.")
+    explain = commands.add_parser(
+        "explain",
+        help="what a flag code means",
+        description="Explain a flag code; without a code, list them all.",
+    )
     explain.add_argument("code", nargs="?")
     explain.add_argument("--markdown", action="store_true", help="the table of every code, as in the README")
     explain.set_defaults(handler=cmd_explain)
 
-    resize = commands.add_parser("resize", help="lower or raise the rank of a LoRA file, keeping its scale",
-                                 description="Write a copy of a LoRA adapter at another rank: the best rank-K "
-                                             "approximation (SVD of the factors) or zero padding, with alpha "
-                                             "rescaled so the scale is unchanged. Streams one module at a time.")
+    resize = commands.add_parser(
+        "resize",
+        help="lower or raise the rank of a LoRA file, keeping its scale",
+        description="Write a copy of a LoRA adapter at another rank: the best rank-K "
+        "approximation (SVD of the factors) or zero padding, with alpha "
+        "rescaled so the scale is unchanged. Streams one module at a time.",
+    )
     resize.add_argument("target", metavar="IN", help="a .safetensors LoRA file or a PEFT adapter folder")
     goal = resize.add_mutually_exclusive_group(required=True)
     goal.add_argument("--rank", type=int, metavar="K", help="the new rank of every module")
-    goal.add_argument("--energy", type=float, metavar="F",
-                      help="the smallest rank keeping fraction F of the Frobenius energy (sum of squared "
-                           "singular values), one rank for the file unless --per-module")
+    goal.add_argument(
+        "--energy",
+        type=float,
+        metavar="F",
+        help="the smallest rank keeping fraction F of the Frobenius energy (sum of squared "
+        "singular values), one rank for the file unless --per-module",
+    )
     resize.add_argument("--per-module", action="store_true", help="with --energy: pick a rank per module")
-    resize.add_argument("-o", "--output", metavar="OUT",
-                        help="output file (a folder for PEFT adapters); default <stem>-r<K> beside the input")
+    resize.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        help="output file (a folder for PEFT adapters); default <stem>-r<K> beside the input",
+    )
     resize.add_argument("--json", action="store_true", help="one JSON object on stdout")
     resize.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     resize.set_defaults(handler=cmd_resize)

@@ -79,7 +79,15 @@ class Config:
     proposals: ProposalsConfig = field(default_factory=ProposalsConfig)
 
 
-_POSITIVE = {"workers", "retries", "limit", "max_prs_per_repo", "reduce_to_rank", "max_variant_bytes", "timeout"}
+_POSITIVE = {
+    "workers",
+    "retries",
+    "limit",
+    "max_prs_per_repo",
+    "reduce_to_rank",
+    "max_variant_bytes",
+    "timeout",
+}
 _NON_NEGATIVE = {"max_prs_per_run", "reduce_above_rank", "max_retry_wait"}
 
 
@@ -150,7 +158,9 @@ def _scalar(hint, raw: Any, where: str):
         return raw
     if hint in (int, float):
         if isinstance(raw, bool) or not isinstance(raw, (int, float)) or (hint is int and int(raw) != raw):
-            raise ConfigError(f"{where}: expected {'a whole number' if hint is int else 'a number'}, got {raw!r}")
+            raise ConfigError(
+                f"{where}: expected {'a whole number' if hint is int else 'a number'}, got {raw!r}"
+            )
         if name in _POSITIVE and raw <= 0:
             raise ConfigError(f"{where}: must be greater than 0, got {raw!r}")
         if name in _NON_NEGATIVE and raw < 0:

@@ -52,8 +52,10 @@ def render_inspections_text(inspections: Sequence[FileInspection]) -> str:
             f"  base     {_base_text(item)}    source: {item.base_model.source}",
         ]
         if item.target_modules:
-            lines.append(f"  targets  {', '.join(item.target_modules[:12])}"
-                         + (" …" if len(item.target_modules) > 12 else ""))
+            lines.append(
+                f"  targets  {', '.join(item.target_modules[:12])}"
+                + (" …" if len(item.target_modules) > 12 else "")
+            )
         for found in item.flags:
             lines.append(f"  {_SEVERITY_MARK[found.severity]} {found.code}: {found.message}")
         if not item.flags:
@@ -92,8 +94,10 @@ def _bytes_split(stats) -> str:
     """Inspection reads headers only; building a variant or a metadata fix needs the weights themselves."""
     if stats.bytes == stats.inspect_bytes:
         return ""
-    return (f" ({stats.inspect_bytes:,} to inspect headers, {stats.bytes - stats.inspect_bytes:,} to build "
-            "proposals from the weights)")
+    return (
+        f" ({stats.inspect_bytes:,} to inspect headers, {stats.bytes - stats.inspect_bytes:,} to build "
+        "proposals from the weights)"
+    )
 
 
 def _severity_counts(result) -> dict[str, int]:
@@ -112,29 +116,39 @@ def scan_report_markdown(result) -> str:
     lines = [
         "# lora-bot scan report",
         "",
-        (f"{result.stats.repos} repos, {result.stats.files} LoRA files ({mode}). "
-         f"Findings: {counts['error']} errors, {counts['warning']} warnings, {counts['info']} notes. "
-         f"{len(failed)} repos could not be read. {result.stats.requests} requests, "
-         f"{result.stats.bytes:,} bytes read in {result.stats.seconds:.1f} s{_bytes_split(result.stats)}."),
+        (
+            f"{result.stats.repos} repos, {result.stats.files} LoRA files ({mode}). "
+            f"Findings: {counts['error']} errors, {counts['warning']} warnings, {counts['info']} notes. "
+            f"{len(failed)} repos could not be read. {result.stats.requests} requests, "
+            f"{result.stats.bytes:,} bytes read in {result.stats.seconds:.1f} s{_bytes_split(result.stats)}."
+        ),
         "",
     ]
     if result.outcomes:
         lines += ["## Proposals", "", "| repo | kind | status | title | link |", "|---|---|---|---|---|"]
         for outcome in result.outcomes:
-            lines.append(f"| {_md(outcome.repo_id)} | {outcome.kind} | {outcome.status} | {_md(outcome.title)} | "
-                         f"{_link(outcome.url)} |")
+            lines.append(
+                f"| {_md(outcome.repo_id)} | {outcome.kind} | {outcome.status} | {_md(outcome.title)} | "
+                f"{_link(outcome.url)} |"
+            )
         lines.append("")
     with_findings = [r for r in result.repos if any(f.flags for f in r.files)]
     if with_findings:
-        lines += ["## Findings", "", "| repo | file | format | rank | alpha | base model | flags |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "## Findings",
+            "",
+            "| repo | file | format | rank | alpha | base model | flags |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for repo in with_findings:
             for item in repo.files:
                 if not item.flags:
                     continue
                 flags = ", ".join(f"`{f.code}`" for f in item.flags)
-                lines.append(f"| {_md(repo.repo_id)} | {_md(item.path)} | {item.format} | {_ranks_text(item)} | "
-                             f"{_alpha_text(item)} | {_md(_base_text(item))} | {flags} |")
+                lines.append(
+                    f"| {_md(repo.repo_id)} | {_md(item.path)} | {item.format} | {_ranks_text(item)} | "
+                    f"{_alpha_text(item)} | {_md(_base_text(item))} | {flags} |"
+                )
         lines.append("")
     lines += _unread_and_skipped([(r.repo_id, r.error) for r in failed], result.skipped)
     return "\n".join(lines) + "\n"
@@ -169,15 +183,18 @@ def render_scan_text(result) -> str:
         for outcome in result.outcomes:
             where = f" {outcome.url}" if outcome.url else ""
             detail = f" ({outcome.detail})" if outcome.detail else ""
-            parts.append(f"{outcome.status:<16} {outcome.kind:<10} {outcome.repo_id}: {outcome.title}{where}{detail}")
+            parts.append(
+                f"{outcome.status:<16} {outcome.kind:<10} {outcome.repo_id}: {outcome.title}{where}{detail}"
+            )
         for outcome in result.outcomes:
             if result.dry_run and outcome.submission is not None and outcome.status.startswith("would"):
                 parts.append("\n" + preview(outcome.submission))
     counts = _severity_counts(result)
-    parts.append(f"\n{result.stats.repos} repos, {result.stats.files} files, {counts['error']} errors, "
-                 f"{counts['warning']} warnings; {result.stats.requests} requests, {result.stats.bytes:,} bytes"
-                 f"{_bytes_split(result.stats)}"
-                 + (" (dry run)" if result.dry_run else ""))
+    parts.append(
+        f"\n{result.stats.repos} repos, {result.stats.files} files, {counts['error']} errors, "
+        f"{counts['warning']} warnings; {result.stats.requests} requests, {result.stats.bytes:,} bytes"
+        f"{_bytes_split(result.stats)}" + (" (dry run)" if result.dry_run else "")
+    )
     return "\n".join(parts)
 
 
@@ -195,9 +212,13 @@ _SUMMED_STATS = ("files", "requests", "bytes", "write_requests")
 
 def error_flags(report: dict) -> list[tuple[str, str, dict]]:
     """(repo id, file path, flag) for every error-severity flag, in report order."""
-    return [(repo["repo_id"], item["path"], found)
-            for repo in report["repos"] for item in repo["files"] for found in item["flags"]
-            if found["severity"] == "error"]
+    return [
+        (repo["repo_id"], item["path"], found)
+        for repo in report["repos"]
+        for item in repo["files"]
+        for found in item["flags"]
+        if found["severity"] == "error"
+    ]
 
 
 def report_counts(report: dict) -> dict[str, int]:
@@ -230,8 +251,15 @@ def check_report(data: object, source: str) -> dict:
 def merge_reports(reports: Sequence[dict]) -> dict:
     """One report from the shards of one run. Shards split the repos but each lists the same skips."""
     if not reports:
-        return {"endpoint": None, "dry_run": True, "repos": [], "skipped": [], "proposals": [],
-                "stats": {"repos": 0, **dict.fromkeys(_SUMMED_STATS, 0), "seconds": 0.0}, "shards": 0}
+        return {
+            "endpoint": None,
+            "dry_run": True,
+            "repos": [],
+            "skipped": [],
+            "proposals": [],
+            "stats": {"repos": 0, **dict.fromkeys(_SUMMED_STATS, 0), "seconds": 0.0},
+            "shards": 0,
+        }
     endpoints = {r["endpoint"] for r in reports}
     if len(endpoints) > 1:
         raise ValueError(f"the reports come from different Hubs: {', '.join(sorted(map(str, endpoints)))}")
@@ -240,9 +268,15 @@ def merge_reports(reports: Sequence[dict]) -> dict:
     summed = {key: sum(r["stats"].get(key, 0) for r in reports) for key in _SUMMED_STATS}
     # Shards run side by side: the run took as long as its slowest shard.
     stats = {"repos": len(repos), **summed, "seconds": max(r["stats"].get("seconds", 0.0) for r in reports)}
-    return {"endpoint": endpoints.pop(), "dry_run": all(r["dry_run"] for r in reports),
-            "repos": list(repos.values()), "skipped": list(skipped.values()),
-            "proposals": [p for r in reports for p in r["proposals"]], "stats": stats, "shards": len(reports)}
+    return {
+        "endpoint": endpoints.pop(),
+        "dry_run": all(r["dry_run"] for r in reports),
+        "repos": list(repos.values()),
+        "skipped": list(skipped.values()),
+        "proposals": [p for r in reports for p in r["proposals"]],
+        "stats": stats,
+        "shards": len(reports),
+    }
 
 
 def _link(url: object) -> str:
@@ -263,35 +297,70 @@ def merged_report_markdown(merged: dict, expected_shards: int | None = None) -> 
     mode = "dry run: nothing was written" if merged["dry_run"] else "live run"
     lines = [f"# lora-bot scan report ({shards} shard report{'s' if shards != 1 else ''} merged, {mode})", ""]
     if expected_shards is not None and shards < expected_shards:
-        lines += [(f"**{expected_shards - shards} of {expected_shards} shard reports are missing**: those "
-                   "shards failed before writing one; their job logs say why. The numbers below leave them "
-                   "out."), ""]
+        lines += [
+            (
+                f"**{expected_shards - shards} of {expected_shards} shard reports are missing**: those "
+                "shards failed before writing one; their job logs say why. The numbers below leave them "
+                "out."
+            ),
+            "",
+        ]
     lines += _totals_table(merged)
     if merged["proposals"]:
         lines += ["## Proposals", "", "| repo | kind | status | title | link |", "|---|---|---|---|---|"]
-        lines += [f"| {_md(p['repo_id'])} | {_md(p['kind'])} | {_md(p['status'])} "
-                  f"| {_md(p.get('title', ''))} | {_link(p.get('url'))} |" for p in merged["proposals"]]
+        lines += [
+            f"| {_md(p['repo_id'])} | {_md(p['kind'])} | {_md(p['status'])} "
+            f"| {_md(p.get('title', ''))} | {_link(p.get('url'))} |"
+            for p in merged["proposals"]
+        ]
         lines.append("")
-    findings = [(repo["repo_id"], item["path"], f) for repo in merged["repos"] for item in repo["files"]
-                for f in item["flags"] if f["severity"] in ("error", "warning")]
+    findings = [
+        (repo["repo_id"], item["path"], f)
+        for repo in merged["repos"]
+        for item in repo["files"]
+        for f in item["flags"]
+        if f["severity"] in ("error", "warning")
+    ]
     if findings:
         findings.sort(key=lambda row: row[2]["severity"] != "error")  # errors first; sorted() keeps the order
         lines += ["## Findings", "", "| repo | file | severity | flag | message |", "|---|---|---|---|---|"]
-        lines += [f"| {_md(repo_id)} | {_md(path)} | {_md(f['severity'])} | {_code(f['code'])} "
-                  f"| {_md(f['message'])} |" for repo_id, path, f in findings]
+        lines += [
+            f"| {_md(repo_id)} | {_md(path)} | {_md(f['severity'])} | {_code(f['code'])} "
+            f"| {_md(f['message'])} |"
+            for repo_id, path, f in findings
+        ]
         lines.append("")
-    lines += _unread_and_skipped([(repo["repo_id"], repo["error"]) for repo in merged["repos"] if repo["error"]],
-                                 [(entry["repo_id"], entry["reason"]) for entry in merged["skipped"]])
+    lines += _unread_and_skipped(
+        [(repo["repo_id"], repo["error"]) for repo in merged["repos"] if repo["error"]],
+        [(entry["repo_id"], entry["reason"]) for entry in merged["skipped"]],
+    )
     return "\n".join(lines) + "\n"
 
 
 def _totals_table(report: dict) -> list[str]:
     counts = report_counts(report)
-    warnings = sum(f["severity"] == "warning" for repo in report["repos"] for item in repo["files"]
-                   for f in item["flags"])
-    cells = [counts["repos_scanned"], counts["files"], counts["error_flags"], warnings, counts["prs_opened"],
-             counts["discussions_opened"], counts["repos_failed"], report["stats"]["requests"]]
-    return [("| repos scanned | LoRA files | error flags | warnings | PRs opened | discussions opened "
-             "| repos not read | requests |"),
-            "|---|---|---|---|---|---|---|---|",
-            "| " + " | ".join(str(int(c)) for c in cells) + " |", ""]
+    warnings = sum(
+        f["severity"] == "warning"
+        for repo in report["repos"]
+        for item in repo["files"]
+        for f in item["flags"]
+    )
+    cells = [
+        counts["repos_scanned"],
+        counts["files"],
+        counts["error_flags"],
+        warnings,
+        counts["prs_opened"],
+        counts["discussions_opened"],
+        counts["repos_failed"],
+        report["stats"]["requests"],
+    ]
+    return [
+        (
+            "| repos scanned | LoRA files | error flags | warnings | PRs opened | discussions opened "
+            "| repos not read | requests |"
+        ),
+        "|---|---|---|---|---|---|---|---|",
+        "| " + " | ".join(str(int(c)) for c in cells) + " |",
+        "",
+    ]

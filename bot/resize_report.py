@@ -18,17 +18,22 @@ def _ranks(counter) -> str:
 
 
 def _short(name: str, width: int) -> str:
-    return name if len(name) <= width else "…" + name[-(width - 1):]
+    return name if len(name) <= width else "…" + name[-(width - 1) :]
 
 
 def render_resize_text(report: ResizeReport) -> str:
     methods = ", ".join(sorted({m.method for m in report.modules}))
-    output = (report.output if report.output_config is None
-              else f"{report.output.parent}/ ({report.output.name} + {report.output_config.name})")
+    output = (
+        report.output
+        if report.output_config is None
+        else f"{report.output.parent}/ ({report.output.name} + {report.output_config.name})"
+    )
     lines = [
         f"{report.input} → {output}",
-        (f"  format   {report.format}    modules {len(report.modules)}    rank {_ranks(report.plan.old_ranks)} → "
-         f"{_ranks(report.plan.new_ranks)}    method {methods}"),
+        (
+            f"  format   {report.format}    modules {len(report.modules)}    rank {_ranks(report.plan.old_ranks)} → "
+            f"{_ranks(report.plan.new_ranks)}    method {methods}"
+        ),
         f"  energy   {report.energy_retained:.4%} retained    relative error {report.relative_error:.6f}",
         f"  size     {human_size(report.input_size)} → {human_size(report.output_size)}",
     ]
@@ -36,8 +41,10 @@ def render_resize_text(report: ResizeReport) -> str:
     width = min(max((len(m.name) for m in rows), default=6), 64)
     lines += ["", f"  {'module':<{width}}  {'rank':>9}  {'energy':>9}  {'rel.error':>9}  method"]
     for m in rows:
-        lines.append(f"  {_short(m.name, width):<{width}}  {f'{m.old_rank}→{m.new_rank}':>9}  "
-                     f"{m.energy_retained:>9.4%}  {m.relative_error:>9.6f}  {m.method}")
+        lines.append(
+            f"  {_short(m.name, width):<{width}}  {f'{m.old_rank}→{m.new_rank}':>9}  "
+            f"{m.energy_retained:>9.4%}  {m.relative_error:>9.6f}  {m.method}"
+        )
     hidden = len(report.modules) - len(rows)
     if hidden:
         lines.append(f"  … {hidden} more module(s), all with a smaller error (--json lists every module)")

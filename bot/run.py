@@ -33,6 +33,8 @@ class ScanOptions:
     shard: Shard | None = None
     max_prs: int | None = None  # overrides proposals.max_prs_per_run
     progress: bool = False
+    # How retries wait (Retry-After, back-off). Tests pass a recording clock so faults cost no wall time.
+    sleep: Callable[[float], None] = time.sleep
 
 
 @dataclass(frozen=True)
@@ -46,9 +48,15 @@ class ScanStats:
     inspect_bytes: int = 0  # of `bytes`, what discovery and inspection read; the rest built proposals
 
     def to_json(self) -> dict:
-        return {"repos": self.repos, "files": self.files, "requests": self.requests, "bytes": self.bytes,
-                "write_requests": self.write_requests, "seconds": round(self.seconds, 3),
-                "inspect_bytes": self.inspect_bytes}
+        return {
+            "repos": self.repos,
+            "files": self.files,
+            "requests": self.requests,
+            "bytes": self.bytes,
+            "write_requests": self.write_requests,
+            "seconds": round(self.seconds, 3),
+            "inspect_bytes": self.inspect_bytes,
+        }
 
 
 @dataclass(frozen=True)
@@ -69,8 +77,12 @@ def resolve_token(config: Config, options: ScanOptions) -> str | None:
     return options.token or os.environ.get(config.hub.token_env) or None
 
 
-def inspect_all(reader: RemoteReader, refs: tuple[RepoRef, ...], workers: int,
-                on_done: Callable[[RepoInspection], None] | None = None) -> list[RepoInspection]:
+def inspect_all(
+    reader: RemoteReader,
+    refs: tuple[RepoRef, ...],
+    workers: int,
+    on_done: Callable[[RepoInspection], None] | None = None,
+) -> list[RepoInspection]:
     """Inspect repos in parallel; results come back in discovery order, whatever finished first."""
     results: dict[int, RepoInspection] = {}
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lora-bot") as pool:
@@ -80,14 +92,18 @@ def inspect_all(reader: RemoteReader, refs: tuple[RepoRef, ...], workers: int,
             try:
                 result = future.result()
             except Exception as error:  # noqa: BLE001 — reader.inspect reports errors itself; belt and braces
-                result = RepoInspection(refs[index].repo_id, refs[index].sha, error=f"internal error: {error!r}")
+                result = RepoInspection(
+                    refs[index].repo_id, refs[index].sha, error=f"internal error: {error!r}"
+                )
             results[index] = result
             if on_done:
                 on_done(result)
     return [results[i] for i in range(len(refs))]
 
 
-def _progress(total: int, enabled: bool) -> tuple[Callable[[RepoInspection], None] | None, Callable[[], None]]:
+def _progress(
+    total: int, enabled: bool
+) -> tuple[Callable[[RepoInspection], None] | None, Callable[[], None]]:
     if not enabled or total == 0:
         return None, lambda: None
     from tqdm.auto import tqdm
@@ -101,11 +117,12 @@ def run_scan(config: Config, options: ScanOptions) -> ScanResult:
     requests_before, bytes_before, writes_before = METER.snapshot()
     endpoint = resolve_endpoint(config, options)
     api = make_api(endpoint, resolve_token(config, options), timeout=config.hub.timeout)
-    policy = RetryPolicy(attempts=config.hub.retries, max_wait=config.hub.max_retry_wait)
+    policy = RetryPolicy(attempts=config.hub.retries, max_wait=config.hub.max_retry_wait, sleep=options.sleep)
     use_watermark = config.discovery.incremental and not options.repos
     watermark = read_watermark(config.discovery.state_file, options.shard) if use_watermark else None
-    found = discover(api, config.discovery, policy, explicit=options.repos, shard=options.shard,
-                     watermark=watermark)
+    found = discover(
+        api, config.discovery, policy, explicit=options.repos, shard=options.shard, watermark=watermark
+    )
     on_done, close = _progress(len(found.refs), options.progress)
     try:
         inspected = inspect_all(RemoteReader(api, policy), found.refs, config.hub.workers, on_done)
@@ -120,22 +137,30 @@ def run_scan(config: Config, options: ScanOptions) -> ScanResult:
         else:
             kept.append(result)
 
-    outcomes = tuple(run_proposals(api, config, kept, policy, dry_run=options.dry_run, max_prs=options.max_prs))
+    outcomes = tuple(
+        run_proposals(api, config, kept, policy, dry_run=options.dry_run, max_prs=options.max_prs)
+    )
 
     # A dry run leaves no trace anywhere, the watermark included: the next live run must see these repos.
     if use_watermark and not options.dry_run:
         unfinished = {o.repo_id for o in outcomes if o.status in _UNFINISHED}
         # The listing's lastModified, the value the next listing is compared with. Repos the listing did not
         # return (`repos` of the config) carry none: they are scanned every run and must not move the mark.
-        scanned = [(ref.last_modified, result.error is None and result.repo_id not in unfinished)
-                   for ref, result in zip(found.refs, inspected, strict=True)]
+        scanned = [
+            (ref.last_modified, result.error is None and result.repo_id not in unfinished)
+            for ref, result in zip(found.refs, inspected, strict=True)
+        ]
         new_mark = next_watermark(watermark, scanned)
         if new_mark and new_mark != watermark:
             write_watermark(config.discovery.state_file, new_mark, options.shard)
     requests_after, bytes_after, writes_after = METER.snapshot()
     stats = ScanStats(
-        repos=len(kept), files=sum(len(r.files) for r in kept), requests=requests_after - requests_before,
-        bytes=bytes_after - bytes_before, write_requests=writes_after - writes_before,
-        seconds=time.monotonic() - started, inspect_bytes=bytes_inspected - bytes_before,
+        repos=len(kept),
+        files=sum(len(r.files) for r in kept),
+        requests=requests_after - requests_before,
+        bytes=bytes_after - bytes_before,
+        write_requests=writes_after - writes_before,
+        seconds=time.monotonic() - started,
+        inspect_bytes=bytes_inspected - bytes_before,
     )
     return ScanResult(api.endpoint, options.dry_run, tuple(kept), tuple(skipped), stats, outcomes)

@@ -32,8 +32,9 @@ def escape_property(text: object) -> str:
 
 def command(name: str, message: object = "", **properties: object) -> str:
     """`::name key=value,...::message`, escaped; properties that are None are left out."""
-    props = ",".join(f"{key}={escape_property(value)}"
-                     for key, value in properties.items() if value is not None)
+    props = ",".join(
+        f"{key}={escape_property(value)}" for key, value in properties.items() if value is not None
+    )
     return f"::{name}{' ' + props if props else ''}::{escape_data(message)}"
 
 

@@ -7,15 +7,17 @@ import os
 import tempfile
 
 _HF_HOME = tempfile.mkdtemp(prefix="lora-bot-hf-home-")
-os.environ.update({
-    "HF_HUB_DISABLE_XET": "1",  # the sandbox speaks the classic LFS protocol, not Xet
-    "HF_HOME": _HF_HOME,  # no real token or cache is read
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-    "NO_PROXY": "127.0.0.1,localhost",
-    "no_proxy": "127.0.0.1,localhost",
-    "TOKENIZERS_PARALLELISM": "false",
-})
+os.environ.update(
+    {
+        "HF_HUB_DISABLE_XET": "1",  # the sandbox speaks the classic LFS protocol, not Xet
+        "HF_HOME": _HF_HOME,  # no real token or cache is read
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+)
 for _name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT"):
     os.environ.pop(_name, None)
 

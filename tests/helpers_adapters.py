@@ -22,8 +22,12 @@ from bot.sandbox.layouts import write_sparse_safetensors
 
 # torch dtype -> safetensors dtype name.
 SAFETENSORS_DTYPES = {
-    torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-    torch.float64: "F64", torch.int64: "I64", torch.int32: "I32",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.float64: "F64",
+    torch.int64: "I64",
+    torch.int32: "I32",
 }
 
 
@@ -35,8 +39,9 @@ def shapes_of(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tuple[str, tu
     return {name: (SAFETENSORS_DTYPES[t.dtype], tuple(t.shape)) for name, t in state_dict.items()}
 
 
-def write_header_only_state_dict(path: str | Path, state_dict: Mapping[str, torch.Tensor],
-                                 metadata: Mapping[str, str] | None = None) -> Path:
+def write_header_only_state_dict(
+    path: str | Path, state_dict: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+) -> Path:
     """Header-only file of a (meta) state dict. Real one-element tensors keep their value: kohya `.alpha`
     tensors made by diffusers' `convert_state_dict_to_kohya` are real even when the factors are meta."""
     values = {name: t.item() for name, t in state_dict.items() if t.device.type != "meta" and t.numel() == 1}
@@ -59,8 +64,14 @@ def header_only_save_function(metadata: Mapping[str, str] | None = None) -> Call
 def tiny_llama_config(**overrides):
     from transformers import LlamaConfig
 
-    values = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, vocab_size=256)
+    values = dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=256,
+    )
     values.update(overrides)
     return LlamaConfig(**values)
 
@@ -89,8 +100,9 @@ def build_peft_llama(
     return Path(directory)
 
 
-def write_meta_peft_adapter(directory: str | Path, model: torch.nn.Module, lora_config,
-                            base_model: str | None = None) -> Path:
+def write_meta_peft_adapter(
+    directory: str | Path, model: torch.nn.Module, lora_config, base_model: str | None = None
+) -> Path:
     """PEFT adapter of a meta-device model: the keys and config PEFT would save, shapes at full size."""
     from peft import get_peft_model
     from peft.utils import get_peft_model_state_dict
@@ -102,8 +114,9 @@ def write_meta_peft_adapter(directory: str | Path, model: torch.nn.Module, lora_
     with torch.device("meta"):
         peft_model = get_peft_model(model, lora_config)
     state_dict = get_peft_model_state_dict(peft_model)  # the keys save_pretrained writes
-    write_sparse_safetensors(directory / "adapter_model.safetensors", shapes_of(state_dict),
-                             metadata={"format": "pt"})
+    write_sparse_safetensors(
+        directory / "adapter_model.safetensors", shapes_of(state_dict), metadata={"format": "pt"}
+    )
     config = peft_model.peft_config["default"]
     if config.base_model_name_or_path is None and base_model:
         config.base_model_name_or_path = base_model
@@ -115,21 +128,48 @@ def write_meta_peft_adapter(directory: str | Path, model: torch.nn.Module, lora_
 
 
 def tiny_unet_config(cross_attention_dim: int = 32) -> dict:
-    return dict(block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
-                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-                cross_attention_dim=cross_attention_dim, attention_head_dim=8, norm_num_groups=8)
+    return dict(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
 
 
 def tiny_sd3_config() -> dict:
-    return dict(sample_size=8, patch_size=1, in_channels=4, out_channels=4, num_layers=2, attention_head_dim=8,
-                num_attention_heads=2, caption_projection_dim=16, joint_attention_dim=32,
-                pooled_projection_dim=16, pos_embed_max_size=16)
+    return dict(
+        sample_size=8,
+        patch_size=1,
+        in_channels=4,
+        out_channels=4,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        caption_projection_dim=16,
+        joint_attention_dim=32,
+        pooled_projection_dim=16,
+        pos_embed_max_size=16,
+    )
 
 
 def tiny_flux_config() -> dict:
-    return dict(patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=16,
-                num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=[4, 4, 8])
+    return dict(
+        patch_size=1,
+        in_channels=4,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        axes_dims_rope=[4, 4, 8],
+    )
 
 
 def peft_state_dict_with_lora(model: torch.nn.Module, lora_config) -> dict[str, torch.Tensor]:

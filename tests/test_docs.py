@@ -24,9 +24,14 @@ def test_every_command_is_documented():
         assert f"lora-bot {name}" in README, f"`lora-bot {name}` is not in the README"
 
 
-def test_setup_commands_exist_and_ci_runs_the_test_command():
+def test_setup_commands_exist_and_ci_runs_them_in_the_readmes_order():
     makefile = (ROOT / "Makefile").read_text()
-    for target in ("demo", "test"):
+    for target in ("demo", "test", "lint", "smoke-core"):
         assert f"make {target}" in README
         assert re.search(rf"^{target}:", makefile, re.MULTILINE)
-    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    # The demo (core install only) first, then the core-only smoke, and only then what brings the extras.
+    ci = (ROOT / ".ci" / "run").read_text()
+    steps = [ci.index(f"\nmake {target}") for target in ("demo", "smoke-core", "lint", "test")]
+    assert steps == sorted(steps)
+    assert ci.index("rm -rf .venv") < steps[0], "the demo runs in a new venv"
+    assert re.search(r"^demo: install$", makefile, re.MULTILINE), "the demo target installs the core only"

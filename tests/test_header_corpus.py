@@ -33,8 +33,10 @@ ALPHA = "lora_unet_down_blocks_0_attentions_0_proj_in.alpha"
 
 def write_kohya_lora(path: Path, rank: int, alpha: float) -> None:
     tensors = {}
-    for module, width in (("lora_unet_down_blocks_0_attentions_0_proj_in", 32),
-                          ("lora_te_text_model_encoder_layers_0_self_attn_q_proj", 16)):
+    for module, width in (
+        ("lora_unet_down_blocks_0_attentions_0_proj_in", 32),
+        ("lora_te_text_model_encoder_layers_0_self_attn_q_proj", 16),
+    ):
         tensors[f"{module}.lora_down.weight"] = torch.full((rank, width), 0.5)
         tensors[f"{module}.lora_up.weight"] = torch.full((width, rank), 0.25)
         tensors[f"{module}.alpha"] = torch.tensor(alpha)
@@ -86,6 +88,7 @@ def text_edit(change: Callable[[str], str]) -> Callable[[Good], bytes]:
 def set_field(name: str, field: str, value) -> Callable[[Good], bytes]:
     def change(header: dict, good: Good) -> None:
         header[name][field] = value
+
     return edited(change)
 
 
@@ -95,9 +98,11 @@ def drop_field(field: str) -> Callable[[Good], bytes]:
 
 def shift(which: int, by: int) -> Callable[[Good], bytes]:
     """Move the `which`-th tensor in data order by `by` bytes, keeping its length."""
+
     def change(header: dict, good: Good) -> None:
         entry = header[good.by_offset()[which]]
         entry["data_offsets"] = [o + by for o in entry["data_offsets"]]
+
     return edited(change)
 
 
@@ -129,33 +134,70 @@ VARIANTS: list[tuple[str, Callable[[Good], bytes], tuple[str, ...]]] = [
     ("one-byte", lambda good: good.raw[:1], ("only 1 byte long",)),
     ("seven-bytes", lambda good: good.raw[:7], ("only 7 bytes long",)),
     ("header-length-zero", length_prefix(0), ("header length is 0",)),
-    ("header-length-past-end", lambda good: struct.pack("<Q", len(good.raw)) + good.raw[8:],
-     ("runs past the end",)),
+    (
+        "header-length-past-end",
+        lambda good: struct.pack("<Q", len(good.raw)) + good.raw[8:],
+        ("runs past the end",),
+    ),
     ("huge-declared-header", length_prefix(2**63), ("exceeds", "limit")),
     ("truncated-in-header", lambda good: good.raw[: 8 + len(good.text) // 2], ("runs past the end",)),
     ("truncated-in-data", lambda good: good.raw[:-6], ("past the end of the file", "data ends at byte")),
     ("trailing-bytes", lambda good: good.raw + b"\0" * 16, ("16 trailing bytes",)),
     ("json-cut", text_edit(lambda text: text[: len(text) // 2]), ("not valid JSON",)),
     ("json-trailing-comma", text_edit(lambda text: text[:-1] + ",}"), ("not valid JSON",)),
-    ("json-single-quotes", text_edit(lambda text: text.replace('"', "'")), ("not valid JSON", "double quotes")),
+    (
+        "json-single-quotes",
+        text_edit(lambda text: text.replace('"', "'")),
+        ("not valid JSON", "double quotes"),
+    ),
     ("json-garbage-after", text_edit(lambda text: text + " x"), ("not valid JSON", "Extra data")),
     ("json-array", text_edit(lambda text: f"[{text}]"), ("not a JSON object",)),
-    ("json-control-char", text_edit(lambda text: text.replace("ss_network_dim", "ss_network\tdim")),
-     ("not valid JSON", "control character")),
-    ("non-utf8", lambda good: pack(good.text.encode().replace(b"proj_in", b"proj\xffin", 1), good.data),
-     ("UTF-8",)),
-    ("byte-order-mark", lambda good: pack(b"\xef\xbb\xbf" + good.text.encode(), good.data), ("byte-order mark",)),
-    ("lone-surrogate", text_edit(lambda text: text.replace("proj_in.lora_down", "proj_in\\ud800.lora_down")),
-     ("surrogate",)),
+    (
+        "json-control-char",
+        text_edit(lambda text: text.replace("ss_network_dim", "ss_network\tdim")),
+        ("not valid JSON", "control character"),
+    ),
+    (
+        "non-utf8",
+        lambda good: pack(good.text.encode().replace(b"proj_in", b"proj\xffin", 1), good.data),
+        ("UTF-8",),
+    ),
+    (
+        "byte-order-mark",
+        lambda good: pack(b"\xef\xbb\xbf" + good.text.encode(), good.data),
+        ("byte-order mark",),
+    ),
+    (
+        "lone-surrogate",
+        text_edit(lambda text: text.replace("proj_in.lora_down", "proj_in\\ud800.lora_down")),
+        ("surrogate",),
+    ),
     ("duplicate-tensor-key", text_edit(first_tensor_twice), (DOWN, "twice")),
-    ("duplicate-metadata", text_edit(lambda text: text[:-1] + ',"__metadata__":{}}'), ("__metadata__", "twice")),
-    ("duplicate-field", text_edit(lambda text: text.replace('"dtype":"F32"', '"dtype":"F32","dtype":"F16"', 1)),
-     ("dtype twice",)),
-    ("metadata-non-string", edited(lambda header, good: header["__metadata__"].update(ss_network_dim=4)),
-     ("__metadata__", "strings to strings", "ss_network_dim")),
-    ("metadata-not-object", edited(lambda header, good: header.update(__metadata__=["ss_network_dim"])),
-     ("__metadata__ must be an object",)),
-    ("entry-not-object", edited(lambda header, good: header.update({DOWN: [4, 32]})), ("entry is not an object",)),
+    (
+        "duplicate-metadata",
+        text_edit(lambda text: text[:-1] + ',"__metadata__":{}}'),
+        ("__metadata__", "twice"),
+    ),
+    (
+        "duplicate-field",
+        text_edit(lambda text: text.replace('"dtype":"F32"', '"dtype":"F32","dtype":"F16"', 1)),
+        ("dtype twice",),
+    ),
+    (
+        "metadata-non-string",
+        edited(lambda header, good: header["__metadata__"].update(ss_network_dim=4)),
+        ("__metadata__", "strings to strings", "ss_network_dim"),
+    ),
+    (
+        "metadata-not-object",
+        edited(lambda header, good: header.update(__metadata__=["ss_network_dim"])),
+        ("__metadata__ must be an object",),
+    ),
+    (
+        "entry-not-object",
+        edited(lambda header, good: header.update({DOWN: [4, 32]})),
+        ("entry is not an object",),
+    ),
     ("missing-dtype", drop_field("dtype"), ("lacks dtype",)),
     ("missing-shape", drop_field("shape"), ("lacks shape",)),
     ("missing-data-offsets", drop_field("data_offsets"), ("lacks data_offsets",)),
@@ -163,8 +205,11 @@ VARIANTS: list[tuple[str, Callable[[Good], bytes], tuple[str, ...]]] = [
     ("unknown-dtype", set_field(DOWN, "dtype", "F33"), ("unknown dtype", "F33")),
     ("dtype-not-string", set_field(DOWN, "dtype", ["F32"]), ("unknown dtype",)),
     ("dtype-100k-chars", set_field(DOWN, "dtype", "F" * 100_000), ("unknown dtype", "FFFF…")),
-    ("entry-huge-list", edited(lambda header, good: header.update({DOWN: list(range(100_000))})),
-     ("entry is not an object", "...")),
+    (
+        "entry-huge-list",
+        edited(lambda header, good: header.update({DOWN: list(range(100_000))})),
+        ("entry is not an object", "..."),
+    ),
     ("shape-negative", set_field(DOWN, "shape", [-4, 32]), ("shape must be",)),
     ("shape-float", set_field(DOWN, "shape", [4.0, 32]), ("shape must be",)),
     ("shape-string", set_field(DOWN, "shape", ["4", 32]), ("shape must be",)),
@@ -172,25 +217,55 @@ VARIANTS: list[tuple[str, Callable[[Good], bytes], tuple[str, ...]]] = [
     ("shape-past-u64", set_field(DOWN, "shape", [2**64, 1]), ("shape must be", "64-bit")),
     ("shape-overflows", set_field(DOWN, "shape", [2**40, 2**40]), ("overflows",)),
     ("shape-offset-disagree", set_field(DOWN, "shape", [4, 33]), ("needs 528 bytes", "span 512")),
-    ("sub-byte-shape", edited(lambda header, good: header[DOWN].update(dtype="F4", shape=[255])),
-     ("not a whole number of bytes",)),
-    ("offsets-three", edited(lambda header, good: header[DOWN]["data_offsets"].append(0)), ("data_offsets must be",)),
-    ("offsets-negative", edited(lambda header, good: header[DOWN].update(data_offsets=[-512, 0])),
-     ("data_offsets must be",)),
-    ("offsets-reversed", edited(lambda header, good: header[DOWN]["data_offsets"].reverse()), ("before begin",)),
-    ("offsets-float", edited(lambda header, good: header[DOWN].update(
-        data_offsets=[float(o) for o in header[DOWN]["data_offsets"]])), ("data_offsets must be",)),
-    ("offsets-bool", edited(lambda header, good: header[ALPHA].update(shape=[1], dtype="U8", data_offsets=[False, True])),
-     ("data_offsets must be",)),
+    (
+        "sub-byte-shape",
+        edited(lambda header, good: header[DOWN].update(dtype="F4", shape=[255])),
+        ("not a whole number of bytes",),
+    ),
+    (
+        "offsets-three",
+        edited(lambda header, good: header[DOWN]["data_offsets"].append(0)),
+        ("data_offsets must be",),
+    ),
+    (
+        "offsets-negative",
+        edited(lambda header, good: header[DOWN].update(data_offsets=[-512, 0])),
+        ("data_offsets must be",),
+    ),
+    (
+        "offsets-reversed",
+        edited(lambda header, good: header[DOWN]["data_offsets"].reverse()),
+        ("before begin",),
+    ),
+    (
+        "offsets-float",
+        edited(
+            lambda header, good: header[DOWN].update(
+                data_offsets=[float(o) for o in header[DOWN]["data_offsets"]]
+            )
+        ),
+        ("data_offsets must be",),
+    ),
+    (
+        "offsets-bool",
+        edited(lambda header, good: header[ALPHA].update(shape=[1], dtype="U8", data_offsets=[False, True])),
+        ("data_offsets must be",),
+    ),
     ("offsets-overlap", shift(1, -4), ("overlaps",)),
     ("offsets-gap", shift(1, +4), ("gap of 4 unused bytes",)),
     ("offsets-out-of-range", edited(grow_last), ("past the end of the file",)),
     ("deeply-nested", text_edit(nested(100_000)), ("nested too deeply",)),
-    ("huge-integer", text_edit(lambda text: text.replace('"shape":[', '"shape":[' + "9" * 5000 + ",", 1)),
-     ("5,000-digit integer",)),
+    (
+        "huge-integer",
+        text_edit(lambda text: text.replace('"shape":[', '"shape":[' + "9" * 5000 + ",", 1)),
+        ("5,000-digit integer",),
+    ),
     ("nan-literal", text_edit(lambda text: text.replace('"shape":[', '"shape":[NaN,', 1)), ("NaN",)),
-    ("infinity-literal", text_edit(lambda text: text.replace('"shape":[', '"shape":[-Infinity,', 1)),
-     ("-Infinity",)),
+    (
+        "infinity-literal",
+        text_edit(lambda text: text.replace('"shape":[', '"shape":[-Infinity,', 1)),
+        ("-Infinity",),
+    ),
 ]
 VARIANT_IDS = [variant[0] for variant in VARIANTS]
 
@@ -233,8 +308,16 @@ def test_variant_is_flagged_with_a_specific_message(capsys, tmp_path, good, name
     assert entry["rank"] is None
 
 
-SUBPROCESS_VARIANTS = ["empty-file", "huge-declared-header", "non-utf8", "lone-surrogate", "deeply-nested",
-                       "huge-integer", "shape-overflows", "offsets-overlap"]
+SUBPROCESS_VARIANTS = [
+    "empty-file",
+    "huge-declared-header",
+    "non-utf8",
+    "lone-surrogate",
+    "deeply-nested",
+    "huge-integer",
+    "shape-overflows",
+    "offsets-overlap",
+]
 
 
 @pytest.mark.parametrize("name", SUBPROCESS_VARIANTS)
@@ -243,8 +326,13 @@ def test_no_traceback_reaches_the_terminal(tmp_path, good, name):
     path = tmp_path / f"{name}.safetensors"
     path.write_bytes(build(good))
     for extra in ([], ["--json"]):  # the text renderer prints names too
-        done = subprocess.run([sys.executable, "-m", "bot", "inspect", str(path), *extra],
-                              capture_output=True, text=True, timeout=60, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "bot", "inspect", str(path), *extra],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert done.returncode == 1, done.stderr
         assert "Traceback" not in done.stderr
         assert "corrupt-header" in done.stdout
@@ -281,7 +369,10 @@ def test_folder_reports_every_bad_file_and_the_good_ones(capsys, tmp_path, good)
     assert status == 1 and "Traceback" not in err
     for name in VARIANT_IDS:
         assert corrupt_messages(by_path.pop(f"{name}.safetensors")), name
-    good_four, good_eight = by_path.pop("good_rank4.safetensors"), by_path.pop("nested/good_rank8.safetensors")
+    good_four, good_eight = (
+        by_path.pop("good_rank4.safetensors"),
+        by_path.pop("nested/good_rank8.safetensors"),
+    )
     assert (good_four["rank"], good_four["alpha"], corrupt_messages(good_four)) == (4, 2.0, [])
     assert (good_eight["rank"], good_eight["alpha"], corrupt_messages(good_eight)) == (8, 8.0, [])
     assert by_path == {}
@@ -311,9 +402,16 @@ def test_header_of_a_1gb_sparse_file_is_read_without_the_data(capsys, tmp_path, 
     module = "lora_unet_down_blocks_0_attentions_0_proj_in"
     header = {
         f"{module}.alpha": {"dtype": "F32", "shape": [], "data_offsets": [0, 4]},
-        f"{module}.lora_down.weight": {"dtype": "F32", "shape": [rank, width], "data_offsets": [4, 4 + 4 * rank * width]},
-        f"{module}.lora_up.weight": {"dtype": "F32", "shape": [width, rank],
-                                     "data_offsets": [4 + 4 * rank * width, 4 + 8 * rank * width]},
+        f"{module}.lora_down.weight": {
+            "dtype": "F32",
+            "shape": [rank, width],
+            "data_offsets": [4, 4 + 4 * rank * width],
+        },
+        f"{module}.lora_up.weight": {
+            "dtype": "F32",
+            "shape": [width, rank],
+            "data_offsets": [4 + 4 * rank * width, 4 + 8 * rank * width],
+        },
     }
     path = tmp_path / "big.safetensors"
     _write_sparse(path, header, {0: struct.pack("<f", 4.0)}, 4 + 8 * rank * width)

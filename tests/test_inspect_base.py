@@ -22,11 +22,19 @@ def kohya_sd15(folder, card_base: str) -> None:
     (folder / "README.md").write_text(f"---\nbase_model: {card_base}\n---\n# x\n")
 
 
-@pytest.mark.parametrize("declared, family, repo_id, mismatch", [
-    ("Lykon/dreamshaper-8", "sd1", "Lykon/dreamshaper-8", False),  # an unlisted SD1 fine-tune
-    ("stable-diffusion-v1-5/stable-diffusion-v1-5", "sd1", "stable-diffusion-v1-5/stable-diffusion-v1-5", False),
-    ("stabilityai/stable-diffusion-xl-base-1.0", "sd1", None, True),  # SD1.5 LoRA tagged SDXL
-])
+@pytest.mark.parametrize(
+    "declared, family, repo_id, mismatch",
+    [
+        ("Lykon/dreamshaper-8", "sd1", "Lykon/dreamshaper-8", False),  # an unlisted SD1 fine-tune
+        (
+            "stable-diffusion-v1-5/stable-diffusion-v1-5",
+            "sd1",
+            "stable-diffusion-v1-5/stable-diffusion-v1-5",
+            False,
+        ),
+        ("stabilityai/stable-diffusion-xl-base-1.0", "sd1", None, True),  # SD1.5 LoRA tagged SDXL
+    ],
+)
 def test_declared_base_against_the_shapes(tmp_path, capsys, declared, family, repo_id, mismatch):
     kohya_sd15(tmp_path, declared)
     code = main(["inspect", str(tmp_path), "--json"])

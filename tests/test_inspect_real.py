@@ -52,8 +52,9 @@ ATTENTION = ["to_k", "to_q", "to_v", "to_out.0"]
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     """`python -m bot ARGS` in a subprocess: the real entry point, stdout, stderr and exit status."""
-    return subprocess.run([sys.executable, "-m", "bot", *args], capture_output=True, text=True,
-                          timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args], capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def run_main(*args: str) -> subprocess.CompletedProcess:
@@ -115,8 +116,14 @@ def test_peft_plain_adapter(tmp_path):
 
 
 def test_peft_rank_and_alpha_patterns_are_per_module_not_mismatches(tmp_path):
-    build_peft_llama(tmp_path, r=8, alpha=16, target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
-                     rank_pattern={"k_proj": 2, "layers.1.self_attn.q_proj": 4}, alpha_pattern={"o_proj": 32})
+    build_peft_llama(
+        tmp_path,
+        r=8,
+        alpha=16,
+        target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
+        rank_pattern={"k_proj": 2, "layers.1.self_attn.q_proj": 4},
+        alpha_pattern={"o_proj": 32},
+    )
     status, report = inspect_one(tmp_path, "--modules")
     assert status == 0
     assert report["format"] == "peft"
@@ -138,7 +145,7 @@ def test_peft_rslora_scale_is_alpha_over_sqrt_rank(tmp_path):
     status, report = inspect_one(tmp_path)
     assert status == 0
     assert (report["rank"], report["alpha"], report["use_rslora"]) == (16, 8.0, True)
-    assert report["scale"] == pytest.approx(8 / 16 ** 0.5)
+    assert report["scale"] == pytest.approx(8 / 16**0.5)
 
 
 def test_peft_dora_is_reported(tmp_path):
@@ -151,7 +158,9 @@ def test_peft_dora_is_reported(tmp_path):
 
 
 def test_peft_embedding_lora_and_modules_to_save(tmp_path):
-    build_peft_llama(tmp_path, r=4, alpha=8, target_modules=("q_proj", "embed_tokens"), modules_to_save=["lm_head"])
+    build_peft_llama(
+        tmp_path, r=4, alpha=8, target_modules=("q_proj", "embed_tokens"), modules_to_save=["lm_head"]
+    )
     status, report = inspect_one(tmp_path, "--modules")
     assert status == 0
     assert report["flags"] == []  # lm_head and embed_tokens.base_layer are saved on purpose
@@ -184,10 +193,14 @@ def test_peft_gpt2_style_trunk_is_a_language_model(tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=256, n_positions=64,
-                                       bos_token_id=0, eos_token_id=0))
-    config = LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"], fan_in_fan_out=True,
-                        init_lora_weights="gaussian")
+    model = GPT2LMHeadModel(
+        GPT2Config(
+            n_embd=64, n_layer=2, n_head=4, vocab_size=256, n_positions=64, bos_token_id=0, eos_token_id=0
+        )
+    )
+    config = LoraConfig(
+        r=4, lora_alpha=8, target_modules=["c_attn"], fan_in_fan_out=True, init_lora_weights="gaussian"
+    )
     get_peft_model(model, config).save_pretrained(str(tmp_path))
     status, report = inspect_one(tmp_path)
     assert status == 0
@@ -301,7 +314,8 @@ def test_diffusers_unet_lora_with_adapter_metadata(tmp_path, diffusers_libs):
     config = _lora_config(r=4, lora_alpha=8)
     _, state_dict = _tiny_unet_lora(config)
     diffusers.StableDiffusionPipeline.save_lora_weights(
-        tmp_path, unet_lora_layers=state_dict, unet_lora_adapter_metadata=lora_adapter_metadata(config))
+        tmp_path, unet_lora_layers=state_dict, unet_lora_adapter_metadata=lora_adapter_metadata(config)
+    )
     status, report = inspect_one(tmp_path)
     assert status == 0
     assert report["format"] == "diffusers"
@@ -313,11 +327,17 @@ def test_diffusers_sd3_transformer_lora(tmp_path, diffusers_libs):
     diffusers, _, _ = diffusers_libs
     torch.manual_seed(0)
     model = diffusers.SD3Transformer2DModel(**tiny_sd3_config())
-    config = _lora_config(r=4, lora_alpha=16, target_modules=ATTENTION + ["add_k_proj", "add_q_proj", "add_v_proj",
-                                                                          "to_add_out"])
+    config = _lora_config(
+        r=4,
+        lora_alpha=16,
+        target_modules=[*ATTENTION, "add_k_proj", "add_q_proj", "add_v_proj", "to_add_out"],
+    )
     state_dict = peft_state_dict_with_lora(model, config)
     diffusers.StableDiffusion3Pipeline.save_lora_weights(
-        tmp_path, transformer_lora_layers=state_dict, transformer_lora_adapter_metadata=lora_adapter_metadata(config))
+        tmp_path,
+        transformer_lora_layers=state_dict,
+        transformer_lora_adapter_metadata=lora_adapter_metadata(config),
+    )
     status, report = inspect_one(tmp_path)
     assert status == 0
     assert report["format"] == "diffusers"
@@ -328,19 +348,30 @@ def test_diffusers_sd3_transformer_lora(tmp_path, diffusers_libs):
     assert report["base_model"]["family"] is None
 
 
-@pytest.mark.parametrize("with_metadata, pattern", [
-    (False, "proj_mlp"),
-    (True, "proj_mlp"),
-    (True, r"single_transformer_blocks\.\d+\.proj_mlp"),  # PEFT patterns are regexes; diffusers passes them on
-])
+@pytest.mark.parametrize(
+    "with_metadata, pattern",
+    [
+        (False, "proj_mlp"),
+        (True, "proj_mlp"),
+        (
+            True,
+            r"single_transformer_blocks\.\d+\.proj_mlp",
+        ),  # PEFT patterns are regexes; diffusers passes them on
+    ],
+)
 def test_diffusers_flux_transformer_lora(tmp_path, diffusers_libs, with_metadata, pattern):
     diffusers, _, _ = diffusers_libs
     from diffusers.training_utils import _collate_lora_metadata
 
     torch.manual_seed(0)
     model = diffusers.FluxTransformer2DModel(**tiny_flux_config())
-    config = _lora_config(r=8, lora_alpha=16, target_modules=ATTENTION + ["proj_mlp", "proj_out"],
-                          rank_pattern={pattern: 4}, alpha_pattern={pattern: 2})
+    config = _lora_config(
+        r=8,
+        lora_alpha=16,
+        target_modules=[*ATTENTION, "proj_mlp", "proj_out"],
+        rank_pattern={pattern: 4},
+        alpha_pattern={pattern: 2},
+    )
     state_dict = peft_state_dict_with_lora(model, config)
     # train_dreambooth_lora_flux.py passes `_collate_lora_metadata(...)` to save_lora_weights.
     metadata = _collate_lora_metadata({"transformer": model}) if with_metadata else {}
@@ -368,8 +399,17 @@ def _tiny_clip_lora(lora_config, projection: bool):
     from peft.utils import get_peft_model_state_dict
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    config = CLIPTextConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                            vocab_size=100, projection_dim=32, bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    config = CLIPTextConfig(
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        vocab_size=100,
+        projection_dim=32,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
     model = (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
     inject_adapter_in_model(lora_config, model)
     return get_peft_model_state_dict(model)
@@ -378,16 +418,20 @@ def _tiny_clip_lora(lora_config, projection: bool):
 def test_diffusers_sdxl_unet_and_text_encoders_each_declare_their_rank(tmp_path, diffusers_libs):
     diffusers = diffusers_libs[0]
     unet_config = _lora_config(r=8, lora_alpha=16)
-    text_configs = [_lora_config(r=4, lora_alpha=alpha, target_modules=["q_proj", "k_proj", "v_proj", "out_proj"])
-                    for alpha in (4, 8)]
+    text_configs = [
+        _lora_config(r=4, lora_alpha=alpha, target_modules=["q_proj", "k_proj", "v_proj", "out_proj"])
+        for alpha in (4, 8)
+    ]
     _, unet_layers = _tiny_unet_lora(unet_config)
     diffusers.StableDiffusionXLPipeline.save_lora_weights(
-        tmp_path, unet_lora_layers=unet_layers,
+        tmp_path,
+        unet_lora_layers=unet_layers,
         text_encoder_lora_layers=_tiny_clip_lora(text_configs[0], projection=False),
         text_encoder_2_lora_layers=_tiny_clip_lora(text_configs[1], projection=True),
         unet_lora_adapter_metadata=lora_adapter_metadata(unet_config),
         text_encoder_lora_adapter_metadata=lora_adapter_metadata(text_configs[0]),
-        text_encoder_2_lora_adapter_metadata=lora_adapter_metadata(text_configs[1]))
+        text_encoder_2_lora_adapter_metadata=lora_adapter_metadata(text_configs[1]),
+    )
     status, report = inspect_one(tmp_path, "--modules")
     assert status == 0
     assert report["components"] == ["denoiser", "text_encoder", "text_encoder_2"]
@@ -401,8 +445,9 @@ def test_diffusers_metadata_rank_that_disagrees_is_an_error(tmp_path, diffusers_
     config = _lora_config(r=4, lora_alpha=4)
     _, state_dict = _tiny_unet_lora(config)
     metadata = lora_adapter_metadata(config) | {"r": 8}  # diffusers would build rank-8 layers from this
-    diffusers.StableDiffusionPipeline.save_lora_weights(tmp_path, unet_lora_layers=state_dict,
-                                                        unet_lora_adapter_metadata=metadata)
+    diffusers.StableDiffusionPipeline.save_lora_weights(
+        tmp_path, unet_lora_layers=state_dict, unet_lora_adapter_metadata=metadata
+    )
     status, report = inspect_one(tmp_path)
     assert status == 1
     found = flag_of(report, "rank-mismatch-metadata")
@@ -428,7 +473,9 @@ def _save(tensors: dict, path: Path, metadata: dict | None = None) -> Path:
 
 
 def test_kohya_names_from_diffusers_converter(tmp_path, diffusers_libs):
-    kohya = _kohya_from_tiny_unet(diffusers_libs, r=4, lora_alpha=4, target_modules=ATTENTION + ["proj_in", "conv1"])
+    kohya = _kohya_from_tiny_unet(
+        diffusers_libs, r=4, lora_alpha=4, target_modules=[*ATTENTION, "proj_in", "conv1"]
+    )
     assert any(k.endswith(".alpha") for k in kohya)
     path = _save(kohya, tmp_path / "lora.safetensors", {"ss_network_dim": "4", "ss_network_alpha": "4"})
     status, report = inspect_one(path, "--modules")
@@ -461,13 +508,23 @@ def test_kohya_alpha_values_are_read_from_the_scalars(tmp_path, diffusers_libs):
 
 def test_kohya_one_by_one_convs_count_as_network_dim(tmp_path, diffusers_libs):
     """sd-scripts gives Linear and 1x1 Conv2d layers network_dim and 3x3 convs conv_dim (LoCon)."""
-    kohya = _kohya_from_tiny_unet(diffusers_libs, r=8, lora_alpha=8,
-                                  target_modules=ATTENTION + ["proj_in", "proj_out", "conv1"], rank_pattern={"conv1": 4})
-    metadata = {"ss_network_dim": "8", "ss_network_alpha": "8",
-                "ss_network_args": json.dumps({"conv_dim": "4", "conv_alpha": "4"})}
+    kohya = _kohya_from_tiny_unet(
+        diffusers_libs,
+        r=8,
+        lora_alpha=8,
+        target_modules=[*ATTENTION, "proj_in", "proj_out", "conv1"],
+        rank_pattern={"conv1": 4},
+    )
+    metadata = {
+        "ss_network_dim": "8",
+        "ss_network_alpha": "8",
+        "ss_network_args": json.dumps({"conv_dim": "4", "conv_alpha": "4"}),
+    }
     status, report = inspect_one(_save(kohya, tmp_path / "locon.safetensors", metadata), "--modules")
     proj_in = [m for m in report["module_details"] if m["name"].endswith("proj_in")]
-    assert proj_in and all(m["conv"] and m["rank"] == 8 for m in proj_in)  # the toy UNet's proj_in is a 1x1 conv
+    assert proj_in and all(
+        m["conv"] and m["rank"] == 8 for m in proj_in
+    )  # the toy UNet's proj_in is a 1x1 conv
     assert report["ranks"] == {"8": report["modules"] - 8, "4": 8}  # 8 resnets carry conv1
     assert report["flags"] == []
     assert status == 0
@@ -504,32 +561,84 @@ def test_kohya_without_alpha_tensors_is_alpha_missing(tmp_path, diffusers_libs):
 
 # -------------------------------------------------------------------------- 5. real-size fingerprints
 
-LLAMA2_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-                 num_key_value_heads=32, vocab_size=32000)
-LLAMA3_8B = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                 num_key_value_heads=8, vocab_size=128256)
-QWEN2_7B = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-                num_key_value_heads=4, vocab_size=152064)
+LLAMA2_7B = dict(
+    hidden_size=4096,
+    intermediate_size=11008,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=32,
+    vocab_size=32000,
+)
+LLAMA3_8B = dict(
+    hidden_size=4096,
+    intermediate_size=14336,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    vocab_size=128256,
+)
+QWEN2_7B = dict(
+    hidden_size=3584,
+    intermediate_size=18944,
+    num_hidden_layers=28,
+    num_attention_heads=28,
+    num_key_value_heads=4,
+    vocab_size=152064,
+)
 LLM_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
-SD15_UNET = dict(sample_size=64, cross_attention_dim=768, attention_head_dim=8,
-                 block_out_channels=[320, 640, 1280, 1280])
-SD21_UNET = dict(sample_size=96, cross_attention_dim=1024, attention_head_dim=[5, 10, 20, 20],
-                 use_linear_projection=True, block_out_channels=[320, 640, 1280, 1280])
-SDXL_UNET = dict(sample_size=128, cross_attention_dim=2048, block_out_channels=[320, 640, 1280],
-                 down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-                 up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-                 transformer_layers_per_block=[1, 2, 10], addition_embed_type="text_time",
-                 projection_class_embeddings_input_dim=2816, addition_time_embed_dim=256,
-                 attention_head_dim=[5, 10, 20], use_linear_projection=True)
-SD3_MEDIUM = dict(num_layers=24, attention_head_dim=64, num_attention_heads=24, joint_attention_dim=4096,
-                  caption_projection_dim=1536, pooled_projection_dim=2048, in_channels=16, out_channels=16,
-                  patch_size=2, sample_size=128, pos_embed_max_size=192)
-FLUX1 = dict(num_layers=19, num_single_layers=38, attention_head_dim=128, num_attention_heads=24,
-             joint_attention_dim=4096, pooled_projection_dim=768, in_channels=64, guidance_embeds=True)
+SD15_UNET = dict(
+    sample_size=64, cross_attention_dim=768, attention_head_dim=8, block_out_channels=[320, 640, 1280, 1280]
+)
+SD21_UNET = dict(
+    sample_size=96,
+    cross_attention_dim=1024,
+    attention_head_dim=[5, 10, 20, 20],
+    use_linear_projection=True,
+    block_out_channels=[320, 640, 1280, 1280],
+)
+SDXL_UNET = dict(
+    sample_size=128,
+    cross_attention_dim=2048,
+    block_out_channels=[320, 640, 1280],
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    transformer_layers_per_block=[1, 2, 10],
+    addition_embed_type="text_time",
+    projection_class_embeddings_input_dim=2816,
+    addition_time_embed_dim=256,
+    attention_head_dim=[5, 10, 20],
+    use_linear_projection=True,
+)
+SD3_MEDIUM = dict(
+    num_layers=24,
+    attention_head_dim=64,
+    num_attention_heads=24,
+    joint_attention_dim=4096,
+    caption_projection_dim=1536,
+    pooled_projection_dim=2048,
+    in_channels=16,
+    out_channels=16,
+    patch_size=2,
+    sample_size=128,
+    pos_embed_max_size=192,
+)
+FLUX1 = dict(
+    num_layers=19,
+    num_single_layers=38,
+    attention_head_dim=128,
+    num_attention_heads=24,
+    joint_attention_dim=4096,
+    pooled_projection_dim=768,
+    in_channels=64,
+    guidance_embeds=True,
+)
 MLP_TARGETS = ["ff.net.0.proj", "ff.net.2"]
-FLUX_TARGETS = ATTENTION + ["add_k_proj", "add_q_proj", "add_v_proj", "to_add_out", "ff.net.0.proj", "ff.net.2",
-                            "ff_context.net.0.proj", "ff_context.net.2", "proj_mlp"]
+FLUX_TARGETS = [
+    *ATTENTION,
+    *("add_k_proj", "add_q_proj", "add_v_proj", "to_add_out"),
+    *("ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2", "proj_mlp"),
+]
 
 
 def _meta_llm(config: dict, qwen: bool = False):
@@ -544,8 +653,12 @@ def _meta_peft(tmp_path, config, *, qwen=False, targets=LLM_TARGETS, base_model=
     from peft import LoraConfig
 
     directory = tmp_path / "adapter"
-    write_meta_peft_adapter(directory, _meta_llm(config, qwen),
-                            LoraConfig(r=16, lora_alpha=32, target_modules=targets), base_model=base_model)
+    write_meta_peft_adapter(
+        directory,
+        _meta_llm(config, qwen),
+        LoraConfig(r=16, lora_alpha=32, target_modules=targets),
+        base_model=base_model,
+    )
     return directory
 
 
@@ -555,8 +668,11 @@ def test_llama2_7b_shapes_name_the_model(tmp_path):
     assert report["format"] == "peft"
     assert (report["rank"], report["modules"], report["alpha"]) == (16, 32 * 7, 32.0)
     base = report["base_model"]
-    assert (base["family"], base["repo_id"], base["candidates"]) == ("llm", "meta-llama/Llama-2-7b-hf",
-                                                                     ["meta-llama/Llama-2-7b-hf"])
+    assert (base["family"], base["repo_id"], base["candidates"]) == (
+        "llm",
+        "meta-llama/Llama-2-7b-hf",
+        ["meta-llama/Llama-2-7b-hf"],
+    )
     assert base["source"] == "shapes"
 
 
@@ -578,8 +694,9 @@ def test_llama3_vocabulary_rules_out_mistral(tmp_path):
 
 def test_resized_vocabulary_keeps_the_base(tmp_path):
     """alpaca-lora era adapters added a pad token: Llama-2-7B with 32001 embeddings is still Llama-2-7B."""
-    report = inspect_one(_meta_peft(tmp_path, LLAMA2_7B | {"vocab_size": 32001},
-                                    targets=["q_proj", "v_proj", "embed_tokens"]))[1]
+    report = inspect_one(
+        _meta_peft(tmp_path, LLAMA2_7B | {"vocab_size": 32001}, targets=["q_proj", "v_proj", "embed_tokens"])
+    )[1]
     assert report["base_model"]["candidates"] == ["meta-llama/Llama-2-7b-hf"]
     assert "vocab 32001" in report["base_model"]["evidence"]
 
@@ -587,13 +704,19 @@ def test_resized_vocabulary_keeps_the_base(tmp_path):
 def test_qwen2_7b_shapes(tmp_path):
     report = inspect_one(_meta_peft(tmp_path, QWEN2_7B, qwen=True))[1]
     base = report["base_model"]
-    assert (base["family"], base["repo_id"], base["candidates"]) == ("llm", "Qwen/Qwen2-7B", ["Qwen/Qwen2-7B"])
+    assert (base["family"], base["repo_id"], base["candidates"]) == (
+        "llm",
+        "Qwen/Qwen2-7B",
+        ["Qwen/Qwen2-7B"],
+    )
 
 
 def test_llm_config_naming_another_model_is_a_mismatch(tmp_path):
     directory = _meta_peft(tmp_path, LLAMA2_7B, base_model="meta-llama/Meta-Llama-3-8B")
-    assert json.loads((directory / "adapter_config.json").read_text())["base_model_name_or_path"] == \
-        "meta-llama/Meta-Llama-3-8B"
+    assert (
+        json.loads((directory / "adapter_config.json").read_text())["base_model_name_or_path"]
+        == "meta-llama/Meta-Llama-3-8B"
+    )
     status, report = inspect_one(directory)
     assert status == 1
     message = flag_of(report, "base-model-mismatch")["message"]
@@ -628,19 +751,23 @@ def _save_unet(tmp_path, state_dict, how: str, diffusers_libs, metadata=None) ->
         packed = diffusers.StableDiffusionPipeline.pack_weights(state_dict, "unet")
         return write_header_only_state_dict(directory / "lora.safetensors", to_kohya(packed), metadata)
     layers = to_diffusers(state_dict) if how == "diffusers-names" else state_dict
-    diffusers.StableDiffusionXLPipeline.save_lora_weights(directory, unet_lora_layers=layers,
-                                                         save_function=header_only_save_function(metadata))
+    diffusers.StableDiffusionXLPipeline.save_lora_weights(
+        directory, unet_lora_layers=layers, save_function=header_only_save_function(metadata)
+    )
     return directory / "pytorch_lora_weights.safetensors"
 
 
-@pytest.mark.parametrize("unet, how, family, repo_id", [
-    ("sd15", "diffusers-names", "sd1", None),
-    ("sd15", "kohya", "sd1", None),
-    ("sd21", "peft-names", "sd2", None),
-    ("sd21", "kohya", "sd2", None),
-    ("sdxl", "peft-names", "sdxl", SDXL_BASE),
-    ("sdxl", "kohya", "sdxl", SDXL_BASE),
-])
+@pytest.mark.parametrize(
+    "unet, how, family, repo_id",
+    [
+        ("sd15", "diffusers-names", "sd1", None),
+        ("sd15", "kohya", "sd1", None),
+        ("sd21", "peft-names", "sd2", None),
+        ("sd21", "kohya", "sd2", None),
+        ("sdxl", "peft-names", "sdxl", SDXL_BASE),
+        ("sdxl", "kohya", "sdxl", SDXL_BASE),
+    ],
+)
 def test_unet_fingerprints(tmp_path, meta_unets, diffusers_libs, unet, how, family, repo_id):
     path = _save_unet(tmp_path, meta_unets[unet], how, diffusers_libs)
     status, report = inspect_one(path)
@@ -667,7 +794,9 @@ def test_sd15_lora_tagged_sdxl_is_a_mismatch(tmp_path, meta_unets, diffusers_lib
 
 
 def test_sdxl_kohya_metadata_saying_sd1_is_a_mismatch(tmp_path, meta_unets, diffusers_libs):
-    path = _save_unet(tmp_path, meta_unets["sdxl"], "kohya", diffusers_libs, {"ss_base_model_version": "sd_v1"})
+    path = _save_unet(
+        tmp_path, meta_unets["sdxl"], "kohya", diffusers_libs, {"ss_base_model_version": "sd_v1"}
+    )
     status, report = inspect_one(path)
     assert status == 1 and report["base_model"]["family"] == "sdxl"
     assert "ss_base_model_version" in flag_of(report, "base-model-mismatch")["message"]
@@ -681,12 +810,19 @@ def meta_transformers():
         sd3, sd3_mlp = SD3Transformer2DModel(**SD3_MEDIUM), SD3Transformer2DModel(**SD3_MEDIUM)
         flux, flux_mlp = FluxTransformer2DModel(**FLUX1), FluxTransformer2DModel(**FLUX1)
         return {
-            "sd3": peft_state_dict_with_lora(sd3, _lora_config(r=16, lora_alpha=16, target_modules=ATTENTION)),
-            "flux": peft_state_dict_with_lora(flux, _lora_config(r=16, lora_alpha=16, target_modules=FLUX_TARGETS)),
+            "sd3": peft_state_dict_with_lora(
+                sd3, _lora_config(r=16, lora_alpha=16, target_modules=ATTENTION)
+            ),
+            "flux": peft_state_dict_with_lora(
+                flux, _lora_config(r=16, lora_alpha=16, target_modules=FLUX_TARGETS)
+            ),
             # Trainers let users adapt only some layers: no attention at all here.
-            "sd3-mlp": peft_state_dict_with_lora(sd3_mlp, _lora_config(r=4, lora_alpha=4, target_modules=MLP_TARGETS)),
-            "flux-mlp": peft_state_dict_with_lora(flux_mlp, _lora_config(r=4, lora_alpha=4,
-                                                                         target_modules=["proj_mlp"] + MLP_TARGETS)),
+            "sd3-mlp": peft_state_dict_with_lora(
+                sd3_mlp, _lora_config(r=4, lora_alpha=4, target_modules=MLP_TARGETS)
+            ),
+            "flux-mlp": peft_state_dict_with_lora(
+                flux_mlp, _lora_config(r=4, lora_alpha=4, target_modules=["proj_mlp", *MLP_TARGETS])
+            ),
         }
 
 
@@ -694,7 +830,8 @@ def meta_transformers():
 def test_sd3_medium_fingerprint(tmp_path, meta_transformers, diffusers_libs, lora):
     diffusers = diffusers_libs[0]
     diffusers.StableDiffusion3Pipeline.save_lora_weights(
-        tmp_path, transformer_lora_layers=meta_transformers[lora], save_function=header_only_save_function())
+        tmp_path, transformer_lora_layers=meta_transformers[lora], save_function=header_only_save_function()
+    )
     status, report = inspect_one(tmp_path)
     assert report["format"] == "diffusers"
     assert report["modules"] == len(lora_down_keys(meta_transformers[lora]))
@@ -705,16 +842,26 @@ def test_sd3_medium_fingerprint(tmp_path, meta_transformers, diffusers_libs, lor
     assert status == 0
 
 
-@pytest.mark.parametrize("architecture, repo_id", [
-    (None, None),
-    ("flux-1-dev/lora", FLUX_DEV),
-    ("flux-1-schnell/lora", FLUX_SCHNELL),
-])
+@pytest.mark.parametrize(
+    "architecture, repo_id",
+    [
+        (None, None),
+        ("flux-1-dev/lora", FLUX_DEV),
+        ("flux-1-schnell/lora", FLUX_SCHNELL),
+    ],
+)
 def test_flux_fingerprint_and_modelspec(tmp_path, meta_transformers, diffusers_libs, architecture, repo_id):
     diffusers = diffusers_libs[0]
-    metadata = {"modelspec.sai_model_spec": "1.0.0", "modelspec.architecture": architecture} if architecture else None
-    diffusers.FluxPipeline.save_lora_weights(tmp_path, transformer_lora_layers=meta_transformers["flux"],
-                                             save_function=header_only_save_function(metadata))
+    metadata = (
+        {"modelspec.sai_model_spec": "1.0.0", "modelspec.architecture": architecture}
+        if architecture
+        else None
+    )
+    diffusers.FluxPipeline.save_lora_weights(
+        tmp_path,
+        transformer_lora_layers=meta_transformers["flux"],
+        save_function=header_only_save_function(metadata),
+    )
     status, report = inspect_one(tmp_path)
     assert status == 0
     assert report["format"] == "diffusers"
@@ -727,8 +874,11 @@ def test_flux_fingerprint_and_modelspec(tmp_path, meta_transformers, diffusers_l
 
 def test_flux_lora_on_mlps_only(tmp_path, meta_transformers, diffusers_libs):
     diffusers = diffusers_libs[0]
-    diffusers.FluxPipeline.save_lora_weights(tmp_path, transformer_lora_layers=meta_transformers["flux-mlp"],
-                                             save_function=header_only_save_function())
+    diffusers.FluxPipeline.save_lora_weights(
+        tmp_path,
+        transformer_lora_layers=meta_transformers["flux-mlp"],
+        save_function=header_only_save_function(),
+    )
     status, report = inspect_one(tmp_path)
     assert status == 0
     assert report["modules"] == len(lora_down_keys(meta_transformers["flux-mlp"]))
@@ -737,8 +887,9 @@ def test_flux_lora_on_mlps_only(tmp_path, meta_transformers, diffusers_libs):
 
 def test_flux_lora_declared_as_sdxl_is_a_mismatch(tmp_path, meta_transformers, diffusers_libs):
     diffusers = diffusers_libs[0]
-    diffusers.FluxPipeline.save_lora_weights(tmp_path, transformer_lora_layers=meta_transformers["flux"],
-                                             save_function=header_only_save_function())
+    diffusers.FluxPipeline.save_lora_weights(
+        tmp_path, transformer_lora_layers=meta_transformers["flux"], save_function=header_only_save_function()
+    )
     (tmp_path / "README.md").write_text("---\nbase_model: stabilityai/stable-diffusion-xl-base-1.0\n---\n")
     status, report = inspect_one(tmp_path)
     assert status == 1 and report["base_model"]["family"] == "flux1"
@@ -748,8 +899,9 @@ def test_flux_lora_declared_as_sdxl_is_a_mismatch(tmp_path, meta_transformers, d
 # ------------------------------------------------- 6. formats no installed library writes (hand-written)
 
 
-def _linear(name: str, r: int, n_in: int, n_out: int, dtype: str = "F16", down="lora_down.weight",
-            up="lora_up.weight") -> dict:
+def _linear(
+    name: str, r: int, n_in: int, n_out: int, dtype: str = "F16", down="lora_down.weight", up="lora_up.weight"
+) -> dict:
     return {f"{name}.{down}": (dtype, (r, n_in)), f"{name}.{up}": (dtype, (n_out, r))}
 
 
@@ -765,16 +917,23 @@ def sd15_attention_shapes():
 
     with torch.device("meta"):
         unet = UNet2DConditionModel(**SD15_UNET)
-    return [(name, m.to_q.in_features, m.to_k.in_features, m.to_q.out_features)
-            for name, m in unet.named_modules() if isinstance(m, Attention)]
+    return [
+        (name, m.to_q.in_features, m.to_k.in_features, m.to_q.out_features)
+        for name, m in unet.named_modules()
+        if isinstance(m, Attention)
+    ]
 
 
 def test_legacy_attention_processor_lora_facechain(tmp_path, sd15_attention_shapes):
     shapes = {}
     for path, query, context, inner in sd15_attention_shapes:
         base = f"unet.{path}.processor"
-        for proj, n_in, n_out in (("to_q", query, inner), ("to_k", context, inner), ("to_v", context, inner),
-                                  ("to_out", inner, query)):
+        for proj, n_in, n_out in (
+            ("to_q", query, inner),
+            ("to_k", context, inner),
+            ("to_v", context, inner),
+            ("to_out", inner, query),
+        ):
             shapes.update(_linear(f"{base}.{proj}_lora", 4, n_in, n_out, "F32", "down.weight", "up.weight"))
     path = tmp_path / "pytorch_lora_weights.safetensors"
     write_sparse_safetensors(path, shapes)
@@ -787,8 +946,12 @@ def test_legacy_attention_processor_lora_facechain(tmp_path, sd15_attention_shap
 
 
 def _lycoris_file(tmp_path, shapes: dict, values: dict, algo: str) -> Path:
-    metadata = {"ss_network_module": "lycoris.kohya", "ss_network_dim": "8", "ss_network_alpha": "4",
-                "ss_network_args": json.dumps({"algo": algo})}
+    metadata = {
+        "ss_network_module": "lycoris.kohya",
+        "ss_network_dim": "8",
+        "ss_network_alpha": "4",
+        "ss_network_args": json.dumps({"algo": algo}),
+    }
     path = tmp_path / f"{algo}.safetensors"
     write_sparse_safetensors(path, shapes, metadata, values)
     return path
@@ -798,9 +961,13 @@ def test_lycoris_loha(tmp_path):
     shapes, values = {}, {}
     for block in range(2):
         name = f"lora_unet_down_blocks_0_attentions_{block}_transformer_blocks_0_attn1_to_q"
-        shapes |= {f"{name}.hada_w1_a": ("F16", (320, 8)), f"{name}.hada_w1_b": ("F16", (8, 320)),
-                   f"{name}.hada_w2_a": ("F16", (320, 8)), f"{name}.hada_w2_b": ("F16", (8, 320)),
-                   **_alpha(name)}
+        shapes |= {
+            f"{name}.hada_w1_a": ("F16", (320, 8)),
+            f"{name}.hada_w1_b": ("F16", (8, 320)),
+            f"{name}.hada_w2_a": ("F16", (320, 8)),
+            f"{name}.hada_w2_b": ("F16", (8, 320)),
+            **_alpha(name),
+        }
         values[f"{name}.alpha"] = 4.0
     status, report = inspect_one(_lycoris_file(tmp_path, shapes, values, "loha"))
     assert report["format"] == "lycoris" and report["variant"] == "loha"
@@ -812,8 +979,12 @@ def test_lycoris_loha(tmp_path):
 
 def test_lycoris_lokr(tmp_path):
     name = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
-    shapes = {f"{name}.lokr_w1": ("F16", (4, 4)), f"{name}.lokr_w2_a": ("F16", (80, 8)),
-              f"{name}.lokr_w2_b": ("F16", (8, 80)), **_alpha(name)}
+    shapes = {
+        f"{name}.lokr_w1": ("F16", (4, 4)),
+        f"{name}.lokr_w2_a": ("F16", (80, 8)),
+        f"{name}.lokr_w2_b": ("F16", (8, 80)),
+        **_alpha(name),
+    }
     status, report = inspect_one(_lycoris_file(tmp_path, shapes, {f"{name}.alpha": 8.0}, "lokr"))
     assert report["format"] == "lycoris" and report["variant"] == "lokr"
     assert "non-lora-adapter" in codes(report)
@@ -824,10 +995,15 @@ def test_lycoris_lokr(tmp_path):
 def test_lycoris_locon_with_tucker_mid(tmp_path):
     conv = "lora_unet_down_blocks_0_resnets_0_conv1"
     linear = "lora_unet_down_blocks_0_attentions_0_proj_in"
-    shapes = {f"{conv}.lora_down.weight": ("F16", (8, 320, 1, 1)), f"{conv}.lora_mid.weight": ("F16", (8, 8, 3, 3)),
-              f"{conv}.lora_up.weight": ("F16", (320, 8, 1, 1)), **_alpha(conv),
-              f"{linear}.lora_down.weight": ("F16", (8, 320, 1, 1)),
-              f"{linear}.lora_up.weight": ("F16", (320, 8, 1, 1)), **_alpha(linear)}
+    shapes = {
+        f"{conv}.lora_down.weight": ("F16", (8, 320, 1, 1)),
+        f"{conv}.lora_mid.weight": ("F16", (8, 8, 3, 3)),
+        f"{conv}.lora_up.weight": ("F16", (320, 8, 1, 1)),
+        **_alpha(conv),
+        f"{linear}.lora_down.weight": ("F16", (8, 320, 1, 1)),
+        f"{linear}.lora_up.weight": ("F16", (320, 8, 1, 1)),
+        **_alpha(linear),
+    }
     path = _lycoris_file(tmp_path, shapes, {f"{conv}.alpha": 4.0, f"{linear}.alpha": 4.0}, "locon")
     status, report = inspect_one(path)
     assert status == 0
@@ -878,8 +1054,12 @@ def _sdxl_sgm_kohya_shapes(r: int) -> dict:
 def test_kohya_sdxl_sgm_names(tmp_path):
     shapes = _sdxl_sgm_kohya_shapes(16)
     values = {name: 8.0 for name in shapes if name.endswith(".alpha")}
-    metadata = {"ss_network_module": "networks.lora", "ss_network_dim": "16", "ss_network_alpha": "8.0",
-                "ss_base_model_version": "sdxl_base_v1-0"}
+    metadata = {
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": "16",
+        "ss_network_alpha": "8.0",
+        "ss_base_model_version": "sdxl_base_v1-0",
+    }
     path = tmp_path / "sdxl.safetensors"
     write_sparse_safetensors(path, shapes, metadata, values)
     status, report = inspect_one(path)
@@ -897,12 +1077,21 @@ def _flux_kohya_shapes(r: int) -> dict:
     for block in range(19):
         for stream in ("img", "txt"):
             base = f"lora_unet_double_blocks_{block}_{stream}"
-            for leaf, n_in, n_out in (("attn_qkv", 3072, 9216), ("attn_proj", 3072, 3072), ("mlp_0", 3072, 12288),
-                                      ("mlp_2", 12288, 3072), ("mod_lin", 3072, 18432)):
+            for leaf, n_in, n_out in (
+                ("attn_qkv", 3072, 9216),
+                ("attn_proj", 3072, 3072),
+                ("mlp_0", 3072, 12288),
+                ("mlp_2", 12288, 3072),
+                ("mod_lin", 3072, 18432),
+            ):
                 shapes |= _linear(f"{base}_{leaf}", r, n_in, n_out, "BF16") | _alpha(f"{base}_{leaf}", "BF16")
     for block in range(38):
         base = f"lora_unet_single_blocks_{block}"
-        for leaf, n_in, n_out in (("linear1", 3072, 21504), ("linear2", 15360, 3072), ("modulation_lin", 3072, 9216)):
+        for leaf, n_in, n_out in (
+            ("linear1", 3072, 21504),
+            ("linear2", 15360, 3072),
+            ("modulation_lin", 3072, 9216),
+        ):
             shapes |= _linear(f"{base}_{leaf}", r, n_in, n_out, "BF16") | _alpha(f"{base}_{leaf}", "BF16")
     return shapes
 
@@ -911,8 +1100,12 @@ def _flux_kohya_shapes(r: int) -> dict:
 def test_kohya_flux_names(tmp_path, architecture, repo_id):
     shapes = _flux_kohya_shapes(32)
     values = {name: 16.0 for name in shapes if name.endswith(".alpha")}
-    metadata = {"ss_network_module": "networks.lora_flux", "ss_network_dim": "32", "ss_network_alpha": "16",
-                "ss_base_model_version": "flux1"}
+    metadata = {
+        "ss_network_module": "networks.lora_flux",
+        "ss_network_dim": "32",
+        "ss_network_alpha": "16",
+        "ss_base_model_version": "flux1",
+    }
     if architecture:
         metadata["modelspec.architecture"] = architecture
     path = tmp_path / "flux.safetensors"
@@ -946,10 +1139,15 @@ def test_xlabs_flux_processor_lora(tmp_path):
 
 def test_control_lora_is_recognised(tmp_path):
     """SAI Control-LoRA (SDXL): `<layer>.down` / `<layer>.up` without `.weight`, plus whole layers."""
-    shapes = {"lora_controlnet": ("F32", ()), "input_hint_block.0.weight": ("F16", (16, 3, 3, 3)),
-              "input_hint_block.0.bias": ("F16", (16,)), "time_embed.0.weight": ("F16", (1280, 320)),
-              "input_blocks.0.0.weight": ("F16", (320, 4, 3, 3)), "zero_convs.0.0.weight": ("F16", (320, 320, 1, 1)),
-              "middle_block_out.0.weight": ("F16", (1280, 1280, 1, 1))}
+    shapes = {
+        "lora_controlnet": ("F32", ()),
+        "input_hint_block.0.weight": ("F16", (16, 3, 3, 3)),
+        "input_hint_block.0.bias": ("F16", (16,)),
+        "time_embed.0.weight": ("F16", (1280, 320)),
+        "input_blocks.0.0.weight": ("F16", (320, 4, 3, 3)),
+        "zero_convs.0.0.weight": ("F16", (320, 320, 1, 1)),
+        "middle_block_out.0.weight": ("F16", (1280, 1280, 1, 1)),
+    }
     for level, width in (("input_blocks.4.1", 640), ("input_blocks.7.1", 1280)):
         base = f"{level}.transformer_blocks.0"
         for leaf, n_in in (("attn1.to_q", width), ("attn2.to_k", 2048), ("attn2.to_v", 2048)):
@@ -1054,12 +1252,26 @@ def test_invalid_config_is_flagged_and_the_shapes_still_count(tmp_path):
     assert report["alpha_declared"] is False
 
 
-@pytest.mark.parametrize("name, text, code, words", [
-    ("adapter_config.json", '{"r": 4, "lora_alpha": NaN}', "config-invalid", "lora_alpha must be a finite number"),
-    ("adapter_config.json", '{"r": Infinity, "lora_alpha": 8}', "config-invalid", "r must be a finite number"),
-    ("adapter_config.json", "[" * 100_000, "config-invalid", "nested too deeply"),
-    ("README.md", "---\nbase_model: " + "[" * 100_000 + "\n---\n", "card-invalid", "nested too deeply"),
-], ids=["nan-alpha", "infinite-r", "deep-config", "deep-card"])
+@pytest.mark.parametrize(
+    "name, text, code, words",
+    [
+        (
+            "adapter_config.json",
+            '{"r": 4, "lora_alpha": NaN}',
+            "config-invalid",
+            "lora_alpha must be a finite number",
+        ),
+        (
+            "adapter_config.json",
+            '{"r": Infinity, "lora_alpha": 8}',
+            "config-invalid",
+            "r must be a finite number",
+        ),
+        ("adapter_config.json", "[" * 100_000, "config-invalid", "nested too deeply"),
+        ("README.md", "---\nbase_model: " + "[" * 100_000 + "\n---\n", "card-invalid", "nested too deeply"),
+    ],
+    ids=["nan-alpha", "infinite-r", "deep-config", "deep-card"],
+)
 def test_unusable_numbers_and_deep_nesting_in_context_files_are_flagged(tmp_path, name, text, code, words):
     """Python's JSON reader takes NaN and Infinity, and deep nesting overflows both parsers' recursion."""
     build_peft_llama(tmp_path, r=4, alpha=8)
@@ -1069,13 +1281,17 @@ def test_unusable_numbers_and_deep_nesting_in_context_files_are_flagged(tmp_path
     assert (report["format"], report["rank"], report["modules"]) == ("peft", 4, 4)
 
 
-@pytest.mark.parametrize("value", ['{"unet.r": NaN, "unet.lora_alpha": 8}', "[" * 100_000],
-                         ids=["nan-rank", "deep"])
+@pytest.mark.parametrize(
+    "value", ['{"unet.r": NaN, "unet.lora_alpha": 8}', "[" * 100_000], ids=["nan-rank", "deep"]
+)
 def test_unusable_diffusers_metadata_counts_as_absent(tmp_path, value):
     name = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
     path = tmp_path / "pytorch_lora_weights.safetensors"
-    write_sparse_safetensors(path, _linear(name, 4, 320, 320, down="lora_A.weight", up="lora_B.weight"),
-                             {"lora_adapter_metadata": value})
+    write_sparse_safetensors(
+        path,
+        _linear(name, 4, 320, 320, down="lora_A.weight", up="lora_B.weight"),
+        {"lora_adapter_metadata": value},
+    )
     status, report = inspect_one(path)
     assert (report["format"], report["rank"]) == ("diffusers", 4)
     assert (report["alpha"], report["alpha_declared"]) == (4.0, False)
@@ -1084,7 +1300,9 @@ def test_unusable_diffusers_metadata_counts_as_absent(tmp_path, value):
 
 def test_invalid_card_is_flagged(tmp_path):
     build_peft_llama(tmp_path)
-    (tmp_path / "README.md").write_text("---\nbase_model: [meta-llama/Llama-2-7b-hf\ntags: lora\n---\n# card\n")
+    (tmp_path / "README.md").write_text(
+        "---\nbase_model: [meta-llama/Llama-2-7b-hf\ntags: lora\n---\n# card\n"
+    )
     status, report = inspect_one(tmp_path)
     assert status == 0  # a broken card is a warning: the weights load
     assert flag_of(report, "card-invalid")["severity"] == "warning"
@@ -1100,11 +1318,17 @@ def test_folder_paths_and_context(tmp_path, diffusers_libs):
     status, files = inspect_json(tmp_path)
     by_path = {f["path"]: f for f in files}
     assert set(by_path) == {"llm/adapter_model.safetensors", "unet/v2/pytorch_lora_weights.safetensors"}
-    assert (by_path["llm/adapter_model.safetensors"]["alpha"],
-            by_path["llm/adapter_model.safetensors"]["alpha_declared"]) == (32.0, True)
+    assert (
+        by_path["llm/adapter_model.safetensors"]["alpha"],
+        by_path["llm/adapter_model.safetensors"]["alpha_declared"],
+    ) == (32.0, True)
     # The toy UNet's shapes name no base model, so the root card's declaration is what is reported.
     unet_base = by_path["unet/v2/pytorch_lora_weights.safetensors"]["base_model"]
-    assert (unet_base["family"], unet_base["repo_id"], unet_base["source"]) == ("sdxl", SDXL_BASE, "card base_model")
+    assert (unet_base["family"], unet_base["repo_id"], unet_base["source"]) == (
+        "sdxl",
+        SDXL_BASE,
+        "card base_model",
+    )
     # PEFT wrote llm/README.md (with an empty base_model): the sibling card wins over the root one, so the
     # root card's SDXL does not contradict the LLM.
     assert (tmp_path / "llm" / "README.md").is_file()

@@ -25,26 +25,52 @@ ADDITIONS = CardAdditions(
 )
 
 
-def inspection(path="adapter_model.safetensors", fmt="peft", ranks=(4,), names=None, flags=(),
-               base_repo="org/base", family="sd1") -> FileInspection:
+def inspection(
+    path="adapter_model.safetensors",
+    fmt="peft",
+    ranks=(4,),
+    names=None,
+    flags=(),
+    base_repo="org/base",
+    family="sd1",
+) -> FileInspection:
     names = names or [f"base_model.model.layer{i}.to_q" for i in range(len(ranks))]
-    modules = tuple(ModuleReport(n, "lora", r, float(r), False, 320, 320, False) for n, r in zip(names, ranks))
+    modules = tuple(
+        ModuleReport(n, "lora", r, float(r), False, 320, 320, False)
+        for n, r in zip(names, ranks, strict=True)
+    )
     counts: dict[int, int] = {}
     for r in ranks:
         counts[r] = counts.get(r, 0) + 1
     rank = max(counts.items(), key=lambda kv: (kv[1], kv[0]))[0]
     return FileInspection(
-        path=path, format=fmt, variant=None, rank=rank, ranks=counts, alpha=float(rank), alpha_declared=False,
-        scale=1.0, use_rslora=False, modules=modules, target_modules=("to_q",), components=("model",),
+        path=path,
+        format=fmt,
+        variant=None,
+        rank=rank,
+        ranks=counts,
+        alpha=float(rank),
+        alpha_declared=False,
+        scale=1.0,
+        use_rslora=False,
+        modules=modules,
+        target_modules=("to_q",),
+        components=("model",),
         base_model=BaseModel(family, base_repo, (base_repo,) if base_repo else (), "shapes", "test", ()),
-        flags=tuple(flags), size=1000, header_bytes=100, tensors=2 * len(modules), unknown_keys=(), metadata={},
+        flags=tuple(flags),
+        size=1000,
+        header_bytes=100,
+        tensors=2 * len(modules),
+        unknown_keys=(),
+        metadata={},
     )
 
 
 CARDS = {
     "block tags with comments": (
         "---\n# owner's comment\nlicense: mit   # keep me\ntags:\n  - style\n  - 'art'\nwidget:\n- text: \"a cat\"\n"
-        "---\n\n# My LoRA\n\nTrained on *cats*.\n"),
+        "---\n\n# My LoRA\n\nTrained on *cats*.\n"
+    ),
     "flow tags": "---\ntags: [style, art]\nlicense: other\nlicense_name: x\n---\nBody\n",
     "no tags": "---\nlicense: mit\n---\n# T\n",
     "no front matter": "# Only a body\n\nwith text\n",
@@ -60,14 +86,14 @@ def test_card_edit_adds_exactly_the_additions_and_keeps_the_rest_byte_for_byte(n
     assert new is not None
     old_card, new_card = parse_card(old), parse_card(new)
     expected = dict(old_card.data, base_model="org/base", base_model_relation="adapter")
-    expected["tags"] = list(old_card.data.get("tags") or []) + ["lora", "base_model:adapter:org/base"]
+    expected["tags"] = [*list(old_card.data.get("tags") or []), "lora", "base_model:adapter:org/base"]
     assert new_card.data == expected
     # Every original line survives, in order: the diff only adds lines (or, for flow tags, edits one).
     old_lines, new_lines = old.splitlines(), new.splitlines()
     if name != "flow tags":
         iterator = iter(new_lines)
         assert all(any(line == candidate for candidate in iterator) for line in old_lines)
-    assert old[old_card.body_start:] in new, "the card body is kept byte for byte"
+    assert old[old_card.body_start :] in new, "the card body is kept byte for byte"
     assert new.count("## LoRA details") == 1
 
 
@@ -87,8 +113,10 @@ def test_repo_without_card_gets_one_and_existing_details_are_not_duplicated():
     data = parse_card(created.new_text).data
     assert data["base_model"] == "org/base" and data["library_name"] == "peft"
     assert "base_model:adapter:org/base" in data["tags"]
-    complete = ("---\nbase_model: org/base\nbase_model_relation: adapter\nlibrary_name: peft\n"
-                "tags: [lora, 'base_model:adapter:org/base']\n---\n## LoRA details\nx\n")
+    complete = (
+        "---\nbase_model: org/base\nbase_model_relation: adapter\nlibrary_name: peft\n"
+        "tags: [lora, 'base_model:adapter:org/base']\n---\n## LoRA details\nx\n"
+    )
     facts = RepoFacts("org/repo", "a" * 40, (inspection(),), {"README.md": complete}, {}, ("README.md",))
     assert card_proposal(facts) is None, "a complete card gets no PR"
 
@@ -101,17 +129,22 @@ def test_ambiguous_base_model_is_not_written():
 
 
 def test_config_fix_changes_only_r_and_keeps_formatting():
-    old = json.dumps({"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["to_q"]}, indent=2) + "\n"
+    old = (
+        json.dumps({"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["to_q"]}, indent=2)
+        + "\n"
+    )
     new, change = fixed_config_text(old, inspection(ranks=(4, 4)))
     assert change == {"r": 4, "rank_pattern": {}}
-    diff = [(a, b) for a, b in zip(old.splitlines(), new.splitlines()) if a != b]
+    diff = [(a, b) for a, b in zip(old.splitlines(), new.splitlines(), strict=True) if a != b]
     assert diff == [('  "r": 8,', '  "r": 4,')]
 
 
 def test_config_fix_declares_mixed_ranks_with_rank_pattern():
     old = json.dumps({"peft_type": "LORA", "r": 8, "lora_alpha": 8})
-    mixed = inspection(ranks=(4, 4, 2), names=["base_model.model.a.q", "base_model.model.b.q", "base_model.model.c.q"])
-    new, change = fixed_config_text(old, mixed)
+    mixed = inspection(
+        ranks=(4, 4, 2), names=["base_model.model.a.q", "base_model.model.b.q", "base_model.model.c.q"]
+    )
+    new, _ = fixed_config_text(old, mixed)
     assert json.loads(new)["r"] == 4 and json.loads(new)["rank_pattern"] == {"c.q": 2}
     assert json.loads(new)["lora_alpha"] == 8, "alpha is kept; the body states the resulting scale"
 
@@ -123,8 +156,10 @@ def test_repo_text_cannot_inject_markup_or_mentions():
     assert "|" not in escaped.replace("\\|", "")
     span = code_span("name`with`ticks\nand | pipes")
     assert span.count("`") == 2 and "\n" not in span
-    bad = inspection(path="evil_@admin_<b>x</b>.safetensors",
-                     flags=[Flag("corrupt-header", "error", "@admin <script>x</script>")])
+    bad = inspection(
+        path="evil_@admin_<b>x</b>.safetensors",
+        flags=[Flag("corrupt-header", "error", "@admin <script>x</script>")],
+    )
     body = flags_proposal(RepoFacts("org/repo", "a" * 40, (bad,), {}, {}, ())).summary
     assert "<script>" not in body and "@admin " not in body.replace("`evil_@admin_<b>x</b>.safetensors`", "")
 
@@ -135,7 +170,9 @@ def test_repo_text_cannot_end_a_table_row():
         assert not {"\r", "\n"} & set(escape_markdown(text))
 
 
-@pytest.mark.parametrize("path", ["../x", "/abs", "a/../../b", "a\\b", "a//b", "dir/", "a\x00b", ".", "a/./b"])
+@pytest.mark.parametrize(
+    "path", ["../x", "/abs", "a/../../b", "a\\b", "a//b", "dir/", "a\x00b", ".", "a/./b"]
+)
 def test_path_traversal_is_refused(path):
     with pytest.raises(UnsafePath):
         FileChange(path, new_text="x")
@@ -155,7 +192,9 @@ def test_markers_round_trip_and_hostile_markers_are_ignored():
 
 
 def _thread(number, status, keys, base="b", owner_closed=False, pr=True):
-    return BotThread(number, pr, status, owner_closed, tuple({"key": k, "base": base} for k in keys), f"u/{number}")
+    return BotThread(
+        number, pr, status, owner_closed, tuple({"key": k, "base": base} for k in keys), f"u/{number}"
+    )
 
 
 def test_plan_skips_what_the_owner_closed_and_supersedes_what_went_stale():
@@ -192,7 +231,9 @@ def test_config_yaml_states_exactly_the_schema_defaults():
 
 def test_an_unneeded_pr_is_closed_even_when_another_opens_but_not_if_its_kind_is_switched_off():
     facts = RepoFacts("org/repo", "a" * 40, (inspection(),), {}, {}, ())
-    config_fix = dataclasses.replace(card_proposal(facts), kind="config-fix")  # another slot than the card PR's
+    config_fix = dataclasses.replace(
+        card_proposal(facts), kind="config-fix"
+    )  # another slot than the card PR's
     old_card = _thread(7, "open", ["card:README.md:0123456789abcdef"])
     plan = plan_repo([config_fix], [old_card], "[bot]")
     assert plan.pull_request is not None and plan.pull_request.supersedes == ()
@@ -201,13 +242,21 @@ def test_an_unneeded_pr_is_closed_even_when_another_opens_but_not_if_its_kind_is
 
 
 def test_a_finding_goes_to_the_discussion_unless_a_proposal_of_this_run_fixes_it():
-    mismatch = Flag("rank-mismatch-config", "error", "adapter_config.json r says 8 but the weights have rank 4")
+    mismatch = Flag(
+        "rank-mismatch-config", "error", "adapter_config.json r says 8 but the weights have rank 4"
+    )
     item = inspection(flags=[mismatch])
     config = json.dumps({"peft_type": "LORA", "r": 8, "lora_alpha": 8})
     from bot.config import ProposalsConfig
 
-    with_config = RepoFacts("org/repo", "a" * 40, (item,), {"adapter_config.json": config}, {},
-                            ("adapter_model.safetensors", "adapter_config.json"))
+    with_config = RepoFacts(
+        "org/repo",
+        "a" * 40,
+        (item,),
+        {"adapter_config.json": config},
+        {},
+        ("adapter_model.safetensors", "adapter_config.json"),
+    )
     kinds = [p.kind for p in build_proposals(with_config, ProposalsConfig())]
     assert "config-fix" in kinds and "flags" not in kinds
     # Config fixes switched off: nothing resolves the finding, so the owner hears of it in the discussion.

@@ -9,9 +9,12 @@ import json
 from pathlib import Path
 
 import pytest
+from clock import RecordingClock
 from huggingface_hub import HfApi
 
 from bot.cli import main
+from bot.config import load_config
+from bot.run import ScanOptions, run_scan
 from bot.sandbox.server import SandboxHub
 
 BOT_TOKEN, OWNER_TOKEN = "hf_bot_secret_token", "hf_owner_token"
@@ -42,8 +45,20 @@ def config_file(tmp_path) -> Path:
 
 def scan(hub, config_file, tmp_path, *extra: str, capsys=None) -> dict:
     report = tmp_path / "report.json"
-    code = main(["scan", "--endpoint", hub.endpoint, "--token", BOT_TOKEN, "--config", str(config_file),
-                 "--report-json", str(report), *extra])
+    code = main(
+        [
+            "scan",
+            "--endpoint",
+            hub.endpoint,
+            "--token",
+            BOT_TOKEN,
+            "--config",
+            str(config_file),
+            "--report-json",
+            str(report),
+            *extra,
+        ]
+    )
     assert code == 0
     return json.loads(report.read_text())
 
@@ -76,7 +91,12 @@ def test_live_scan_opens_exactly_the_expected_prs_and_discussions(hub, config_fi
     api = HfApi(endpoint=hub.endpoint, token=OWNER_TOKEN)
     refs = api.list_repo_refs("demo/facechain-style-lora")
     assert [b.name for b in refs.branches] == ["main"]
-    assert json.loads(Path(api.hf_hub_download("demo/facechain-style-lora", "adapter_config.json")).read_text())["r"] == 8
+    assert (
+        json.loads(Path(api.hf_hub_download("demo/facechain-style-lora", "adapter_config.json")).read_text())[
+            "r"
+        ]
+        == 8
+    )
 
 
 def test_second_scan_opens_nothing(hub, config_file, tmp_path):
@@ -95,26 +115,39 @@ def test_owner_close_is_final_and_a_moved_repo_gets_a_superseding_pr(hub, config
     owner.change_discussion_status("demo/loha-style", closed_pr.num, "closed", comment="no thanks")
     stale = bot_threads(hub)["demo/flux-dog-r32"][0]
     readme = Path(owner.hf_hub_download("demo/flux-dog-r32", "README.md")).read_text()
-    hub.commit_files("demo/flux-dog-r32", {"README.md": readme.replace("DreamBooth", "DreamBooth (v2)").encode()},
-                     message="owner edits the card")
+    hub.commit_files(
+        "demo/flux-dog-r32",
+        {"README.md": readme.replace("DreamBooth", "DreamBooth (v2)").encode()},
+        message="owner edits the card",
+    )
 
     report = scan(hub, config_file, tmp_path)
 
     loha = owner.get_repo_discussions("demo/loha-style")
-    assert [(d.num, d.status) for d in loha] == [(closed_pr.num, "closed")], "closed stays closed, nothing new"
+    assert [(d.num, d.status) for d in loha] == [(closed_pr.num, "closed")], (
+        "closed stays closed, nothing new"
+    )
     flux = {d.num: d for d in owner.get_repo_discussions("demo/flux-dog-r32")}
     assert flux[stale.num].status == "closed"
     replacement = max(flux)
     assert replacement != stale.num and flux[replacement].status == "open"
     details = owner.get_discussion_details("demo/flux-dog-r32", stale.num)
-    assert any(f"#{replacement}" in getattr(e, "content", "") for e in details.events), "links its replacement"
+    assert any(f"#{replacement}" in getattr(e, "content", "") for e in details.events), (
+        "links its replacement"
+    )
     assert [p["repo_id"] for p in opened(report)] == ["demo/flux-dog-r32"]
-    assert [(p["status"], p["number"]) for p in report["proposals"] if p["repo_id"] == "demo/flux-dog-r32"
-            and p["status"] != "opened"] == [("superseded", stale.num)]
-    assert any(p["status"] == "closed-by-owner" and p["repo_id"] == "demo/loha-style" for p in report["proposals"])
+    assert [
+        (p["status"], p["number"])
+        for p in report["proposals"]
+        if p["repo_id"] == "demo/flux-dog-r32" and p["status"] != "opened"
+    ] == [("superseded", stale.num)]
+    assert any(
+        p["status"] == "closed-by-owner" and p["repo_id"] == "demo/loha-style" for p in report["proposals"]
+    )
     # The replacement is built on the owner's new README, so merging it keeps their edit.
-    new_readme = Path(owner.hf_hub_download("demo/flux-dog-r32", "README.md",
-                                            revision=f"refs/pr/{replacement}")).read_text()
+    new_readme = Path(
+        owner.hf_hub_download("demo/flux-dog-r32", "README.md", revision=f"refs/pr/{replacement}")
+    ).read_text()
     assert "DreamBooth (v2)" in new_readme and "## LoRA details" in new_readme
 
 
@@ -138,30 +171,85 @@ def test_config_fix_pr_loads_in_peft_and_matches_the_weights(hub, config_file, t
     scan(hub, config_file, tmp_path)
     owner = HfApi(endpoint=hub.endpoint, token=OWNER_TOKEN)
     pr = bot_threads(hub)["demo/facechain-style-lora"][0]
-    folder = Path(owner.snapshot_download("demo/facechain-style-lora", revision=f"refs/pr/{pr.num}",
-                                          local_dir=tmp_path / "pr"))
+    folder = Path(
+        owner.snapshot_download(
+            "demo/facechain-style-lora", revision=f"refs/pr/{pr.num}", local_dir=tmp_path / "pr"
+        )
+    )
     config = LoraConfig.from_pretrained(folder)
     assert config.r == 4 and config.lora_alpha == 8
     with safe_open(folder / "adapter_model.safetensors", "pt") as weights:
-        ranks = {weights.get_slice(k).get_shape()[0] for k in weights.keys() if k.endswith("lora_A.weight")}
+        names = weights.keys()  # safe_open is not a mapping: keys() is how it lists its tensors
+        ranks = {weights.get_slice(k).get_shape()[0] for k in names if k.endswith("lora_A.weight")}
     assert ranks == {config.r}
     body = owner.get_discussion_details("demo/facechain-style-lora", pr.num).events[0].content
     for must in ("size mismatch", "How it was verified", "lora-bot: ignore", "8 → 4"):
         assert must in body
 
 
+# The bot's own non-idempotent writes: where a retry after a lost response could open a duplicate.
+BOT_WRITES = "write|commit|discussions|comment|status"
+
+
 def test_faults_on_writes_never_duplicate(sample_dir, config_file, tmp_path):
-    # Writes fail a third of the time, including responses lost AFTER the server acted on them.
-    faults = "429:0.12@write,503:0.1@write,drop:0.1@write,drop-after:0.15@write,seed=3,retry-after=0"
+    # Writes fail a third of the time, including responses lost AFTER the server acted on them. (Uploads
+    # of the files themselves are retried by huggingface_hub; the next test covers those.)
+    faults = (
+        f"429:0.12@{BOT_WRITES},503:0.1@{BOT_WRITES},drop:0.1@{BOT_WRITES},drop-after:0.15@{BOT_WRITES},"
+        "seed=3,retry-after=0"
+    )
+    clock = RecordingClock()
     with SandboxHub(user="lora-bot", users={OWNER_TOKEN: "demo"}, faults=faults) as hub:
         hub.load_directory(sample_dir)
         for _ in range(3):
-            main(["scan", "--endpoint", hub.endpoint, "--token", BOT_TOKEN, "--config", str(config_file),
-                  "--json"])
+            run_scan(
+                load_config(config_file),
+                ScanOptions(endpoint=hub.endpoint, token=BOT_TOKEN, sleep=clock.sleep),
+            )
         threads = bot_threads(hub)
+    # The faults were met and retried after back-off waits (the server's Retry-After: 0 is honoured as 0 s).
+    assert len(clock.waits) >= 3 and 0.0 in clock.waits and max(clock.waits) <= 2
     for repo, items in threads.items():
         prs = [d for d in items if d.is_pull_request and d.status == "open"]
         discussions = [d for d in items if not d.is_pull_request]
         assert len(prs) <= 1 and len(discussions) <= 1, f"duplicate on {repo}: {[d.title for d in items]}"
     assert set(threads) <= EXPECTED_PRS | EXPECTED_DISCUSSIONS
     assert set(threads) == EXPECTED_PRS | EXPECTED_DISCUSSIONS, "three runs get everything through"
+
+
+def test_faulty_uploads_are_carried_through_and_every_pr_file_arrives_whole(
+    sample_dir, config_file, tmp_path
+):
+    # Pre-upload checks and LFS transfers fail too; huggingface_hub retries those itself (with its own
+    # back-off of a second or more, which no option shortens: the reason the faults here are few).
+    faults = "503:0.1@preupload|lfs,drop:0.1@preupload|lfs,seed=3,retry-after=0"
+    with SandboxHub(user="lora-bot", users={OWNER_TOKEN: "demo"}, faults=faults) as hub:
+        hub.load_directory(sample_dir)
+        run_scan(
+            load_config(config_file),
+            ScanOptions(endpoint=hub.endpoint, token=BOT_TOKEN, sleep=RecordingClock().sleep),
+        )
+        injected = [e for e in hub.requests if e["fault"]]
+        threads = bot_threads(hub)
+        owner = HfApi(endpoint=hub.endpoint, token=OWNER_TOKEN)
+        pr = next(d for d in threads["demo/flux-dog-r32"] if d.is_pull_request)
+        files = {
+            f.rfilename: f.size
+            for f in owner.model_info(
+                "demo/flux-dog-r32", revision=f"refs/pr/{pr.num}", files_metadata=True
+            ).siblings
+        }
+        variant = next(name for name in files if "-r16" in name)
+        local = Path(
+            owner.hf_hub_download(
+                "demo/flux-dog-r32", variant, revision=f"refs/pr/{pr.num}", local_dir=tmp_path / "pr"
+            )
+        )
+    assert {e["route"] for e in injected} == {"preupload", "lfs"}, "both kinds of upload request met faults"
+    assert set(threads) == EXPECTED_PRS | EXPECTED_DISCUSSIONS
+    assert local.stat().st_size == files[variant]
+    from safetensors import safe_open
+
+    with safe_open(local, "pt") as weights:  # the whole variant arrived: every tensor reads
+        names = weights.keys()  # safe_open is not a mapping: keys() is how it lists its tensors
+        assert all(weights.get_tensor(k).numel() for k in names)

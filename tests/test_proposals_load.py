@@ -27,8 +27,24 @@ def live_scan(hub, tmp_path, repo_id: str) -> dict:
     config = tmp_path / "config.yaml"
     config.write_text(f"discovery: {{incremental: false, state_file: {tmp_path / 's.json'}}}\n")
     report = tmp_path / "report.json"
-    assert main(["scan", "--endpoint", hub.endpoint, "--token", BOT, "--config", str(config), "--repo", repo_id,
-                 "--report-json", str(report)]) == 0
+    assert (
+        main(
+            [
+                "scan",
+                "--endpoint",
+                hub.endpoint,
+                "--token",
+                BOT,
+                "--config",
+                str(config),
+                "--repo",
+                repo_id,
+                "--report-json",
+                str(report),
+            ]
+        )
+        == 0
+    )
     return json.loads(report.read_text())
 
 
@@ -52,19 +68,29 @@ def test_facechain_pr_loads_in_peft_both_ways(hub, tmp_path):
     torch.manual_seed(0)
     base = LlamaForCausalLM(tiny_llama_config())
     clean = copy.deepcopy(base)
-    trained = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
-                                              target_modules=["q_proj", "v_proj"])).eval()
+    trained = get_peft_model(
+        base, LoraConfig(r=4, lora_alpha=8, init_lora_weights=False, target_modules=["q_proj", "v_proj"])
+    ).eval()
     upload = tmp_path / "upload"
     trained.save_pretrained(str(upload))
     expected = logits(trained)
     config = json.loads((upload / "adapter_config.json").read_text())
-    (upload / "adapter_config.json").write_text(json.dumps(dict(config, r=8), indent=2, sort_keys=True) + "\n")
+    (upload / "adapter_config.json").write_text(
+        json.dumps(dict(config, r=8), indent=2, sort_keys=True) + "\n"
+    )
     with pytest.raises(RuntimeError, match="size mismatch"):
         PeftModel.from_pretrained(copy.deepcopy(clean), str(upload))
 
-    hub.add_repo("alice/tiny-facechain", {"adapter_model.safetensors": upload / "adapter_model.safetensors",
-                                          "adapter_config.json": (upload / "adapter_config.json").read_bytes()})
-    folder = pr_folder(hub, live_scan(hub, tmp_path, "alice/tiny-facechain"), "alice/tiny-facechain", tmp_path)
+    hub.add_repo(
+        "alice/tiny-facechain",
+        {
+            "adapter_model.safetensors": upload / "adapter_model.safetensors",
+            "adapter_config.json": (upload / "adapter_config.json").read_bytes(),
+        },
+    )
+    folder = pr_folder(
+        hub, live_scan(hub, tmp_path, "alice/tiny-facechain"), "alice/tiny-facechain", tmp_path
+    )
 
     fixed = PeftModel.from_pretrained(copy.deepcopy(clean), str(folder)).eval()
     torch.testing.assert_close(logits(fixed), expected, rtol=1e-5, atol=1e-5)
@@ -84,18 +110,26 @@ def test_reduced_variant_pr_loads_in_diffusers_within_its_reported_error(hub, tm
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**tiny_unet_config())
     clean = copy.deepcopy(unet)
-    unet.add_adapter(LoraConfig(r=32, lora_alpha=32, init_lora_weights=False,
-                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    unet.add_adapter(
+        LoraConfig(
+            r=32, lora_alpha=32, init_lora_weights=False, target_modules=["to_q", "to_k", "to_v", "to_out.0"]
+        )
+    )
     with torch.no_grad():  # a trained-looking spectrum: rank 16 keeps well over 99% of the energy
         decay = torch.exp(-0.5 * torch.arange(32, dtype=torch.float32))
         for name, parameter in unet.named_parameters():
             if "lora_B" in name:
                 parameter.copy_(torch.randn_like(parameter) * decay)
     layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-    StableDiffusionPipeline.save_lora_weights(str(tmp_path / "lora"), unet_lora_layers=layers,
-                                              unet_lora_adapter_metadata=unet.peft_config["default"].to_dict())
-    hub.add_repo("alice/tiny-unet-r32", {"pytorch_lora_weights.safetensors":
-                                         tmp_path / "lora" / "pytorch_lora_weights.safetensors"})
+    StableDiffusionPipeline.save_lora_weights(
+        str(tmp_path / "lora"),
+        unet_lora_layers=layers,
+        unet_lora_adapter_metadata=unet.peft_config["default"].to_dict(),
+    )
+    hub.add_repo(
+        "alice/tiny-unet-r32",
+        {"pytorch_lora_weights.safetensors": tmp_path / "lora" / "pytorch_lora_weights.safetensors"},
+    )
     report = live_scan(hub, tmp_path, "alice/tiny-unet-r32")
     folder = pr_folder(hub, report, "alice/tiny-unet-r32", tmp_path)
     assert (folder / "pytorch_lora_weights-r16.safetensors").exists()
@@ -104,8 +138,10 @@ def test_reduced_variant_pr_loads_in_diffusers_within_its_reported_error(hub, tm
 
     def delta(model):
         with torch.no_grad():
-            return (model.eval()(sample, timestep, encoder_hidden_states=context).sample
-                    - clean.eval()(sample, timestep, encoder_hidden_states=context).sample)
+            return (
+                model.eval()(sample, timestep, encoder_hidden_states=context).sample
+                - clean.eval()(sample, timestep, encoder_hidden_states=context).sample
+            )
 
     reduced = copy.deepcopy(clean)
     reduced.load_lora_adapter(str(folder), weight_name="pytorch_lora_weights-r16.safetensors", prefix="unet")
@@ -114,4 +150,4 @@ def test_reduced_variant_pr_loads_in_diffusers_within_its_reported_error(hub, tm
     relative = (torch.linalg.norm(full - approx) / torch.linalg.norm(full)).item()
     assert relative < 0.05, f"the reduced LoRA's effect differs by {relative:.3f}"
     body = HfApi(endpoint=hub.endpoint).get_discussion_details("alice/tiny-unet-r32", 1).events[0].content
-    assert "energy retained" in body and "weight_name=\"pytorch_lora_weights-r16.safetensors\"" in body
+    assert "energy retained" in body and 'weight_name="pytorch_lora_weights-r16.safetensors"' in body

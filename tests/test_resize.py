@@ -44,7 +44,7 @@ def header_metadata(path: Path) -> dict:
 def key_order(path: Path) -> list[str]:
     raw = path.read_bytes()
     length = int.from_bytes(raw[:8], "little")
-    return [k for k in json.loads(raw[8:8 + length]) if k != "__metadata__"]
+    return [k for k in json.loads(raw[8 : 8 + length]) if k != "__metadata__"]
 
 
 def dense_delta(down: torch.Tensor, up: torch.Tensor, scale: float) -> torch.Tensor:
@@ -90,8 +90,9 @@ def test_padded_peft_adapter_gives_the_same_logits_in_real_peft(tmp_path, capsys
     assert config["r"] == 8
     assert config["lora_alpha"] == pytest.approx(8 * (math.sqrt(2) if rslora else 2))
     source_config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
-    assert {k: v for k, v in config.items() if k not in ("r", "lora_alpha")} == \
-        {k: v for k, v in source_config.items() if k not in ("r", "lora_alpha")}  # everything else kept
+    assert {k: v for k, v in config.items() if k not in ("r", "lora_alpha")} == {
+        k: v for k, v in source_config.items() if k not in ("r", "lora_alpha")
+    }  # everything else kept
     assert report["format"] == "peft" and report["new_rank"] == 8 and report["relative_error"] == 0
     padded = _load_peft(base, tmp_path / "padded")
     lora_a = padded.base_model.model.model.layers[0].self_attn.q_proj.lora_A["default"].weight
@@ -102,14 +103,17 @@ def test_padded_peft_adapter_gives_the_same_logits_in_real_peft(tmp_path, capsys
 def test_peft_alpha_pattern_is_written_when_padding_mixed_ranks(tmp_path, capsys):
     # v_proj has rank 2 and its own alpha: after padding every module to 6 their alphas differ, so the
     # config needs per-module entries that real PEFT must pick up.
-    base, original = _llama_with_lora(tmp_path / "adapter", r=4, lora_alpha=8, rank_pattern={"v_proj": 2},
-                                      alpha_pattern={"v_proj": 3})
+    base, original = _llama_with_lora(
+        tmp_path / "adapter", r=4, lora_alpha=8, rank_pattern={"v_proj": 2}, alpha_pattern={"v_proj": 3}
+    )
     resize_json(capsys, tmp_path / "adapter", "--rank", 6, "-o", tmp_path / "out")
     config = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
     assert config["r"] == 6 and config["rank_pattern"] == {}
     assert set(config["alpha_pattern"].values()) == {9}  # 3·6/2, while lora_alpha is 8·6/4 = 12
     assert config["lora_alpha"] == 12
-    torch.testing.assert_close(_logits(_load_peft(base, tmp_path / "out")), _logits(original), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        _logits(_load_peft(base, tmp_path / "out")), _logits(original), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_facechain_case_rank_4_padded_to_8_loads_where_code_expects_r8(tmp_path, capsys):
@@ -142,14 +146,18 @@ def test_energy_per_module_writes_a_rank_pattern_real_peft_loads(tmp_path, capsy
     original = _load_peft(base, tmp_path / "adapter")
     assert get_peft_model_state_dict(original)  # the edited file loads as it is
 
-    report = resize_json(capsys, tmp_path / "adapter", "--energy", 1.0, "--per-module", "-o", tmp_path / "out")
+    report = resize_json(
+        capsys, tmp_path / "adapter", "--energy", 1.0, "--per-module", "-o", tmp_path / "out"
+    )
     ranks = {m["name"]: m["new_rank"] for m in report["modules"]}
     assert {r for n, r in ranks.items() if "v_proj" in n} == {2}
     assert {r for n, r in ranks.items() if "v_proj" not in n} == {6}
     config = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
     assert config["r"] == 6 and set(config["rank_pattern"].values()) == {2}
     assert set(config["alpha_pattern"].values()) == {4}  # 12·2/6 keeps the scale 2
-    torch.testing.assert_close(_logits(_load_peft(base, tmp_path / "out")), _logits(original), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        _logits(_load_peft(base, tmp_path / "out")), _logits(original), rtol=1e-4, atol=1e-4
+    )
 
 
 # ------------------------------------------------------------------------------------------- diffusers
@@ -164,16 +172,21 @@ def test_padded_diffusers_unet_lora_gives_the_same_output_in_real_diffusers(tmp_
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**tiny_unet_config())
     clean = copy.deepcopy(unet)
-    lora = LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
-                      target_modules=["to_q", "to_k", "to_v", "to_out.0", "ff.net.2"])
+    lora = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        init_lora_weights=False,
+        target_modules=["to_q", "to_k", "to_v", "to_out.0", "ff.net.2"],
+    )
     unet.add_adapter(lora)
     with torch.no_grad():  # cross-attention keys numerically rank 1, so full energy needs 1 rank there
         for name, parameter in unet.named_parameters():
             if "attn2.to_k.lora_B" in name:
                 parameter[:, 1:] = 0
     layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-    StableDiffusionPipeline.save_lora_weights(str(tmp_path / "lora"), unet_lora_layers=layers,
-                                              unet_lora_adapter_metadata=lora.to_dict())
+    StableDiffusionPipeline.save_lora_weights(
+        str(tmp_path / "lora"), unet_lora_layers=layers, unet_lora_adapter_metadata=lora.to_dict()
+    )
     source = tmp_path / "lora" / "pytorch_lora_weights.safetensors"
 
     report = resize_json(capsys, source, "--rank", 8, "-o", tmp_path / "padded.safetensors")
@@ -197,7 +210,9 @@ def test_padded_diffusers_unet_lora_gives_the_same_output_in_real_diffusers(tmp_
     assert not torch.allclose(output(clean), output(unet), atol=1e-3)  # the LoRA does change the output
 
     # Mixed ranks: the metadata must now carry rank_pattern and alpha_pattern, which diffusers builds from.
-    report = resize_json(capsys, source, "--energy", 1.0, "--per-module", "-o", tmp_path / "mixed.safetensors")
+    report = resize_json(
+        capsys, source, "--energy", 1.0, "--per-module", "-o", tmp_path / "mixed.safetensors"
+    )
     ranks = {m["name"]: m["new_rank"] for m in report["modules"]}
     assert {n for n, r in ranks.items() if r == 1} == {n for n in ranks if n.endswith("attn2.to_k")}
     assert set(ranks.values()) == {1, 4}
@@ -212,28 +227,51 @@ def test_padded_diffusers_unet_lora_gives_the_same_output_in_real_diffusers(tmp_
 # ----------------------------------------------------------------------------------------------- kohya
 
 
-def _kohya_file(path: Path, rank: int = 6, alpha: float = 1.0, alpha_dtype=torch.bfloat16,
-                factor_dtype=torch.float16, seed: int = 0, rank_one: str | None = None) -> dict:
+def _kohya_file(
+    path: Path,
+    rank: int = 6,
+    alpha: float = 1.0,
+    alpha_dtype=torch.bfloat16,
+    factor_dtype=torch.float16,
+    seed: int = 0,
+    rank_one: str | None = None,
+) -> dict:
     """A kohya file with linear and 3×3 conv (LoCon) modules, per-module `.alpha` and a non-LoRA tensor.
     `rank_one` names a module whose ΔW is made rank 1 (all but one column of up zeroed)."""
     generator = torch.Generator().manual_seed(seed)
-    shapes = {"lora_unet_down_blocks_0_attentions_0_proj_in": ((24, 16), False),
-              "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn1_to_q": ((32, 20), False),
-              "lora_unet_down_blocks_0_resnets_0_conv1": ((12, 10), True),
-              "lora_te1_text_model_encoder_layers_0_self_attn_q_proj": ((16, 16), False)}
+    shapes = {
+        "lora_unet_down_blocks_0_attentions_0_proj_in": ((24, 16), False),
+        "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn1_to_q": ((32, 20), False),
+        "lora_unet_down_blocks_0_resnets_0_conv1": ((12, 10), True),
+        "lora_te1_text_model_encoder_layers_0_self_attn_q_proj": ((16, 16), False),
+    }
     tensors = {}
     for name, ((out, inp), conv) in shapes.items():
-        down = torch.randn(rank, inp, 3, 3, generator=generator) if conv else torch.randn(rank, inp, generator=generator)
-        up = torch.randn(out, rank, 1, 1, generator=generator) if conv else torch.randn(out, rank, generator=generator)
+        down = (
+            torch.randn(rank, inp, 3, 3, generator=generator)
+            if conv
+            else torch.randn(rank, inp, generator=generator)
+        )
+        up = (
+            torch.randn(out, rank, 1, 1, generator=generator)
+            if conv
+            else torch.randn(out, rank, generator=generator)
+        )
         tensors[f"{name}.lora_down.weight"] = down.to(factor_dtype)
         tensors[f"{name}.lora_up.weight"] = up.to(factor_dtype)
         tensors[f"{name}.alpha"] = torch.tensor(alpha, dtype=alpha_dtype)
         if name == rank_one:
             tensors[f"{name}.lora_up.weight"][:, 1:] = 0
     tensors["text_projection.weight"] = torch.randn(4, 4, generator=generator)  # not LoRA: copied as is
-    metadata = {"ss_network_module": "networks.lora", "ss_network_dim": str(rank), "ss_network_alpha": str(alpha),
-                "ss_network_args": json.dumps({"conv_dim": str(rank), "conv_alpha": str(alpha)}),
-                "sshs_model_hash": "0" * 64, "sshs_legacy_hash": "00000000", "ss_output_name": "mine"}
+    metadata = {
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": str(rank),
+        "ss_network_alpha": str(alpha),
+        "ss_network_args": json.dumps({"conv_dim": str(rank), "conv_alpha": str(alpha)}),
+        "sshs_model_hash": "0" * 64,
+        "sshs_legacy_hash": "00000000",
+        "ss_output_name": "mine",
+    }
     save_file(tensors, str(path), metadata=metadata)
     return tensors
 
@@ -265,8 +303,9 @@ def test_kohya_reduce_is_the_eckart_young_optimum(tmp_path, capsys):
         assert error == pytest.approx(dropped, rel=1e-5), name
         # The effective scale is kept: the output's own singular values are the leading ones of ΔW.
         torch.testing.assert_close(torch.linalg.svdvals(after[name])[:3], sigma[:3], rtol=1e-5, atol=0)
-        assert rows[name]["relative_error"] == pytest.approx(math.sqrt(dropped / float((sigma ** 2).sum())),
-                                                             rel=1e-4)
+        assert rows[name]["relative_error"] == pytest.approx(
+            math.sqrt(dropped / float((sigma**2).sum())), rel=1e-4
+        )
     reduced = load_file(str(out))
     assert reduced["lora_unet_down_blocks_0_resnets_0_conv1.alpha"].item() == pytest.approx(1.5)
     for name in before:  # √σ on both sides: neither factor carries all the magnitude
@@ -289,7 +328,7 @@ def test_kohya_alpha_tensors_shapes_and_metadata_are_rewritten(tmp_path, capsys,
     assert tensors[f"{conv}.lora_up.weight"].shape == (12, target, 1, 1)
     assert all(t.dtype == original[k].dtype for k, t in tensors.items())
     alpha = tensors[f"{conv}.alpha"]
-    assert alpha.dtype == torch.bfloat16 and alpha.item() == pytest.approx(target / 6, rel=2 ** -8)
+    assert alpha.dtype == torch.bfloat16 and alpha.item() == pytest.approx(target / 6, rel=2**-8)
 
     before, after = _kohya_deltas(source), _kohya_deltas(out)
     for name, delta in before.items():
@@ -302,14 +341,17 @@ def test_kohya_alpha_tensors_shapes_and_metadata_are_rewritten(tmp_path, capsys,
 
     metadata = header_metadata(out)
     assert metadata["ss_network_dim"] == str(target) and float(metadata["ss_network_alpha"]) == alpha.item()
-    assert json.loads(metadata["ss_network_args"]) == {"conv_dim": str(target), "conv_alpha": str(alpha.item())}
+    assert json.loads(metadata["ss_network_args"]) == {
+        "conv_dim": str(target),
+        "conv_alpha": str(alpha.item()),
+    }
     assert metadata["ss_output_name"] == "mine"
     assert metadata["lora_bot.source_sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
     assert (metadata["lora_bot.source_rank"], metadata["lora_bot.target_rank"]) == ("6", str(target))
     assert metadata["lora_bot.method"] == ("pad" if target > 6 else "svd")
     assert float(metadata["lora_bot.energy_retained"]) == pytest.approx(report["energy_retained"], abs=1e-6)
     raw = out.read_bytes()
-    data = raw[8 + int.from_bytes(raw[:8], "little"):]
+    data = raw[8 + int.from_bytes(raw[:8], "little") :]
     assert metadata["sshs_model_hash"] == hashlib.sha256(data).hexdigest()  # what sd-webui computes
 
 
@@ -317,20 +359,31 @@ def test_one_by_one_convs_count_under_network_dim_not_conv_dim(tmp_path, capsys)
     # kohya gives SD1's 1×1 proj_in the network_dim and only 3×3 convs the conv_dim. A per-file energy target
     # keeps rank 6 for the 1×1 conv and rank 2 for the 3×3 one, so conv_dim stays 2, not "Dynamic".
     generator = torch.Generator().manual_seed(4)
-    shapes = {"lora_unet_down_blocks_0_attentions_0_proj_in": (6, (16, 1, 1), (24, 6, 1, 1)),
-              "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q": (6, (16,), (24, 6)),
-              "lora_unet_down_blocks_0_resnets_0_conv1": (2, (10, 3, 3), (12, 2, 1, 1))}
+    shapes = {
+        "lora_unet_down_blocks_0_attentions_0_proj_in": (6, (16, 1, 1), (24, 6, 1, 1)),
+        "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q": (6, (16,), (24, 6)),
+        "lora_unet_down_blocks_0_resnets_0_conv1": (2, (10, 3, 3), (12, 2, 1, 1)),
+    }
     tensors = {}
     for name, (rank, down, up) in shapes.items():
         tensors[f"{name}.lora_down.weight"] = torch.randn(rank, *down, generator=generator)
         tensors[f"{name}.lora_up.weight"] = torch.randn(*up, generator=generator)
         tensors[f"{name}.alpha"] = torch.tensor(float(rank))
     source = tmp_path / "locon.safetensors"
-    save_file(tensors, str(source), metadata={"ss_network_module": "networks.lora", "ss_network_dim": "6",
-                                              "ss_network_alpha": "6.0",
-                                              "ss_network_args": json.dumps({"conv_dim": "2", "conv_alpha": "2.0"})})
+    save_file(
+        tensors,
+        str(source),
+        metadata={
+            "ss_network_module": "networks.lora",
+            "ss_network_dim": "6",
+            "ss_network_alpha": "6.0",
+            "ss_network_args": json.dumps({"conv_dim": "2", "conv_alpha": "2.0"}),
+        },
+    )
     report = resize_json(capsys, source, "--energy", 1.0, "-o", tmp_path / "out.safetensors")
-    assert {m["name"]: m["new_rank"] for m in report["modules"]} == {name: rank for name, (rank, *_) in shapes.items()}
+    assert {m["name"]: m["new_rank"] for m in report["modules"]} == {
+        name: rank for name, (rank, *_) in shapes.items()
+    }
     metadata = header_metadata(tmp_path / "out.safetensors")
     assert (metadata["ss_network_dim"], metadata["ss_network_alpha"]) == ("6", "6.0")
     assert json.loads(metadata["ss_network_args"]) == {"conv_dim": "2", "conv_alpha": "2.0"}
@@ -351,8 +404,12 @@ def test_legacy_attention_processor_file_pads_with_the_same_delta(tmp_path, caps
     # FaceChain-style keys (`…processor.to_q_lora.down.weight`): no alpha anywhere, scale 1 before and after.
     generator = torch.Generator().manual_seed(1)
     prefix = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.processor"
-    tensors = {f"{prefix}.{p}_lora.down.weight": torch.randn(4, 24, generator=generator) for p in ("to_q", "to_k")}
-    tensors.update({f"{prefix}.{p}_lora.up.weight": torch.randn(16, 4, generator=generator) for p in ("to_q", "to_k")})
+    tensors = {
+        f"{prefix}.{p}_lora.down.weight": torch.randn(4, 24, generator=generator) for p in ("to_q", "to_k")
+    }
+    tensors.update(
+        {f"{prefix}.{p}_lora.up.weight": torch.randn(16, 4, generator=generator) for p in ("to_q", "to_k")}
+    )
     save_file(tensors, str(tmp_path / "facechain.safetensors"))
     report = resize_json(capsys, tmp_path / "facechain.safetensors", "--rank", 8)
     assert report["format"] == "diffusers-legacy"
@@ -360,7 +417,9 @@ def test_legacy_attention_processor_file_pads_with_the_same_delta(tmp_path, caps
     for p in ("to_q", "to_k"):
         down, up = padded[f"{prefix}.{p}_lora.down.weight"], padded[f"{prefix}.{p}_lora.up.weight"]
         assert down.shape == (8, 24)
-        assert torch.equal(up @ down, tensors[f"{prefix}.{p}_lora.up.weight"] @ tensors[f"{prefix}.{p}_lora.down.weight"])
+        assert torch.equal(
+            up @ down, tensors[f"{prefix}.{p}_lora.up.weight"] @ tensors[f"{prefix}.{p}_lora.down.weight"]
+        )
 
 
 def test_factors_stored_apart_keep_their_dtypes_and_stay_paired(tmp_path, capsys):
@@ -391,26 +450,37 @@ def _known_spectrum_file(path: Path, spectra: dict[str, list[float]]) -> None:
         r = len(sigma)
         u = torch.linalg.qr(torch.randn(20, r, generator=generator, dtype=torch.float64)).Q
         v = torch.linalg.qr(torch.randn(18, r, generator=generator, dtype=torch.float64)).Q
-        tensors[f"{name}.lora_up.weight"] = (u * torch.tensor(sigma, dtype=torch.float64)).float().contiguous()
+        tensors[f"{name}.lora_up.weight"] = (
+            (u * torch.tensor(sigma, dtype=torch.float64)).float().contiguous()
+        )
         tensors[f"{name}.lora_down.weight"] = v.T.contiguous().float()
     save_file(tensors, str(path))
 
 
 def _smallest_rank(energies: list[float], fraction: float) -> int:
     """The oracle, by brute force: try every k."""
-    return next(k for k in range(1, len(energies) + 1) if sum(energies[:k]) >= fraction * sum(energies) - 1e-9)
+    return next(
+        k for k in range(1, len(energies) + 1) if sum(energies[:k]) >= fraction * sum(energies) - 1e-9
+    )
 
 
 def test_energy_picks_the_smallest_rank_reaching_the_fraction(tmp_path, capsys):
-    spectra = {"lora_unet_a": [8.0, 4.0, 2.0, 1.0, 0.5, 0.25], "lora_unet_b": [3.0, 3.0, 3.0, 2.0, 0.1, 0.1],
-               "lora_unet_c": [0.0] * 6}
+    spectra = {
+        "lora_unet_a": [8.0, 4.0, 2.0, 1.0, 0.5, 0.25],
+        "lora_unet_b": [3.0, 3.0, 3.0, 2.0, 0.1, 0.1],
+        "lora_unet_c": [0.0] * 6,
+    }
     source = tmp_path / "lora.safetensors"
     _known_spectrum_file(source, spectra)
 
-    per_module = resize_json(capsys, source, "--energy", 0.9, "--per-module", "-o", tmp_path / "m.safetensors")
+    per_module = resize_json(
+        capsys, source, "--energy", 0.9, "--per-module", "-o", tmp_path / "m.safetensors"
+    )
     chosen = {m["name"]: m["new_rank"] for m in per_module["modules"]}
     for name, sigma in spectra.items():
-        expected = _smallest_rank([s * s for s in sigma], 0.9) if any(sigma) else 1  # a zero module keeps rank 1
+        expected = (
+            _smallest_rank([s * s for s in sigma], 0.9) if any(sigma) else 1
+        )  # a zero module keeps rank 1
         assert chosen[name] == expected, name
         kept = sum(s * s for s in sigma[:expected]) / sum(s * s for s in sigma) if any(sigma) else 1.0
         row = next(m for m in per_module["modules"] if m["name"] == name)
@@ -418,7 +488,9 @@ def test_energy_picks_the_smallest_rank_reaching_the_fraction(tmp_path, capsys):
 
     per_file = resize_json(capsys, source, "--energy", 0.9, "-o", tmp_path / "f.safetensors")
     energies = [[s * s for s in sigma] for sigma in spectra.values()]
-    shared = next(k for k in range(1, 7) if sum(sum(e[:k]) for e in energies) >= 0.9 * sum(map(sum, energies)))
+    shared = next(
+        k for k in range(1, 7) if sum(sum(e[:k]) for e in energies) >= 0.9 * sum(map(sum, energies))
+    )
     assert {m["new_rank"] for m in per_file["modules"]} == {shared}
     assert per_file["energy_retained"] >= 0.9
     assert shared > 1 and per_file["ranks"]["new"] == {str(shared): 3}
@@ -430,12 +502,23 @@ def test_energy_picks_the_smallest_rank_reaching_the_fraction(tmp_path, capsys):
 def _lycoris(path: Path, kind: str) -> Path:
     name = "lora_unet_down_blocks_0_attentions_0_proj_in"
     tensors = {
-        "loha": {f"{name}.hada_w1_a": (8, 4), f"{name}.hada_w1_b": (4, 8), f"{name}.hada_w2_a": (8, 4),
-                 f"{name}.hada_w2_b": (4, 8)},
+        "loha": {
+            f"{name}.hada_w1_a": (8, 4),
+            f"{name}.hada_w1_b": (4, 8),
+            f"{name}.hada_w2_a": (8, 4),
+            f"{name}.hada_w2_b": (4, 8),
+        },
         "lokr": {f"{name}.lokr_w1": (2, 2), f"{name}.lokr_w2_a": (4, 2), f"{name}.lokr_w2_b": (2, 4)},
-        "tucker": {f"{name}.lora_down.weight": (4, 8, 1, 1), f"{name}.lora_mid.weight": (4, 4, 3, 3),
-                   f"{name}.lora_up.weight": (8, 4, 1, 1)},
-        "dora": {f"{name}.lora_down.weight": (4, 8), f"{name}.lora_up.weight": (8, 4), f"{name}.dora_scale": (8, 1)},
+        "tucker": {
+            f"{name}.lora_down.weight": (4, 8, 1, 1),
+            f"{name}.lora_mid.weight": (4, 4, 3, 3),
+            f"{name}.lora_up.weight": (8, 4, 1, 1),
+        },
+        "dora": {
+            f"{name}.lora_down.weight": (4, 8),
+            f"{name}.lora_up.weight": (8, 4),
+            f"{name}.dora_scale": (8, 1),
+        },
     }[kind]
     data = {k: torch.randn(*shape) for k, shape in tensors.items()}
     data[f"{name}.alpha"] = torch.tensor(4.0)
@@ -443,8 +526,15 @@ def _lycoris(path: Path, kind: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("kind, reason", [("loha", "Hadamard product"), ("lokr", "Kronecker product"),
-                                          ("tucker", "Tucker mid tensor"), ("dora", "DoRA")])
+@pytest.mark.parametrize(
+    "kind, reason",
+    [
+        ("loha", "Hadamard product"),
+        ("lokr", "Kronecker product"),
+        ("tucker", "Tucker mid tensor"),
+        ("dora", "DoRA"),
+    ],
+)
 def test_non_product_adapters_are_refused_with_the_reason(tmp_path, capsys, kind, reason):
     source = _lycoris(tmp_path / f"{kind}.safetensors", kind)
     code, out, err = run(capsys, source, "--rank", 2)
@@ -468,8 +558,10 @@ def test_peft_dora_pickle_and_corrupt_files_are_refused(tmp_path, capsys):
     assert code == 1 and "header" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("kind, reason", [("nan", "NaN or infinite"), ("alpha-overflow", "overflows the F16"),
-                                          ("int8", "floating-point")])
+@pytest.mark.parametrize(
+    "kind, reason",
+    [("nan", "NaN or infinite"), ("alpha-overflow", "overflows the F16"), ("int8", "floating-point")],
+)
 def test_broken_or_unwritable_files_are_refused_in_one_line(tmp_path, capsys, kind, reason):
     # A NaN factor (a diverged training run), an fp16 alpha that 4→8 would take past 65504 (it would be stored
     # as inf and the factors zeroed), and int8 factors (an SVD written back into them would be truncated).
@@ -482,8 +574,14 @@ def test_broken_or_unwritable_files_are_refused_in_one_line(tmp_path, capsys, ki
     if kind == "alpha-overflow":
         alpha = 40000.0
     source = tmp_path / f"{kind}.safetensors"
-    save_file({"lora_unet_x.lora_down.weight": down, "lora_unet_x.lora_up.weight": up,
-               "lora_unet_x.alpha": torch.tensor(alpha, dtype=torch.float16)}, str(source))
+    save_file(
+        {
+            "lora_unet_x.lora_down.weight": down,
+            "lora_unet_x.lora_up.weight": up,
+            "lora_unet_x.alpha": torch.tensor(alpha, dtype=torch.float16),
+        },
+        str(source),
+    )
     code, out, err = run(capsys, source, "--rank", 8)
     assert code == 1 and out == ""
     assert reason in err and "lora_unet_x" in err and "Traceback" not in err
@@ -496,11 +594,16 @@ def test_peft_folder_given_as_dot_gets_a_sibling_output_folder(tmp_path, capsys,
     folder.mkdir()
     generator = torch.Generator().manual_seed(6)
     prefix = "base_model.model.model.layers.0.self_attn.q_proj"
-    save_file({f"{prefix}.lora_A.weight": torch.randn(4, 12, generator=generator),
-               f"{prefix}.lora_B.weight": torch.randn(10, 4, generator=generator)},
-              str(folder / "adapter_model.safetensors"))
-    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8,
-                                                            "target_modules": ["q_proj"]}))
+    save_file(
+        {
+            f"{prefix}.lora_A.weight": torch.randn(4, 12, generator=generator),
+            f"{prefix}.lora_B.weight": torch.randn(10, 4, generator=generator),
+        },
+        str(folder / "adapter_model.safetensors"),
+    )
+    (folder / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"]})
+    )
     monkeypatch.chdir(folder)
     report = resize_json(capsys, ".", "--rank", 8)
     assert Path(report["output"]) == tmp_path / "adapter-r8"
@@ -544,19 +647,29 @@ def test_metadata_fix_declares_mixed_conv_ranks_dynamic(tmp_path, capsys):
     from bot.sources.local import collect
 
     generator = torch.Generator().manual_seed(7)
-    tensors = {"lora_unet_a_proj.lora_down.weight": torch.randn(4, 16, generator=generator),
-               "lora_unet_a_proj.lora_up.weight": torch.randn(16, 4, generator=generator)}
+    tensors = {
+        "lora_unet_a_proj.lora_down.weight": torch.randn(4, 16, generator=generator),
+        "lora_unet_a_proj.lora_up.weight": torch.randn(16, 4, generator=generator),
+    }
     for name, rank in (("lora_unet_b_conv1", 2), ("lora_unet_c_conv2", 4)):
         tensors[f"{name}.lora_down.weight"] = torch.randn(rank, 8, 3, 3, generator=generator)
         tensors[f"{name}.lora_up.weight"] = torch.randn(8, rank, 1, 1, generator=generator)
     source = tmp_path / "locon.safetensors"
-    save_file(tensors, str(source), metadata={"ss_network_dim": "4", "ss_network_args": json.dumps({"conv_dim": "8"})})
+    save_file(
+        tensors,
+        str(source),
+        metadata={"ss_network_dim": "4", "ss_network_args": json.dumps({"conv_dim": "8"})},
+    )
     inspection = inspect_evidence(collect(source)[0])
     assert "rank-mismatch-metadata" in inspection.codes()
 
     fixed = corrected_metadata(inspection.metadata, inspection.modules)
     assert json.loads(fixed["ss_network_args"]) == {"conv_dim": "Dynamic"} and fixed["ss_network_dim"] == "4"
     rewrite_metadata(source, tmp_path / "fixed.safetensors", fixed)
-    assert "rank-mismatch-metadata" not in inspect_evidence(collect(tmp_path / "fixed.safetensors")[0]).codes()
-    assert torch.equal(load_file(str(tmp_path / "fixed.safetensors"))["lora_unet_b_conv1.lora_down.weight"],
-                       tensors["lora_unet_b_conv1.lora_down.weight"])
+    assert (
+        "rank-mismatch-metadata" not in inspect_evidence(collect(tmp_path / "fixed.safetensors")[0]).codes()
+    )
+    assert torch.equal(
+        load_file(str(tmp_path / "fixed.safetensors"))["lora_unet_b_conv1.lora_down.weight"],
+        tensors["lora_unet_b_conv1.lora_down.weight"],
+    )

@@ -78,24 +78,40 @@ def tensors_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory, tensors_dir):
-    sandbox = SandboxHub(users={OWNER_TOKEN: "alice", CAROL_TOKEN: "carol"}, discussions_page_size=2,
-                         request_log=tmp_path_factory.mktemp("log") / "requests.jsonl")
+    sandbox = SandboxHub(
+        users={OWNER_TOKEN: "alice", CAROL_TOKEN: "carol"},
+        discussions_page_size=2,
+        request_log=tmp_path_factory.mktemp("log") / "requests.jsonl",
+    )
     old = datetime(2024, 1, 1, tzinfo=timezone.utc)
     for index in range(60):
-        sandbox.add_repo(f"bulk/model-{index:02d}", {"config.json": b"{}"}, last_modified=old + timedelta(days=index),
-                         extra={"likes": 100 + index, "downloads": 1000 - index})
-    sandbox.add_repo("alice/style-lora", {
-        "README.md": LORA_CARD,
-        "adapter_config.json": b'{"r": 8, "lora_alpha": 16}',
-        "adapter_model.safetensors": safetensors_bytes(tensors_dir, {"lora_A": torch.zeros(8, 16)}),
-        "docs/notes.md": b"notes",
-        "docs/deep/more.txt": b"more",
-    })
+        sandbox.add_repo(
+            f"bulk/model-{index:02d}",
+            {"config.json": b"{}"},
+            last_modified=old + timedelta(days=index),
+            extra={"likes": 100 + index, "downloads": 1000 - index},
+        )
+    sandbox.add_repo(
+        "alice/style-lora",
+        {
+            "README.md": LORA_CARD,
+            "adapter_config.json": b'{"r": 8, "lora_alpha": 16}',
+            "adapter_model.safetensors": safetensors_bytes(tensors_dir, {"lora_A": torch.zeros(8, 16)}),
+            "docs/notes.md": b"notes",
+            "docs/deep/more.txt": b"more",
+        },
+    )
     sandbox.add_repo("alice/ranges", {"data.txt": b"0123456789abcdefghij"})
     sandbox.add_repo("alice/broken-card", {"README.md": b"---\nlicense: [unclosed\n---\ntext\n"})
     names = [f"blocks.{i:04d}.attention.self_attention.query_key_value.lora_A.weight" for i in range(2500)]
-    sandbox.add_repo("alice/big-header", {
-        "adapter_model.safetensors": safetensors_bytes(tensors_dir, {name: torch.zeros(1) for name in names})})
+    sandbox.add_repo(
+        "alice/big-header",
+        {
+            "adapter_model.safetensors": safetensors_bytes(
+                tensors_dir, {name: torch.zeros(1) for name in names}
+            )
+        },
+    )
     sandbox.start()
     yield sandbox
     sandbox.stop()
@@ -120,6 +136,7 @@ def fresh_repo(hub, request, tensors_dir) -> str:
 
 
 # ----- reading -----------------------------------------------------------------------------------
+
 
 def test_whoami_maps_tokens_to_users_and_requires_one(hub, api, owner_api):
     assert api.whoami()["name"] == "lora-bot"
@@ -169,8 +186,13 @@ def test_model_info_has_card_tags_siblings_and_sha(hub, api):
     assert info.card_data["license"] == "apache-2.0"
     assert {"lora", "text-generation", "peft", "base_model:adapter:org/base-model"} <= set(info.tags)
     assert info.author == "alice" and info.private is False
-    assert {s.rfilename for s in info.siblings} == {"README.md", "adapter_config.json", "adapter_model.safetensors",
-                                                     "docs/notes.md", "docs/deep/more.txt"}
+    assert {s.rfilename for s in info.siblings} == {
+        "README.md",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "docs/notes.md",
+        "docs/deep/more.txt",
+    }
     assert all(sibling.size is None for sibling in info.siblings)
 
 
@@ -196,15 +218,26 @@ def test_missing_repo_revision_and_file_raise_the_clients_typed_errors(api, hub,
     assert api.repo_exists("nobody/nothing") is False
     assert api.file_exists("alice/style-lora", "missing.bin") is False
     with pytest.raises(RemoteEntryNotFoundError):
-        hf_hub_download("alice/style-lora", "missing.bin", endpoint=hub.endpoint, token=TOKEN, cache_dir=tmp_path)
+        hf_hub_download(
+            "alice/style-lora", "missing.bin", endpoint=hub.endpoint, token=TOKEN, cache_dir=tmp_path
+        )
 
 
 def test_list_repo_files_and_tree_show_folders(api):
     assert sorted(api.list_repo_files("alice/style-lora")) == [
-        "README.md", "adapter_config.json", "adapter_model.safetensors", "docs/deep/more.txt", "docs/notes.md"]
+        "README.md",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "docs/deep/more.txt",
+        "docs/notes.md",
+    ]
     top = {entry.path: type(entry).__name__ for entry in api.list_repo_tree("alice/style-lora")}
-    assert top == {"README.md": "RepoFile", "adapter_config.json": "RepoFile",
-                   "adapter_model.safetensors": "RepoFile", "docs": "RepoFolder"}
+    assert top == {
+        "README.md": "RepoFile",
+        "adapter_config.json": "RepoFile",
+        "adapter_model.safetensors": "RepoFile",
+        "docs": "RepoFolder",
+    }
     docs = {entry.path for entry in api.list_repo_tree("alice/style-lora", path_in_repo="docs")}
     assert docs == {"docs/notes.md", "docs/deep"}
     weights = next(e for e in api.list_repo_tree("alice/style-lora") if e.path == "adapter_model.safetensors")
@@ -221,7 +254,9 @@ def test_tree_pages_by_one_thousand_entries(hub, api):
 
 
 def test_refs_and_commit_history_newest_first(hub, api, fresh_repo):
-    hub.commit_files(fresh_repo, {"config.json": b'{"a": 2}', "README.md": None}, message="Second", author="alice")
+    hub.commit_files(
+        fresh_repo, {"config.json": b'{"a": 2}', "README.md": None}, message="Second", author="alice"
+    )
     commits = api.list_repo_commits(fresh_repo)
     assert [c.title for c in commits] == ["Second", "Initial commit"]
     assert commits[0].authors == ["alice"]
@@ -238,7 +273,9 @@ def test_hf_hub_download_streams_files_referenced_on_disk(hub, tmp_path):
     (root / "disk" / "weights" / "notes.txt").write_text("hello")
     assert hub.load_directory(root) == ["disk/weights"]
     cache = tmp_path / "cache"
-    downloaded = hf_hub_download("disk/weights", "blob.dat", endpoint=hub.endpoint, token=TOKEN, cache_dir=cache)
+    downloaded = hf_hub_download(
+        "disk/weights", "blob.dat", endpoint=hub.endpoint, token=TOKEN, cache_dir=cache
+    )
     assert Path(downloaded).read_bytes() == payload
     text = hf_hub_download("disk/weights", "notes.txt", endpoint=hub.endpoint, token=TOKEN, cache_dir=cache)
     assert Path(text).read_text() == "hello"
@@ -249,6 +286,7 @@ def test_hf_hub_download_streams_files_referenced_on_disk(hub, tmp_path):
 
 
 # ----- ranges ------------------------------------------------------------------------------------
+
 
 def test_parse_safetensors_metadata_with_one_range_request(hub, api):
     start = len(hub.requests)
@@ -267,8 +305,9 @@ def test_parse_safetensors_metadata_with_header_over_100_kb(hub, api):
 
 
 def test_multi_range_get_answers_multipart_byteranges(hub):
-    response = get_session().get(f"{hub.endpoint}/alice/ranges/resolve/main/data.txt",
-                                 headers={"Range": "bytes=0-3,10-12"})
+    response = get_session().get(
+        f"{hub.endpoint}/alice/ranges/resolve/main/data.txt", headers={"Range": "bytes=0-3,10-12"}
+    )
     assert response.status_code == 206
     content_type = response.headers["Content-Type"]
     assert content_type.startswith("multipart/byteranges; boundary=")
@@ -283,7 +322,11 @@ def test_multi_range_get_answers_multipart_byteranges(hub):
 def test_single_suffix_and_unsatisfiable_ranges(hub):
     url = f"{hub.endpoint}/alice/ranges/resolve/main/data.txt"
     tail = get_session().get(url, headers={"Range": "bytes=15-"})
-    assert (tail.status_code, tail.content, tail.headers["Content-Range"]) == (206, b"fghij", "bytes 15-19/20")
+    assert (tail.status_code, tail.content, tail.headers["Content-Range"]) == (
+        206,
+        b"fghij",
+        "bytes 15-19/20",
+    )
     assert get_session().get(url, headers={"Range": "bytes=-3"}).content == b"hij"
     refused = get_session().get(url, headers={"Range": "bytes=50-60"})
     assert refused.status_code == 416 and refused.headers["Content-Range"] == "bytes */20"
@@ -291,27 +334,44 @@ def test_single_suffix_and_unsatisfiable_ranges(hub):
 
 # ----- writing -----------------------------------------------------------------------------------
 
+
 def test_create_commit_as_pr_keeps_main_and_appends_to_the_pr(hub, api, fresh_repo, tensors_dir, tmp_path):
     main_sha = api.model_info(fresh_repo).sha
     weights = safetensors_bytes(tensors_dir, {"lora_B": torch.ones(4, 4)})
     start = len(hub.requests)
-    info = api.create_commit(fresh_repo, operations=[
-        CommitOperationAdd("README.md", b"---\nlicense: mit\nbase_model: org/base-model\n---\n# Fixed\n"),
-        CommitOperationAdd("adapter_model.safetensors", weights),
-    ], commit_message="Fix adapter", commit_description="Details", create_pr=True)
+    info = api.create_commit(
+        fresh_repo,
+        operations=[
+            CommitOperationAdd("README.md", b"---\nlicense: mit\nbase_model: org/base-model\n---\n# Fixed\n"),
+            CommitOperationAdd("adapter_model.safetensors", weights),
+        ],
+        commit_message="Fix adapter",
+        commit_description="Details",
+        create_pr=True,
+    )
     assert info.pr_num == 1 and info.pr_revision == "refs/pr/1"
     assert {e["route"] for e in hub.requests[start:]} >= {"validate_yaml", "preupload", "lfs", "commit"}
     assert [e["method"] for e in routes_since(hub, start, "lfs")] == ["POST", "PUT", "POST"]
 
-    pr_file = hf_hub_download(fresh_repo, "adapter_model.safetensors", revision="refs/pr/1",
-                              endpoint=hub.endpoint, token=TOKEN, cache_dir=tmp_path)
+    pr_file = hf_hub_download(
+        fresh_repo,
+        "adapter_model.safetensors",
+        revision="refs/pr/1",
+        endpoint=hub.endpoint,
+        token=TOKEN,
+        cache_dir=tmp_path,
+    )
     assert Path(pr_file).read_bytes() == weights
     assert api.model_info(fresh_repo, revision="refs/pr/1").card_data["base_model"] == "org/base-model"
     assert api.model_info(fresh_repo).sha == main_sha
     assert "adapter_model.safetensors" not in api.list_repo_files(fresh_repo)
 
-    second = api.create_commit(fresh_repo, operations=[CommitOperationAdd("extra.txt", b"more")],
-                               commit_message="Follow-up", revision="refs/pr/1")
+    second = api.create_commit(
+        fresh_repo,
+        operations=[CommitOperationAdd("extra.txt", b"more")],
+        commit_message="Follow-up",
+        revision="refs/pr/1",
+    )
     assert "extra.txt" in api.list_repo_files(fresh_repo, revision="refs/pr/1")
     details = api.get_discussion_details(fresh_repo, 1)
     assert details.is_pull_request and details.status == "open" and details.target_branch == "refs/heads/main"
@@ -323,15 +383,17 @@ def test_create_commit_as_pr_keeps_main_and_appends_to_the_pr(hub, api, fresh_re
 
 def test_unchanged_files_are_skipped_by_preupload_oids(api, hub, fresh_repo):
     start = len(hub.requests)
-    info = api.create_commit(fresh_repo, operations=[CommitOperationAdd("config.json", b'{"a": 1}')],
-                             commit_message="No-op")
+    info = api.create_commit(
+        fresh_repo, operations=[CommitOperationAdd("config.json", b'{"a": 1}')], commit_message="No-op"
+    )
     assert info.oid == api.model_info(fresh_repo).sha
     assert routes_since(hub, start, "commit") == []
 
 
 def test_merge_pull_request_needs_the_owner_and_fast_forwards_main(api, owner_api, fresh_repo):
-    api.create_commit(fresh_repo, operations=[CommitOperationAdd("new.txt", b"new")], commit_message="Add",
-                      create_pr=True)
+    api.create_commit(
+        fresh_repo, operations=[CommitOperationAdd("new.txt", b"new")], commit_message="Add", create_pr=True
+    )
     with pytest.raises(HfHubHTTPError) as refused:
         api.merge_pull_request(fresh_repo, 1)
     assert refused.value.response.status_code == 403
@@ -343,8 +405,9 @@ def test_merge_pull_request_needs_the_owner_and_fast_forwards_main(api, owner_ap
 
 
 def test_merge_after_main_moved_makes_a_merge_commit(api, owner_api, hub, fresh_repo):
-    api.create_commit(fresh_repo, operations=[CommitOperationAdd("new.txt", b"new")], commit_message="Add",
-                      create_pr=True)
+    api.create_commit(
+        fresh_repo, operations=[CommitOperationAdd("new.txt", b"new")], commit_message="Add", create_pr=True
+    )
     hub.commit_files(fresh_repo, {"other.txt": b"owner"}, message="Owner push")
     owner_api.merge_pull_request(fresh_repo, 1)
     assert set(api.list_repo_files(fresh_repo)) >= {"new.txt", "other.txt", "config.json"}
@@ -356,12 +419,20 @@ def test_parent_commit_mismatch_is_refused_without_a_commit(owner_api, hub, fres
     hub.commit_files(fresh_repo, {"config.json": b'{"a": 3}'})
     head = owner_api.model_info(fresh_repo).sha
     with pytest.raises(HfHubHTTPError) as conflict:
-        owner_api.create_commit(fresh_repo, operations=[CommitOperationAdd("x.txt", b"x")], commit_message="Late",
-                                parent_commit=stale)
+        owner_api.create_commit(
+            fresh_repo,
+            operations=[CommitOperationAdd("x.txt", b"x")],
+            commit_message="Late",
+            parent_commit=stale,
+        )
     assert conflict.value.response.status_code == 412
     assert owner_api.model_info(fresh_repo).sha == head
-    done = owner_api.create_commit(fresh_repo, operations=[CommitOperationAdd("x.txt", b"x")],
-                                   commit_message="On time", parent_commit=head)
+    done = owner_api.create_commit(
+        fresh_repo,
+        operations=[CommitOperationAdd("x.txt", b"x")],
+        commit_message="On time",
+        parent_commit=head,
+    )
     assert owner_api.model_info(fresh_repo).sha == done.oid
 
 
@@ -370,8 +441,12 @@ def test_only_the_owner_pushes_to_main_and_bad_cards_are_refused(api, fresh_repo
         api.create_commit(fresh_repo, operations=[CommitOperationAdd("x.txt", b"x")], commit_message="Sneaky")
     assert forbidden.value.response.status_code == 403
     with pytest.raises(ValueError, match="Invalid metadata"):
-        api.create_commit(fresh_repo, operations=[CommitOperationAdd("README.md", b"---\na: [b\n---\n")],
-                          commit_message="Bad card", create_pr=True)
+        api.create_commit(
+            fresh_repo,
+            operations=[CommitOperationAdd("README.md", b"---\na: [b\n---\n")],
+            commit_message="Bad card",
+            create_pr=True,
+        )
     assert list(api.get_repo_discussions(fresh_repo)) == []
 
 
@@ -395,8 +470,9 @@ def test_big_upload_is_spooled_and_served_back(api, hub, tmp_path):
     big.write_bytes(os.urandom(9 * 1024 * 1024))  # over the in-memory upload limit
     api.create_repo("big-upload")
     api.upload_file(path_or_fileobj=big, path_in_repo="weights.bin", repo_id="lora-bot/big-upload")
-    downloaded = hf_hub_download("lora-bot/big-upload", "weights.bin", endpoint=hub.endpoint, token=TOKEN,
-                                 cache_dir=tmp_path / "cache")
+    downloaded = hf_hub_download(
+        "lora-bot/big-upload", "weights.bin", endpoint=hub.endpoint, token=TOKEN, cache_dir=tmp_path / "cache"
+    )
     assert Path(downloaded).read_bytes() == big.read_bytes()
 
 
@@ -413,10 +489,16 @@ def test_chunked_lfs_upload_is_accepted_and_verified(hub):
 
 # ----- discussions -------------------------------------------------------------------------------
 
+
 def test_discussion_events_for_comment_status_and_title(api, owner_api, fresh_repo):
     carol = HfApi(endpoint=api.endpoint, token=CAROL_TOKEN)
     created = api.create_discussion(fresh_repo, "Rank looks wrong", description="r=8 but alpha=4096")
-    assert (created.num, created.author, created.status, created.is_pull_request) == (1, "lora-bot", "open", False)
+    assert (created.num, created.author, created.status, created.is_pull_request) == (
+        1,
+        "lora-bot",
+        "open",
+        False,
+    )
     comment = carol.comment_discussion(fresh_repo, 1, "Agreed")
     assert comment.author == "carol" and comment.content == "Agreed"
     with pytest.raises(HfHubHTTPError) as forbidden:
@@ -425,10 +507,19 @@ def test_discussion_events_for_comment_status_and_title(api, owner_api, fresh_re
     api.change_discussion_status(fresh_repo, 1, "closed", comment="Fixed upstream")
     owner_api.rename_discussion(fresh_repo, 1, "Rank was wrong")
     details = api.get_discussion_details(fresh_repo, 1)
-    assert [e.type for e in details.events] == ["comment", "comment", "comment", "status-change", "title-change"]
+    assert [e.type for e in details.events] == [
+        "comment",
+        "comment",
+        "comment",
+        "status-change",
+        "title-change",
+    ]
     assert details.events[0].content == "r=8 but alpha=4096"
     assert details.events[3].new_status == "closed"
-    assert (details.events[4].old_title, details.events[4].new_title) == ("Rank looks wrong", "Rank was wrong")
+    assert (details.events[4].old_title, details.events[4].new_title) == (
+        "Rank looks wrong",
+        "Rank was wrong",
+    )
     assert details.status == "closed" and details.title == "Rank was wrong"
 
 
@@ -437,8 +528,9 @@ def test_discussion_listing_filters_and_pages_newest_first(hub, api, fresh_repo)
     api.create_discussion(fresh_repo, "bot discussion")
     api.create_pull_request(fresh_repo, "bot draft PR")
     carol.create_discussion(fresh_repo, "carol discussion")
-    api.create_commit(fresh_repo, operations=[CommitOperationAdd("a.txt", b"a")], commit_message="bot PR",
-                      create_pr=True)
+    api.create_commit(
+        fresh_repo, operations=[CommitOperationAdd("a.txt", b"a")], commit_message="bot PR", create_pr=True
+    )
     carol.create_discussion(fresh_repo, "carol closed")
     carol.change_discussion_status(fresh_repo, 5, "closed")
 
@@ -450,11 +542,14 @@ def test_discussion_listing_filters_and_pages_newest_first(hub, api, fresh_repo)
     assert [(d.title, d.status) for d in bot_prs] == [("bot PR", "open"), ("bot draft PR", "draft")]
     open_carol = list(api.get_repo_discussions(fresh_repo, author="carol", discussion_status="open"))
     assert [d.title for d in open_carol] == ["carol discussion"]
-    closed = list(api.get_repo_discussions(fresh_repo, discussion_type="discussion", discussion_status="closed"))
+    closed = list(
+        api.get_repo_discussions(fresh_repo, discussion_type="discussion", discussion_status="closed")
+    )
     assert [d.num for d in closed] == [5]
 
 
 # ----- faults, logging, latency ------------------------------------------------------------------
+
 
 def test_fault_429_carries_retry_after_and_is_logged():
     with SandboxHub(faults="429:1@whoami,retry-after=3") as hub:
@@ -489,8 +584,12 @@ def test_faulted_writes_have_no_side_effect():
         assert unavailable.value.response.status_code == 503
         assert [e.type for e in api.get_discussion_details("alice/ok", 1).events] == ["comment"]
         with pytest.raises(httpx2.TransportError):
-            api.create_commit("alice/ok", operations=[CommitOperationAdd("b.txt", b"b")], commit_message="Lost",
-                              create_pr=True)
+            api.create_commit(
+                "alice/ok",
+                operations=[CommitOperationAdd("b.txt", b"b")],
+                commit_message="Lost",
+                create_pr=True,
+            )
         repo_state = hub.state()["repos"]["alice/ok"]
         assert len(repo_state["commits"]) == 1 and list(repo_state["refs"]) == ["refs/heads/main"]
         assert len(repo_state["discussions"]) == 1
@@ -510,16 +609,21 @@ def test_faults_are_deterministic_per_seed_and_respect_read_write_groups():
     def statuses(spec: str) -> list[int]:
         with SandboxHub(faults=spec) as hub:
             url = f"{hub.endpoint}/api/whoami-v2"
-            return [get_session().get(url, headers={"Authorization": f"Bearer {TOKEN}"}).status_code
-                    for _ in range(16)]
+            return [
+                get_session().get(url, headers={"Authorization": f"Bearer {TOKEN}"}).status_code
+                for _ in range(16)
+            ]
 
     first, second = statuses("500:0.5@whoami,seed=11"), statuses("500:0.5@whoami,seed=11")
     assert first == second and {200, 500} <= set(first)
     with SandboxHub(faults="503:1@write") as hub:
         api = HfApi(endpoint=hub.endpoint, token=TOKEN)
         assert api.whoami()["name"] == "lora-bot"
-        refused = get_session().post(f"{hub.endpoint}/api/repos/create", json={"name": "x"},
-                                     headers={"Authorization": f"Bearer {TOKEN}"})
+        refused = get_session().post(
+            f"{hub.endpoint}/api/repos/create",
+            json={"name": "x"},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
         assert refused.status_code == 503
         assert hub.state()["repos"] == {}
 
@@ -539,10 +643,12 @@ def test_request_log_lines_have_the_fields_and_never_the_token(hub, api, owner_a
     lines = [json.loads(line) for line in hub.request_log.read_text().splitlines()]
     assert lines == in_memory
     assert all({"method", "path", "query", "status", "bytes", "route", "user"} <= set(line) for line in lines)
-    new = [(e["method"], e["path"], e["route"], e["user"], e["status"]) for e in lines[start:start + 3]]
-    assert new == [("GET", "/api/whoami-v2", "whoami", "lora-bot", 200),
-                   ("GET", "/api/whoami-v2", "whoami", "alice", 200),
-                   ("POST", f"/api/models/{fresh_repo}/discussions", "discussions", "lora-bot", 200)]
+    new = [(e["method"], e["path"], e["route"], e["user"], e["status"]) for e in lines[start : start + 3]]
+    assert new == [
+        ("GET", "/api/whoami-v2", "whoami", "lora-bot", 200),
+        ("GET", "/api/whoami-v2", "whoami", "alice", 200),
+        ("POST", f"/api/models/{fresh_repo}/discussions", "discussions", "lora-bot", 200),
+    ]
     assert lines[start]["bytes"] == len(json.dumps(api.whoami()))
     text = hub.request_log.read_text()
     assert TOKEN not in text and OWNER_TOKEN not in text and "Bearer" not in text
@@ -575,14 +681,23 @@ def test_write_request_count_and_state_snapshot():
 
 # ----- CLI ---------------------------------------------------------------------------------------
 
+
 def test_serve_main_prints_endpoint_first_and_writes_state_on_sigterm(tmp_path):
     (tmp_path / "repos" / "alice" / "demo").mkdir(parents=True)
     (tmp_path / "repos" / "alice" / "demo" / "README.md").write_text("# Demo\n")
     state_out = tmp_path / "state.json"
     args = ["--repos", str(tmp_path / "repos"), "--port", "0", "--state-out", str(state_out)]
     process = subprocess.Popen(
-        [sys.executable, "-c", f"from bot.sandbox.server import serve_main; raise SystemExit(serve_main({args!r}))"],
-        cwd=MAIN_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            f"from bot.sandbox.server import serve_main; raise SystemExit(serve_main({args!r}))",
+        ],
+        cwd=MAIN_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         endpoint = process.stdout.readline().strip()
         assert endpoint.startswith("http://127.0.0.1:")

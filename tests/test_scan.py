@@ -14,8 +14,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from clock import RecordingClock
 
 from bot.cli import main
+from bot.config import load_config
+from bot.report import scan_report
+from bot.run import ScanOptions, run_scan
 from bot.sandbox.layouts import sdxl_sgm_shapes, write_sparse_safetensors
 from bot.sandbox.server import SandboxHub, request_repo
 
@@ -43,8 +47,13 @@ OLD = datetime(2024, 3, 1, tzinfo=timezone.utc)
 # ------------------------------------------------------------------------------------------ repo contents
 
 
-def kohya_file(path: Path, modules: dict[str, tuple[int, int]], rank: int, alphas: dict[str, float],
-               alpha_dtype: str = "F16") -> Path:
+def kohya_file(
+    path: Path,
+    modules: dict[str, tuple[int, int]],
+    rank: int,
+    alphas: dict[str, float],
+    alpha_dtype: str = "F16",
+) -> Path:
     """A kohya LoRA laid out in name order, so each `.alpha` sits between the factors of its neighbours."""
     shapes = {}
     for name, (fan_in, fan_out) in modules.items():
@@ -71,8 +80,13 @@ def big_dir(tmp_path_factory) -> Path:
     spread = root / "big" / "kohya-spread"
     spread.mkdir(parents=True)
     # 24 Flux-width modules at rank 16: 4.7 MB, an alpha (1..24, all different) every 196 kB.
-    kohya_file(spread / "spread.safetensors", dict.fromkeys(SPREAD_ALPHAS, (3072, 3072)), 16, SPREAD_ALPHAS,
-               alpha_dtype="F32")
+    kohya_file(
+        spread / "spread.safetensors",
+        dict.fromkeys(SPREAD_ALPHAS, (3072, 3072)),
+        16,
+        SPREAD_ALPHAS,
+        alpha_dtype="F32",
+    )
     full = root / "big" / "kohya-sdxl-full"
     full.mkdir(parents=True)
     modules = {f"lora_unet_{name}": shape for name, shape in sdxl_sgm_shapes().items()}  # all 700 linears
@@ -116,8 +130,12 @@ def add_discovery_repos(hub: SandboxHub, lora: bytes) -> None:
     for repo_id, front_matter in repos.items():
         hub.add_repo(repo_id, {"lora.safetensors": lora, "README.md": card(front_matter)}, last_modified=OLD)
     for index, likes in enumerate((5, 50, 1, 20)):
-        hub.add_repo(f"qs/liked-{likes}", {"lora.safetensors": lora}, extra={"likes": likes},
-                     last_modified=OLD + timedelta(days=index))
+        hub.add_repo(
+            f"qs/liked-{likes}",
+            {"lora.safetensors": lora},
+            extra={"likes": likes},
+            last_modified=OLD + timedelta(days=index),
+        )
 
 
 def add_server_error_repo(hub: SandboxHub, lora: bytes, path: Path) -> None:
@@ -130,12 +148,22 @@ def add_server_error_repo(hub: SandboxHub, lora: bytes, path: Path) -> None:
 # ------------------------------------------------------------------------------------------ running
 
 
-def write_config(folder: Path, name: str = "config.yaml", *, hub: dict | None = None,
-                 proposals: dict | None = None, **discovery) -> Path:
+def write_config(
+    folder: Path,
+    name: str = "config.yaml",
+    *,
+    hub: dict | None = None,
+    proposals: dict | None = None,
+    **discovery,
+) -> Path:
     data = {
         "hub": {"retries": 3, "max_retry_wait": 0.2, **(hub or {})},
-        "discovery": {"queries": [{"filter": [], "author": "demo"}], "incremental": False,
-                      "state_file": str(folder / "state.json"), **discovery},
+        "discovery": {
+            "queries": [{"filter": [], "author": "demo"}],
+            "incremental": False,
+            "state_file": str(folder / "state.json"),
+            **discovery,
+        },
         "proposals": NO_PROPOSALS if proposals is None else proposals,
     }
     path = folder / name
@@ -172,10 +200,29 @@ def test_cli_dry_run_reports_every_sample_finding_writes_nothing_and_never_shows
     report_json, report_md = tmp_path / "out" / "report.json", tmp_path / "out" / "report.md"
     start = len(hub.requests)
     done = subprocess.run(
-        [sys.executable, "-m", "bot", "scan", "--config", str(config), "--endpoint", hub.endpoint,
-         "--token", TOKEN, "--dry-run", "--json", "--report-json", str(report_json),
-         "--report-md", str(report_md)],
-        capture_output=True, text=True, timeout=300, check=False)
+        [
+            sys.executable,
+            "-m",
+            "bot",
+            "scan",
+            "--config",
+            str(config),
+            "--endpoint",
+            hub.endpoint,
+            "--token",
+            TOKEN,
+            "--dry-run",
+            "--json",
+            "--report-json",
+            str(report_json),
+            "--report-md",
+            str(report_md),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert json.loads(report_json.read_text()) == report
@@ -195,8 +242,9 @@ def test_cli_dry_run_reports_every_sample_finding_writes_nothing_and_never_shows
         codes = {flag["code"] for item in repo["files"] for flag in item["flags"]}
         assert expected <= codes, repo_id
     assert not [flag for item in repos["demo/healthy-lora"]["files"] for flag in item["flags"]]
-    assert report["skipped"] == [{"repo_id": OPTED_OUT_SAMPLE,
-                                  "reason": "opted out in its model card (lora-bot: ignore)"}]
+    assert report["skipped"] == [
+        {"repo_id": OPTED_OUT_SAMPLE, "reason": "opted out in its model card (lora-bot: ignore)"}
+    ]
 
     entries = hub.requests[start:]
     assert report["proposals"] and all(p["status"] != "opened" for p in report["proposals"])
@@ -208,8 +256,9 @@ def test_cli_dry_run_reports_every_sample_finding_writes_nothing_and_never_shows
         assert TOKEN not in text
 
 
-def test_every_scanned_file_is_the_local_inspect_of_the_same_bytes(hub, sample_dir, big_dir, tmp_path,
-                                                                    capsys):
+def test_every_scanned_file_is_the_local_inspect_of_the_same_bytes(
+    hub, sample_dir, big_dir, tmp_path, capsys
+):
     queries = [{"filter": [], "author": "demo"}, {"filter": [], "author": "big"}]
     config = write_config(tmp_path, queries=queries)
     code, report = scan(capsys, hub, config)
@@ -243,8 +292,9 @@ def test_request_budget_and_header_reads_from_the_sandbox_log(hub, sample_dir, b
     single_file = [*SAMPLE_FINDINGS, "big/kohya-spread", "big/kohya-sdxl-full"]
     start = len(hub.requests)
     # Without a token the proposal stage reads nothing: what is counted is the scan's own cost.
-    code, report = scan(capsys, hub, write_config(tmp_path), *[a for r in single_file for a in ("--repo", r)],
-                        token=None)
+    code, report = scan(
+        capsys, hub, write_config(tmp_path), *[a for r in single_file for a in ("--repo", r)], token=None
+    )
     entries = hub.requests[start:]
     assert code == 0 and repo_ids(report) == single_file
     assert all(repo["error"] is None and len(repo["files"]) == 1 for repo in report["repos"])
@@ -253,8 +303,9 @@ def test_request_budget_and_header_reads_from_the_sandbox_log(hub, sample_dir, b
         requests = [e for e in entries if request_repo(e) == repo_id]
         assert len(requests) <= 6, (repo_id, [e["path"] for e in requests])
         path = (sample_dir if repo_id.startswith("demo/") else big_dir) / repo_id / item["path"]
-        reads = [e["bytes"] for e in requests
-                 if e["route"] == "resolve" and e["path"].endswith("/" + item["path"])]
+        reads = [
+            e["bytes"] for e in requests if e["route"] == "resolve" and e["path"].endswith("/" + item["path"])
+        ]
         if path.suffix == ".bin":
             assert reads == []  # a pickle is never opened, not even its first bytes
             continue
@@ -271,23 +322,48 @@ def test_request_budget_and_header_reads_from_the_sandbox_log(hub, sample_dir, b
     assert len([e for e in sdxl if e["route"] == "resolve"]) >= 3  # the header's remainder, then alpha reads
 
 
-def test_repo_option_scans_only_those_repos_and_endpoint_defaults_to_hf_endpoint(hub, tmp_path, capsys,
-                                                                                   monkeypatch):
+def test_repo_option_scans_only_those_repos_and_endpoint_defaults_to_hf_endpoint(
+    hub, tmp_path, capsys, monkeypatch
+):
     monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
     start = len(hub.requests)
     capsys.readouterr()
-    code = main(["scan", "--config", str(write_config(tmp_path)), "--json",
-                 "--repo", "demo/loha-style", "--repo", "demo/healthy-lora"])
+    code = main(
+        [
+            "scan",
+            "--config",
+            str(write_config(tmp_path)),
+            "--json",
+            "--repo",
+            "demo/loha-style",
+            "--repo",
+            "demo/healthy-lora",
+        ]
+    )
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and repo_ids(report) == ["demo/loha-style", "demo/healthy-lora"]
     entries = hub.requests[start:]
-    assert {request_repo(e) for e in entries} == {"demo/loha-style", "demo/healthy-lora"}  # no listing, no others
+    assert {request_repo(e) for e in entries} == {
+        "demo/loha-style",
+        "demo/healthy-lora",
+    }  # no listing, no others
 
 
 def test_failed_repos_are_reported_with_a_reason_and_the_others_still_succeed(hub, tmp_path, capsys):
     report_md = tmp_path / "report.md"
-    code, report = scan(capsys, hub, write_config(tmp_path), "--repo", "demo/healthy-lora", "--repo",
-                        "nobody/missing", "--repo", "broken/server-error", "--report-md", str(report_md))
+    code, report = scan(
+        capsys,
+        hub,
+        write_config(tmp_path),
+        "--repo",
+        "demo/healthy-lora",
+        "--repo",
+        "nobody/missing",
+        "--repo",
+        "broken/server-error",
+        "--report-md",
+        str(report_md),
+    )
     assert code == 0
     repos = {repo["repo_id"]: repo for repo in report["repos"]}
     assert repos["demo/healthy-lora"]["error"] is None and repos["demo/healthy-lora"]["files"]
@@ -317,14 +393,30 @@ def test_a_run_where_no_repo_could_be_read_fails(hub, tmp_path, capsys):
     assert code == 1 and report["repos"][0]["error"]
 
 
-@pytest.mark.parametrize("queries, expected", [
-    ([{"filter": ["peft"], "author": "qa"}], {"qa/peft-one"}),
-    ([{"filter": ["lora"], "search": "three"}], {"qb/style-three"}),
-    ([{"filter": ["base_model:adapter:org/base-model"]}], {"qa/peft-one"}),
-    ([{"filter": ["lora"], "author": "qa"}, {"filter": [], "search": "other-four"}, {"filter": ["peft"]}],
-     {"qa/peft-one", "qa/kohya-two", "qb/other-four", "qb/style-three", "demo/facechain-style-lora",
-      "demo/healthy-lora", "demo/old-pickle-adapter"}),
-])
+@pytest.mark.parametrize(
+    "queries, expected",
+    [
+        ([{"filter": ["peft"], "author": "qa"}], {"qa/peft-one"}),
+        ([{"filter": ["lora"], "search": "three"}], {"qb/style-three"}),
+        ([{"filter": ["base_model:adapter:org/base-model"]}], {"qa/peft-one"}),
+        (
+            [
+                {"filter": ["lora"], "author": "qa"},
+                {"filter": [], "search": "other-four"},
+                {"filter": ["peft"]},
+            ],
+            {
+                "qa/peft-one",
+                "qa/kohya-two",
+                "qb/other-four",
+                "qb/style-three",
+                "demo/facechain-style-lora",
+                "demo/healthy-lora",
+                "demo/old-pickle-adapter",
+            },
+        ),
+    ],
+)
 def test_config_queries_select_repos_by_tag_author_and_search(hub, tmp_path, capsys, queries, expected):
     code, report = scan(capsys, hub, write_config(tmp_path, queries=queries))
     assert code == 0
@@ -344,10 +436,13 @@ def test_skip_list_and_both_opt_outs_keep_repos_out_of_the_report(hub, tmp_path,
     assert "qc/skipped-by-config" not in touched and "qc/opt-out-tag" not in touched  # never read at all
 
 
-@pytest.mark.parametrize("sort, limit, expected", [
-    ("likes", 2, ["qs/liked-50", "qs/liked-20"]),
-    ("lastModified", 3, ["qs/liked-20", "qs/liked-1", "qs/liked-50"]),
-])
+@pytest.mark.parametrize(
+    "sort, limit, expected",
+    [
+        ("likes", 2, ["qs/liked-50", "qs/liked-20"]),
+        ("lastModified", 3, ["qs/liked-20", "qs/liked-1", "qs/liked-50"]),
+    ],
+)
 def test_sort_and_limit_choose_the_top_repos_in_order(hub, tmp_path, capsys, sort, limit, expected):
     config = write_config(tmp_path, queries=[{"filter": [], "author": "qs"}], sort=sort, limit=limit)
     code, report = scan(capsys, hub, config)
@@ -373,8 +468,9 @@ def test_shards_partition_the_repos_and_stay_stable(hub, tmp_path, capsys):
 def fresh_hub(tiny_lora):
     with SandboxHub(user="lora-bot") as sandbox:
         for index, name in enumerate(("a", "b", "c")):
-            sandbox.add_repo(f"wm/{name}", {"lora.safetensors": tiny_lora},
-                             last_modified=OLD + timedelta(hours=index))
+            sandbox.add_repo(
+                f"wm/{name}", {"lora.safetensors": tiny_lora}, last_modified=OLD + timedelta(hours=index)
+            )
         yield sandbox
 
 
@@ -433,20 +529,28 @@ def test_a_dry_run_never_moves_the_watermark(fresh_hub, tmp_path, capsys):
 # ------------------------------------------------------------------------------------------ faults
 
 
-def test_with_20_percent_faults_every_repo_is_inspected_or_failed_with_a_reason(hub, sample_dir, big_dir,
-                                                                                 tmp_path, capsys):
+def test_with_20_percent_faults_every_repo_is_inspected_or_failed_with_a_reason(
+    hub, sample_dir, big_dir, tmp_path, capsys
+):
     # Retry-After is 1 s: the policy may wait that long, and tries 6 times. The config's explicit `repos` add
     # one whose alphas need the multi-range read.
     config = write_config(tmp_path, repos=["big/kohya-spread"], hub={"retries": 6, "max_retry_wait": 1})
     _, reference = scan(capsys, hub, config)
     expected = {repo["repo_id"]: repo["files"] for repo in reference["repos"]}
     faults = "429:0.08,503:0.08,drop:0.06,seed=7,retry-after=1"  # 1 - .92 x .92 x .94 = 20% of requests fail
+    clock = RecordingClock()
     with SandboxHub(user="lora-bot", faults=faults) as faulty:
         faulty.load_directory(sample_dir)
         faulty.load_directory(big_dir)
-        code, report = scan(capsys, faulty, config)
+        report = scan_report(
+            run_scan(
+                load_config(config), ScanOptions(endpoint=faulty.endpoint, token=TOKEN, sleep=clock.sleep)
+            )
+        )
         injected = [e for e in faulty.requests if e["fault"]]
-    assert code == 0 and len(injected) >= 3
+    assert len(injected) >= 3
+    # Every fault was waited out as the policy says: the 429s' Retry-After of 1 s, back-off within max_retry_wait.
+    assert 1.0 in clock.waits and all(0 <= wait <= 1 for wait in clock.waits)
     assert sorted(repo_ids(report)) == sorted(expected) and "big/kohya-spread" in expected
     assert [s["repo_id"] for s in report["skipped"]] == [OPTED_OUT_SAMPLE]
     for repo in report["repos"]:
@@ -457,11 +561,11 @@ def test_with_20_percent_faults_every_repo_is_inspected_or_failed_with_a_reason(
     assert any(repo["error"] is None for repo in report["repos"])
 
 
-
 def test_repos_held_by_the_pr_limit_are_proposed_by_the_next_runs(fresh_hub, tmp_path, capsys):
-    """"max PRs per run reached; proposed again next run": the watermark must not pass a repo left waiting."""
-    config = write_config(tmp_path, queries=[{"filter": [], "author": "wm"}], incremental=True,
-                          proposals=CARDS_ONLY)
+    """ "max PRs per run reached; proposed again next run": the watermark must not pass a repo left waiting."""
+    config = write_config(
+        tmp_path, queries=[{"filter": [], "author": "wm"}], incremental=True, proposals=CARDS_ONLY
+    )
     opened = []
     for _ in range(3):
         _, report = scan(capsys, fresh_hub, config, "--max-prs", "1")
@@ -470,9 +574,12 @@ def test_repos_held_by_the_pr_limit_are_proposed_by_the_next_runs(fresh_hub, tmp
     assert repo_ids(scan(capsys, fresh_hub, config)[1]) == []  # all done: the watermark moves on
 
 
-def test_a_failed_proposal_stage_keeps_the_findings_and_the_repos_for_the_next_run(tiny_lora, tmp_path, capsys):
-    config = write_config(tmp_path, queries=[{"filter": [], "author": "wm"}], incremental=True,
-                          proposals=CARDS_ONLY)
+def test_a_failed_proposal_stage_keeps_the_findings_and_the_repos_for_the_next_run(
+    tiny_lora, tmp_path, capsys
+):
+    config = write_config(
+        tmp_path, queries=[{"filter": [], "author": "wm"}], incremental=True, proposals=CARDS_ONLY
+    )
     with SandboxHub(user="lora-bot", faults="503:1@whoami") as hub:  # the bot cannot learn its own name
         hub.add_repo("wm/a", {"lora.safetensors": tiny_lora}, last_modified=OLD)
         code, report = scan(capsys, hub, config)
@@ -486,19 +593,23 @@ def test_config_repos_never_move_the_watermark_past_a_listed_repo(fresh_hub, tin
     """A `repos` entry changed late in a scan must not hide a listed repo whose change came just before it
     (here one that reaches the listing only after the first scan, with an earlier lastModified)."""
     fresh_hub.add_repo("cfg/recent", {"lora.safetensors": tiny_lora}, last_modified=OLD + timedelta(days=10))
-    config = write_config(tmp_path, queries=[{"filter": [], "author": "wm"}], repos=["cfg/recent"],
-                          incremental=True)
+    config = write_config(
+        tmp_path, queries=[{"filter": [], "author": "wm"}], repos=["cfg/recent"], incremental=True
+    )
     assert sorted(repo_ids(scan(capsys, fresh_hub, config)[1])) == ["cfg/recent", "wm/a", "wm/b", "wm/c"]
     fresh_hub.add_repo("wm/late", {"lora.safetensors": tiny_lora}, last_modified=OLD + timedelta(days=5))
     assert repo_ids(scan(capsys, fresh_hub, config)[1]) == ["wm/late", "cfg/recent"]
 
 
-def test_an_empty_file_is_flagged_and_the_repos_other_files_still_inspected(hub, sample_dir, tmp_path, capsys):
+def test_an_empty_file_is_flagged_and_the_repos_other_files_still_inspected(
+    hub, sample_dir, tmp_path, capsys
+):
     folder = tmp_path / "repos" / "empty" / "mixed"
     folder.mkdir(parents=True)
     (folder / "a_empty.safetensors").write_bytes(b"")  # an upload that never got its bytes
     (folder / "b_good.safetensors").write_bytes(
-        (sample_dir / "demo" / "healthy-lora" / "adapter_model.safetensors").read_bytes())
+        (sample_dir / "demo" / "healthy-lora" / "adapter_model.safetensors").read_bytes()
+    )
     hub.load_directory(tmp_path / "repos")
     code, report = scan(capsys, hub, write_config(tmp_path), "--repo", "empty/mixed")
     (repo,) = report["repos"]

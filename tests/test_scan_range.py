@@ -25,12 +25,25 @@ def kohya(path, modules: int, width: int) -> dict[str, float]:
 
 def scan(hub, tmp_path, repo_id: str) -> dict:
     config = tmp_path / "config.yaml"
-    config.write_text(f"discovery: {{incremental: false, state_file: {tmp_path / 's.json'}}}\n"
-                      "proposals: {card: false, config_fix: false, variants: false, flag_discussions: false}\n"
-                      "hub: {retries: 2, max_retry_wait: 1}\n")
+    config.write_text(
+        f"discovery: {{incremental: false, state_file: {tmp_path / 's.json'}}}\n"
+        "proposals: {card: false, config_fix: false, variants: false, flag_discussions: false}\n"
+        "hub: {retries: 2, max_retry_wait: 1}\n"
+    )
     out = tmp_path / "report.json"
-    main(["scan", "--endpoint", hub.endpoint, "--config", str(config), "--repo", repo_id, "--report-json",
-          str(out)])
+    main(
+        [
+            "scan",
+            "--endpoint",
+            hub.endpoint,
+            "--config",
+            str(config),
+            "--repo",
+            repo_id,
+            "--report-json",
+            str(out),
+        ]
+    )
     return json.loads(out.read_text())
 
 

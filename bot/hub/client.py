@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 from urllib.parse import urlparse
 
@@ -134,6 +134,8 @@ class RetryPolicy:
     attempts: int = 5  # total tries, the first included
     base_wait: float = 1.0
     max_wait: float = 60.0  # a Retry-After longer than this is not waited out: the call fails with a reason
+    # How a wait is spent. Injectable (ScanOptions.sleep) so tests keep their fault rates without the waiting.
+    sleep: Callable[[float], None] = field(default=time.sleep, compare=False, repr=False)
 
     def wait_for(self, attempt: int, error: BaseException) -> float | None:
         """Seconds to wait before the next try, or None when the error is not worth retrying."""
@@ -171,17 +173,17 @@ def _advised_wait(headers) -> float | None:
     return None
 
 
-def with_retries(policy: RetryPolicy, call: Callable[[], T], sleep: Callable[[float], None] = time.sleep) -> T:
+def with_retries(policy: RetryPolicy, call: Callable[[], T]) -> T:
     """Run `call`, retrying what is transient (429, 5xx, dropped connections) within the policy's bounds."""
     attempt = 1
     while True:
         try:
             return call()
-        except Exception as error:  # noqa: BLE001 — classified just below; anything else is re-raised
+        except Exception as error:
             wait = policy.wait_for(attempt, error) if attempt < policy.attempts else None
             if wait is None:
                 raise
-            sleep(wait)
+            policy.sleep(wait)
             attempt += 1
 
 

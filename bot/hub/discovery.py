@@ -18,8 +18,13 @@ from bot.hub.client import RetryPolicy, with_retries
 from bot.hub.remote import RepoRef
 
 OPT_OUT_TAG = "lora-bot-ignore"
-_SORT_ARGUMENT = {"lastModified": "last_modified", "createdAt": "created_at", "downloads": "downloads",
-                  "likes": "likes", "trendingScore": "trending_score"}
+_SORT_ARGUMENT = {
+    "lastModified": "last_modified",
+    "createdAt": "created_at",
+    "downloads": "downloads",
+    "likes": "likes",
+    "trendingScore": "trending_score",
+}
 
 
 @dataclass(frozen=True)
@@ -81,7 +86,9 @@ def write_watermark(state_file: str | Path, watermark: datetime, shard: Shard | 
     path.write_text(json.dumps({"watermarks": marks}, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def next_watermark(previous: datetime | None, scanned: Iterable[tuple[datetime | None, bool]]) -> datetime | None:
+def next_watermark(
+    previous: datetime | None, scanned: Iterable[tuple[datetime | None, bool]]
+) -> datetime | None:
     """The newest lastModified scanned, but never past a repo that failed: it must be scanned again."""
     done = [when for when, ok in scanned if when and ok]
     failed = [when for when, ok in scanned if when and not ok]
@@ -148,8 +155,9 @@ def discover(
     return Discovery(tuple(refs), tuple(skipped))
 
 
-def _list(api: HfApi, config: DiscoveryConfig, query, policy: RetryPolicy,
-          watermark: datetime | None) -> list[RepoRef]:
+def _list(
+    api: HfApi, config: DiscoveryConfig, query, policy: RetryPolicy, watermark: datetime | None
+) -> list[RepoRef]:
     watermark = _aware(watermark)
     incremental = config.incremental and watermark is not None
     newest_first = config.sort == "lastModified"
@@ -157,8 +165,11 @@ def _list(api: HfApi, config: DiscoveryConfig, query, policy: RetryPolicy,
     def listing() -> list[RepoRef]:
         refs = []
         models = api.list_models(
-            filter=list(query.filter) or None, author=query.author, search=query.search,
-            sort=_SORT_ARGUMENT[config.sort], limit=config.limit,
+            filter=list(query.filter) or None,
+            author=query.author,
+            search=query.search,
+            sort=_SORT_ARGUMENT[config.sort],
+            limit=config.limit,
             expand=["lastModified", "sha", "tags"],
         )
         for model in models:
@@ -167,7 +178,9 @@ def _list(api: HfApi, config: DiscoveryConfig, query, policy: RetryPolicy,
                 if newest_first:
                     break  # everything after this was scanned already
                 continue
-            refs.append(RepoRef(model.id, sha=model.sha, last_modified=modified, tags=tuple(model.tags or ())))
+            refs.append(
+                RepoRef(model.id, sha=model.sha, last_modified=modified, tags=tuple(model.tags or ()))
+            )
         return refs
 
     # A failed page restarts the listing: the first page is not retried by huggingface_hub itself.

@@ -18,5 +18,9 @@ class Downloader:
         self.cache_dir = cache_dir
 
     def fetch(self, repo_id: str, path: str, revision: str) -> Path:
-        return Path(with_retries(self.retry, lambda: self.api.hf_hub_download(
-            repo_id, path, revision=revision, cache_dir=self.cache_dir)))
+        return Path(
+            with_retries(
+                self.retry,
+                lambda: self.api.hf_hub_download(repo_id, path, revision=revision, cache_dir=self.cache_dir),
+            )
+        )

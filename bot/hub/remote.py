@@ -61,8 +61,12 @@ class RepoInspection:
     sizes: Mapping[str, int | None] = field(default_factory=dict)  # every file of the repo at `sha`
 
     def to_json(self) -> dict:
-        return {"repo_id": self.repo_id, "sha": self.sha, "files": [f.to_json() for f in self.files],
-                "error": self.error}
+        return {
+            "repo_id": self.repo_id,
+            "sha": self.sha,
+            "files": [f.to_json() for f in self.files],
+            "error": self.error,
+        }
 
 
 class RangeReadError(OSError):
@@ -81,12 +85,13 @@ class Fetched:
 class RemoteReader:
     """Reads one repo at one revision through huggingface_hub, retrying transient failures."""
 
-    def __init__(self, api: HfApi, policy: RetryPolicy = RetryPolicy()) -> None:
+    def __init__(self, api: HfApi, policy: RetryPolicy | None = None) -> None:
         self.api = api
-        self.policy = policy
+        self.policy = policy or RetryPolicy()
 
-    def _get(self, repo_id: str, path: str, revision: str, limit: int,
-             headers: Mapping[str, str] | None = None) -> Fetched:
+    def _get(
+        self, repo_id: str, path: str, revision: str, limit: int, headers: Mapping[str, str] | None = None
+    ) -> Fetched:
         """GET a file, reading at most `limit` body bytes. A server that ignores `Range` and starts sending
         the whole file is cut off there, so no answer can turn a header read into a download."""
         url = hf_hub_url(repo_id, path, revision=revision, endpoint=self.api.endpoint)
@@ -123,9 +128,13 @@ class RemoteReader:
                 found[(a, b)] = _slice(pieces, a, b)
         return found
 
-    def header(self, repo_id: str, path: str, revision: str, size: int | None) -> tuple[SafetensorsHeader, bytes]:
+    def header(
+        self, repo_id: str, path: str, revision: str, size: int | None
+    ) -> tuple[SafetensorsHeader, bytes]:
         """The parsed header and the raw bytes of the first read (they often hold the alpha scalars too)."""
-        if size == 0:  # nothing to read, and a range read of no bytes is refused (416): the file's error, not ours
+        if (
+            size == 0
+        ):  # nothing to read, and a range read of no bytes is refused (416): the file's error, not ours
             return parse_header(b"", 0), b""
         first = self._get(repo_id, path, revision, FIRST_READ, {"Range": f"bytes=0-{FIRST_READ - 1}"})
         prefix = first.content  # a server without range support sends the whole file; it is then all here
@@ -135,8 +144,9 @@ class RemoteReader:
             prefix = prefix + rest[(len(prefix), 8 + length)]
         return parse_header(prefix, size), prefix
 
-    def alpha_scalars(self, repo_id: str, path: str, revision: str, header: SafetensorsHeader,
-                      prefix: bytes) -> dict[str, float]:
+    def alpha_scalars(
+        self, repo_id: str, path: str, revision: str, header: SafetensorsHeader, prefix: bytes
+    ) -> dict[str, float]:
         names = scalar_names(header)
         spans = {name: header.absolute_range(name) for name in names}
         missing = sorted({span for span in spans.values() if span[1] > len(prefix)})
@@ -151,17 +161,25 @@ class RemoteReader:
     def inspect(self, ref: RepoRef) -> RepoInspection:
         """Everything the engine needs about a repo; failures become the repo's `error`, never an exception."""
         try:
-            info = with_retries(self.policy, lambda: self.api.model_info(
-                ref.repo_id, revision=ref.sha, files_metadata=True))
+            info = with_retries(
+                self.policy, lambda: self.api.model_info(ref.repo_id, revision=ref.sha, files_metadata=True)
+            )
         except Exception as error:  # noqa: BLE001 — a report line, the scan goes on
-            return RepoInspection(ref.repo_id, ref.sha, ref.last_modified, error=describe_error(error),
-                                  tags=ref.tags)
+            return RepoInspection(
+                ref.repo_id, ref.sha, ref.last_modified, error=describe_error(error), tags=ref.tags
+            )
         sha = info.sha or ref.sha
         sizes = {s.rfilename: s.size for s in (info.siblings or [])}  # None: the Hub did not say
         tags = tuple(info.tags or ref.tags)
         card_data = _card_data(info)
-        base = RepoInspection(ref.repo_id, sha, info.last_modified or ref.last_modified, tags=tags,
-                              card_data=card_data, sizes=sizes)
+        base = RepoInspection(
+            ref.repo_id,
+            sha,
+            info.last_modified or ref.last_modified,
+            tags=tags,
+            card_data=card_data,
+            sizes=sizes,
+        )
         unsafe = [p for p in sizes if not SAFE_PATH.match(p)]
         if unsafe:
             return replace(base, error=f"refused: the repo lists unsafe file names ({unsafe[0]!r})")
@@ -182,8 +200,10 @@ class RemoteReader:
         return replace(base, files=tuple(files), texts=texts)
 
     def _evidence(self, repo_id: str, sha: str, candidate, size: int | None, texts: Mapping[str, str]):
-        context = {"adapter_config_text": texts.get(candidate.config_path or ""),
-                   "card_text": texts.get(candidate.card_path or "")}
+        context = {
+            "adapter_config_text": texts.get(candidate.config_path or ""),
+            "card_text": texts.get(candidate.card_path or ""),
+        }
         if candidate.pickle:
             return FileEvidence(path=candidate.path, size=size, pickle=True, **context)
         try:
@@ -240,8 +260,9 @@ def _split_range_response(response) -> list[tuple[int, bytes]]:
 def _range_start(content_range: str) -> int:
     found = re.match(r"bytes (\d+)-\d+/", content_range)
     if not found:
-        raise RangeReadError(f"the server answered a range read without a usable Content-Range "
-                             f"({content_range!r})")
+        raise RangeReadError(
+            f"the server answered a range read without a usable Content-Range ({content_range!r})"
+        )
     return int(found.group(1))
 
 
@@ -252,8 +273,14 @@ def _parse_multipart(body: bytes, boundary: str) -> list[tuple[int, bytes]]:
         if part.startswith(b"--"):
             break
         head, _, data = part.partition(b"\r\n\r\n")
-        content_range = next((line.split(b":", 1)[1].strip().decode() for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-range:")), "")
+        content_range = next(
+            (
+                line.split(b":", 1)[1].strip().decode()
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-range:")
+            ),
+            "",
+        )
         if data.endswith(b"\r\n"):
             data = data[:-2]
         pieces.append((_range_start(content_range), data))

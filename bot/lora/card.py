@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import yaml
 
-_FRONT_MATTER = re.compile(r"\A(?:\ufeff)?---[ \t]*\r?\n(?P<yaml>.*?)(?:\r?\n)?^---[ \t]*(?:\r?\n|\Z)",
-                           re.DOTALL | re.MULTILINE)
+_FRONT_MATTER = re.compile(
+    r"\A(?:\ufeff)?---[ \t]*\r?\n(?P<yaml>.*?)(?:\r?\n)?^---[ \t]*(?:\r?\n|\Z)", re.DOTALL | re.MULTILINE
+)
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,9 @@ def parse_card(text: str) -> CardText:
     found = _FRONT_MATTER.match(text)
     if not found:
         if text.lstrip("\ufeff").startswith("---"):
-            return CardText(text, None, {}, "the YAML block that starts the card is never closed with '---'", 0)
+            return CardText(
+                text, None, {}, "the YAML block that starts the card is never closed with '---'", 0
+            )
         return CardText(text, None, {}, None, 0)
     yaml_text = found.group("yaml")
     try:

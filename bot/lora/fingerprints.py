@@ -17,15 +17,24 @@ from bot.lora.trainer_metadata import diffusers_adapter_metadata
 SD1, SD2, SDXL, SD3, FLUX1, LLM = "sd1", "sd2", "sdxl", "sd3", "flux1", "llm"
 FAMILIES = (SD1, SD2, SDXL, SD3, FLUX1, LLM)
 
-FAMILY_NAMES = {SD1: "Stable Diffusion 1.x", SD2: "Stable Diffusion 2.x", SDXL: "SDXL", SD3: "SD3",
-                FLUX1: "FLUX.1", LLM: "a language model"}
+FAMILY_NAMES = {
+    SD1: "Stable Diffusion 1.x",
+    SD2: "Stable Diffusion 2.x",
+    SDXL: "SDXL",
+    SD3: "SD3",
+    FLUX1: "FLUX.1",
+    LLM: "a language model",
+}
 
 # The repos whose module shapes each diffusion fingerprint matches. One entry means the shapes decide.
 SD1_REPOS = ("stable-diffusion-v1-5/stable-diffusion-v1-5", "CompVis/stable-diffusion-v1-4")
 SD2_REPOS = ("stabilityai/stable-diffusion-2-1", "stabilityai/stable-diffusion-2-1-base")
 SDXL_REPOS = ("stabilityai/stable-diffusion-xl-base-1.0",)
 SDXL_REFINER_REPOS = ("stabilityai/stable-diffusion-xl-refiner-1.0",)
-SD3_MEDIUM_REPOS = ("stabilityai/stable-diffusion-3-medium-diffusers", "stabilityai/stable-diffusion-3.5-medium")
+SD3_MEDIUM_REPOS = (
+    "stabilityai/stable-diffusion-3-medium-diffusers",
+    "stabilityai/stable-diffusion-3.5-medium",
+)
 SD35_LARGE_REPOS = ("stabilityai/stable-diffusion-3.5-large", "stabilityai/stable-diffusion-3.5-large-turbo")
 FLUX1_REPOS = ("black-forest-labs/FLUX.1-dev", "black-forest-labs/FLUX.1-schnell")
 
@@ -77,8 +86,13 @@ class BaseModel:
     conflicts: tuple[Declaration, ...]  # declarations the shapes contradict
 
     def to_json(self) -> dict:
-        return {"family": self.family, "repo_id": self.repo_id, "candidates": list(self.candidates),
-                "source": self.source, "evidence": self.evidence}
+        return {
+            "family": self.family,
+            "repo_id": self.repo_id,
+            "candidates": list(self.candidates),
+            "source": self.source,
+            "evidence": self.evidence,
+        }
 
 
 # ---------------------------------------------------------------------------------------------- shapes
@@ -104,8 +118,13 @@ def fingerprint(modules: Sequence[Module]) -> ShapeFingerprint:
 
 
 def _is_diffusion_block(canonical: str) -> bool:
-    return bool(re.search(r"(^|_)(down_blocks|up_blocks|mid_block|transformer_blocks|single_transformer_blocks"
-                          r"|double_blocks|single_blocks|joint_blocks|input_blocks|output_blocks)_\d", canonical))
+    return bool(
+        re.search(
+            r"(^|_)(down_blocks|up_blocks|mid_block|transformer_blocks|single_transformer_blocks"
+            r"|double_blocks|single_blocks|joint_blocks|input_blocks|output_blocks)_\d",
+            canonical,
+        )
+    )
 
 
 def _widths(modules: Sequence[Module], pattern: str, attr: str) -> Counter:
@@ -116,23 +135,32 @@ def _widths(modules: Sequence[Module], pattern: str, attr: str) -> Counter:
 # DiT layers whose input (or output) is the hidden size, in diffusers and kohya/BFL names. Attention alone is not
 # enough: trainers let users adapt only the MLPs (`proj_mlp`, `ff.net.*`) or only the single blocks.
 # XLabs Flux LoRAs name their processors' layers `double_blocks_N_qkv1` / `_proj2` (legacy keys).
-_DIT_HIDDEN_IN = (r"(attn_to_[qkv]|add_[qkv]_proj|attn_qkv|linear1|proj_mlp|ff_net_0_proj|ff_context_net_0_proj"
-                  r"|(img|txt)_mlp_0|mlp_fc1|(img|txt)_mod_lin|norm1_linear|norm1_context_linear|norm_linear"
-                  r"|modulation_lin|blocks_\d+_qkv\d?)$")
-_DIT_HIDDEN_OUT = (r"(to_out_0|to_add_out|ff_net_2|ff_context_net_2|blocks_\d+_proj_out|linear2|attn_proj"
-                   r"|(img|txt)_mlp_2|mlp_fc2|blocks_\d+_proj\d?)$")
+_DIT_HIDDEN_IN = (
+    r"(attn_to_[qkv]|add_[qkv]_proj|attn_qkv|linear1|proj_mlp|ff_net_0_proj|ff_context_net_0_proj"
+    r"|(img|txt)_mlp_0|mlp_fc1|(img|txt)_mod_lin|norm1_linear|norm1_context_linear|norm_linear"
+    r"|modulation_lin|blocks_\d+_qkv\d?)$"
+)
+_DIT_HIDDEN_OUT = (
+    r"(to_out_0|to_add_out|ff_net_2|ff_context_net_2|blocks_\d+_proj_out|linear2|attn_proj"
+    r"|(img|txt)_mlp_2|mlp_fc2|blocks_\d+_proj\d?)$"
+)
 
 
 def _hidden_widths(denoiser: Sequence[Module]) -> Counter:
-    return _widths(denoiser, _DIT_HIDDEN_IN, "in_features") + _widths(denoiser, _DIT_HIDDEN_OUT, "out_features")
+    return _widths(denoiser, _DIT_HIDDEN_IN, "in_features") + _widths(
+        denoiser, _DIT_HIDDEN_OUT, "out_features"
+    )
 
 
-def _diffusion(denoiser: Sequence[Module], by_component: Mapping[str, list[Module]]) -> ShapeFingerprint:
+def _dit(denoiser: Sequence[Module]) -> ShapeFingerprint | None:
+    """Flux and SD3 transformers, by their block names and hidden size; None when neither is there."""
     names = [m.canonical for m in denoiser]
     if any(re.search(r"single_transformer_blocks|single_blocks|double_blocks", n) for n in names):
         widths = _hidden_widths(denoiser)
         if 3072 in widths:
-            return ShapeFingerprint(FLUX1, FLUX1_REPOS, "double/single transformer blocks with hidden size 3072")
+            return ShapeFingerprint(
+                FLUX1, FLUX1_REPOS, "double/single transformer blocks with hidden size 3072"
+            )
         return ShapeFingerprint(None, (), f"Flux-style blocks with unexpected hidden size {sorted(widths)}")
     joint = any(re.search(r"joint_blocks|context_block|add_q_proj|add_k_proj", n) for n in names)
     if joint or any(re.search(r"(^|_)transformer_transformer_blocks_\d", n) for n in names):
@@ -141,22 +169,44 @@ def _diffusion(denoiser: Sequence[Module], by_component: Mapping[str, list[Modul
             return ShapeFingerprint(SD3, SD3_MEDIUM_REPOS, "joint transformer blocks with hidden size 1536")
         if 2432 in widths:
             return ShapeFingerprint(SD3, SD35_LARGE_REPOS, "joint transformer blocks with hidden size 2432")
+    return None
+
+
+def _diffusion(denoiser: Sequence[Module], by_component: Mapping[str, list[Module]]) -> ShapeFingerprint:
+    dit = _dit(denoiser)
+    if dit is not None:
+        return dit
+    names = [m.canonical for m in denoiser]
     context = _widths(denoiser, r"attn2_to_[kv]$", "in_features")
     if context:
         width = context.most_common(1)[0][0]
-        decided = {768: (SD1, SD1_REPOS), 1024: (SD2, SD2_REPOS), 2048: (SDXL, SDXL_REPOS),
-                   1280: (SDXL, SDXL_REFINER_REPOS)}.get(width)
+        decided = {
+            768: (SD1, SD1_REPOS),
+            1024: (SD2, SD2_REPOS),
+            2048: (SDXL, SDXL_REPOS),
+            1280: (SDXL, SDXL_REFINER_REPOS),
+        }.get(width)
         if decided:
-            return ShapeFingerprint(decided[0], decided[1], f"cross-attention (attn2.to_k) input width {width}")
+            return ShapeFingerprint(
+                decided[0], decided[1], f"cross-attention (attn2.to_k) input width {width}"
+            )
     if by_component.get("text_encoder_2"):
-        return ShapeFingerprint(SDXL, SDXL_REPOS + SDXL_REFINER_REPOS,
-                                "a second text encoder (text_encoder_2 / lora_te2)")
+        return ShapeFingerprint(
+            SDXL, SDXL_REPOS + SDXL_REFINER_REPOS, "a second text encoder (text_encoder_2 / lora_te2)"
+        )
     # Only inside a UNet attention (diffusers `attentions_N`, SGM `input_blocks_N_1`): SD3 and other DiTs number
     # their `transformer_blocks` at the top level, and a small one must not pass for SDXL.
-    if any(re.search(r"(attentions_\d+|(input|output)_blocks_\d+_\d+|middle_block_\d+)_transformer_blocks_[1-9]", n)
-           for n in names):
-        return ShapeFingerprint(SDXL, SDXL_REPOS + SDXL_REFINER_REPOS,
-                                "UNet attention with more than one transformer block per level")
+    if any(
+        re.search(
+            r"(attentions_\d+|(input|output)_blocks_\d+_\d+|middle_block_\d+)_transformer_blocks_[1-9]", n
+        )
+        for n in names
+    ):
+        return ShapeFingerprint(
+            SDXL,
+            SDXL_REPOS + SDXL_REFINER_REPOS,
+            "UNet attention with more than one transformer block per level",
+        )
     text_widths = _widths(by_component.get("text_encoder", []), r"(q_proj|self_attn_q_proj)$", "in_features")
     if 1024 in text_widths:
         return ShapeFingerprint(SD2, SD2_REPOS, "text encoder width 1024 (OpenCLIP ViT-H)")
@@ -172,7 +222,21 @@ def _diffusion(denoiser: Sequence[Module], by_component: Mapping[str, list[Modul
 
 
 # Llama-style `model.layers.N.self_attn.q_proj`, and GPT-2/Falcon/Bloom-style `transformer.h.N.attn.c_attn`.
-_LLM_LAYER = re.compile(r"(?:layers|h)_(\d+)_(?:self_attn|mlp|attention|feed_forward|attn|self_attention)_(\w+)$")
+_LLM_LAYER = re.compile(
+    r"(?:layers|h)_(\d+)_(?:self_attn|mlp|attention|feed_forward|attn|self_attention)_(\w+)$"
+)
+
+
+# Which model dimension a decoder layer's LoRA shows, and on which side: (dimension, Module attribute).
+_LLM_LEAF_DIMENSIONS = {
+    "q_proj": ("hidden", "in_features"),
+    "o_proj": ("hidden", "out_features"),
+    "k_proj": ("kv", "out_features"),
+    "v_proj": ("kv", "out_features"),
+    "gate_proj": ("intermediate", "out_features"),
+    "up_proj": ("intermediate", "out_features"),
+    "down_proj": ("intermediate", "in_features"),
+}
 
 
 def _llm(modules: Sequence[Module]) -> ShapeFingerprint:
@@ -183,17 +247,9 @@ def _llm(modules: Sequence[Module]) -> ShapeFingerprint:
         found = _LLM_LAYER.search(module.canonical)
         if found:
             layers = max(layers, int(found.group(1)))
-            leaf = found.group(2)
-            if leaf == "q_proj" and module.in_features:
-                seen["hidden"] = module.in_features
-            elif leaf in ("k_proj", "v_proj") and module.out_features:
-                seen["kv"] = module.out_features
-            elif leaf in ("gate_proj", "up_proj") and module.out_features:
-                seen["intermediate"] = module.out_features
-            elif leaf == "down_proj" and module.in_features:
-                seen["intermediate"] = module.in_features
-            elif leaf == "o_proj" and module.out_features:
-                seen["hidden"] = module.out_features
+            dimension, side = _LLM_LEAF_DIMENSIONS.get(found.group(2), (None, None))
+            if dimension and getattr(module, side):
+                seen[dimension] = getattr(module, side)
         elif module.canonical.endswith("embed_tokens") and module.in_features:
             vocab = module.in_features  # lora_embedding_A is [r, vocab]
         elif module.canonical.endswith("lm_head") and module.out_features:
@@ -232,11 +288,18 @@ def _llm_fits(shape: LlmShape, observed: Mapping[str, int]) -> bool:
 # -------------------------------------------------------------------------------------------- declared
 
 
-_KNOWN_REPOS = {repo.lower(): family for family, repos in (
-    (SD1, SD1_REPOS + ("runwayml/stable-diffusion-v1-5",)), (SD2, SD2_REPOS), (SDXL, SDXL_REPOS + SDXL_REFINER_REPOS),
-    (SD3, SD3_MEDIUM_REPOS + SD35_LARGE_REPOS), (FLUX1, FLUX1_REPOS),
-    (LLM, tuple(r for s in LLM_SHAPES for r in s.repo_ids)),
-) for repo in repos}
+_KNOWN_REPOS = {
+    repo.lower(): family
+    for family, repos in (
+        (SD1, (*SD1_REPOS, "runwayml/stable-diffusion-v1-5")),
+        (SD2, SD2_REPOS),
+        (SDXL, SDXL_REPOS + SDXL_REFINER_REPOS),
+        (SD3, SD3_MEDIUM_REPOS + SD35_LARGE_REPOS),
+        (FLUX1, FLUX1_REPOS),
+        (LLM, tuple(r for s in LLM_SHAPES for r in s.repo_ids)),
+    )
+    for repo in repos
+}
 
 # Name patterns for the many fine-tunes a card may name; checked only when the repo is not a known base.
 _NAME_PATTERNS = (
@@ -272,8 +335,11 @@ def _declaration(source: str, value: object) -> Declaration | None:
 
 _SS_VERSIONS = {"sd_v1": SD1, "sd_v2": SD2, "sd_v2_v": SD2, "flux1": FLUX1}
 _ARCHITECTURES = (
-    ("stable-diffusion-v1", SD1, None), ("stable-diffusion-v2", SD2, None), ("stable-diffusion-xl", SDXL, None),
-    ("stable-diffusion-3", SD3, None), ("flux-1-dev", FLUX1, "black-forest-labs/FLUX.1-dev"),
+    ("stable-diffusion-v1", SD1, None),
+    ("stable-diffusion-v2", SD2, None),
+    ("stable-diffusion-xl", SDXL, None),
+    ("stable-diffusion-3", SD3, None),
+    ("flux-1-dev", FLUX1, "black-forest-labs/FLUX.1-dev"),
     ("flux-1-schnell", FLUX1, "black-forest-labs/FLUX.1-schnell"),
 )
 
@@ -284,8 +350,11 @@ def declarations(
     """Every place that states a base model, most authoritative first."""
     found: list[Declaration | None] = []
     if adapter_config:
-        found.append(_declaration("adapter_config.json base_model_name_or_path",
-                                  adapter_config.get("base_model_name_or_path")))
+        found.append(
+            _declaration(
+                "adapter_config.json base_model_name_or_path", adapter_config.get("base_model_name_or_path")
+            )
+        )
     if card_data:
         base = card_data.get("base_model")
         for value in base if isinstance(base, list) else [base]:
@@ -297,8 +366,11 @@ def declarations(
             break
     version = metadata.get("ss_base_model_version", "")
     if version:
-        family = _SS_VERSIONS.get(version) or (SDXL if version.startswith("sdxl") else None) or (
-            SD3 if version.startswith("sd3") else None)
+        family = (
+            _SS_VERSIONS.get(version)
+            or (SDXL if version.startswith("sdxl") else None)
+            or (SD3 if version.startswith("sd3") else None)
+        )
         found.append(Declaration("metadata ss_base_model_version", version, family, None))
     elif metadata.get("ss_v2") in ("True", "true"):
         found.append(Declaration("metadata ss_v2", "True", SD2, None))
@@ -306,8 +378,11 @@ def declarations(
     if name:
         # Often a checkpoint's file name; only a name of a known family is trusted as a repo id.
         family = family_of_name(name)
-        found.append(Declaration("metadata ss_sd_model_name", name, family,
-                                 name if family and _REPO_ID.match(name) else None))
+        found.append(
+            Declaration(
+                "metadata ss_sd_model_name", name, family, name if family and _REPO_ID.match(name) else None
+            )
+        )
     for key, value in diffusers_adapter_metadata(metadata).items():
         if key.endswith("base_model_name_or_path"):
             found.append(_declaration("metadata lora_adapter_metadata", value))
@@ -323,11 +398,19 @@ def resolve(shape: ShapeFingerprint, declared: Sequence[Declaration]) -> BaseMod
         conflicts = tuple(d for d in declared if _contradicts(d, shape))
         # A declared repo agrees when it is of the shapes' family, or of no family we know (a fine-tune such as
         # Lykon/dreamshaper-8): the declaration is more specific than the shapes and nothing contradicts it.
-        agreeing = [d for d in declared if d not in conflicts and d.repo_id and d.family in (shape.family, None)]
+        agreeing = [
+            d for d in declared if d not in conflicts and d.repo_id and d.family in (shape.family, None)
+        ]
         if agreeing:
             chosen = agreeing[0]
-            return BaseModel(shape.family, chosen.repo_id, shape.candidates, f"{chosen.source} + shapes",
-                             shape.evidence, conflicts)
+            return BaseModel(
+                shape.family,
+                chosen.repo_id,
+                shape.candidates,
+                f"{chosen.source} + shapes",
+                shape.evidence,
+                conflicts,
+            )
         repo_id = shape.candidates[0] if len(shape.candidates) == 1 else None
         return BaseModel(shape.family, repo_id, shape.candidates, "shapes", shape.evidence, conflicts)
     with_family = [d for d in declared if d.family]

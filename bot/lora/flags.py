@@ -34,7 +34,9 @@ class Flag:
 
 _CODES = (
     FlagCode(
-        "rank-mismatch-config", ERROR, "adapter_config.json declares a rank the weights do not have",
+        "rank-mismatch-config",
+        ERROR,
+        "adapter_config.json declares a rank the weights do not have",
         "The rank in adapter_config.json (`r`, or the `rank_pattern` entry for a module) differs from the rank "
         "the tensor shapes have. PEFT builds the layers from the config and then copies the weights in, so "
         "loading fails with `size mismatch for ...lora_A.weight: copying a param with shape [4, 320] ... the "
@@ -43,14 +45,18 @@ _CODES = (
         "declared rank.",
     ),
     FlagCode(
-        "rank-mismatch-metadata", WARNING, "trainer metadata declares a rank the weights do not have",
+        "rank-mismatch-metadata",
+        WARNING,
+        "trainer metadata declares a rank the weights do not have",
         "The safetensors metadata (`ss_network_dim`, `ss_network_args` conv_dim, or the diffusers "
         "`lora_adapter_metadata` rank) says one rank and the tensor shapes say another. Loaders that trust the "
         "metadata mis-scale the LoRA or refuse it; tools that display it (A1111, lora-inspector) mislead users. "
         "Usually the file was resized or edited and the metadata was not updated.",
     ),
     FlagCode(
-        "base-model-mismatch", ERROR, "the declared base model is not the one the shapes fit",
+        "base-model-mismatch",
+        ERROR,
+        "the declared base model is not the one the shapes fit",
         "The base model a source declares (model card `base_model`, `base_model_name_or_path`, "
         "`ss_base_model_version`, `modelspec.architecture`) belongs to a different family than the one the "
         "tensor shapes fit (for example cross-attention width 768 is SD 1.x, 2048 is SDXL). Loading the LoRA "
@@ -58,7 +64,9 @@ _CODES = (
         "unmatched keys. The shapes are the truth; the declaration should be corrected.",
     ),
     FlagCode(
-        "alpha-missing", INFO, "no alpha is declared; loaders apply alpha = rank (scale 1)",
+        "alpha-missing",
+        INFO,
+        "no alpha is declared; loaders apply alpha = rank (scale 1)",
         "Nothing in the file or its config declares alpha (no `.alpha` tensors, no `lora_alpha`, no "
         "`ss_network_alpha`, no `lora_adapter_metadata`). diffusers, PEFT conversions, kohya and ComfyUI then "
         "use alpha = rank, a scale of 1. That is right for files trained that way; if the LoRA was trained "
@@ -66,25 +74,33 @@ _CODES = (
         "the severity rises to warning.",
     ),
     FlagCode(
-        "unpaired-module", ERROR, "a module has only one of its two LoRA factors",
+        "unpaired-module",
+        ERROR,
+        "a module has only one of its two LoRA factors",
         "A LoRA module needs both factors (down/A and up/B, or the full LoHa/LoKr set). This file has a "
         "module where one is missing, so loaders either raise a missing-key error or skip the module and the "
         "LoRA is silently incomplete. Usually the file was truncated by a conversion script or hand-edited.",
     ),
     FlagCode(
-        "pair-shape-mismatch", ERROR, "a module's factors have different ranks",
+        "pair-shape-mismatch",
+        ERROR,
+        "a module's factors have different ranks",
         "down/A has shape [r, in] and up/B has shape [out, r]; here the two r's differ (or a Tucker mid "
         "tensor does not fit). The product B·A cannot be computed, so every loader fails on this module.",
     ),
     FlagCode(
-        "mixed-rank-undeclared", WARNING, "modules have different ranks and nothing declares which",
+        "mixed-rank-undeclared",
+        WARNING,
+        "modules have different ranks and nothing declares which",
         "The modules were saved at different ranks, but no `rank_pattern`, `alpha_pattern`, per-module `.alpha` "
         "or `ss_network_args` tells a loader so. Loaders that assume one rank for the whole file (older "
         "diffusers, vLLM's max_lora_rank, servers that pre-allocate) mis-scale some modules or refuse the file. "
         "Declaring the per-module ranks fixes it.",
     ),
     FlagCode(
-        "unknown-keys", WARNING, "tensors whose names no LoRA format uses",
+        "unknown-keys",
+        WARNING,
+        "tensors whose names no LoRA format uses",
         "Some tensor names match no LoRA key pattern lora-bot knows (PEFT, diffusers, legacy attention "
         "processors, kohya, LyCORIS, ControlLoRA). Loaders skip such keys (ComfyUI logs `lora key not loaded`) "
         "or fail on them (diffusers: `keys have not been correctly renamed`), so that part of the adapter has "
@@ -92,7 +108,9 @@ _CODES = (
         "`lora_a`, or weights from another tool mixed in.",
     ),
     FlagCode(
-        "dora-present", INFO, "the adapter is DoRA, not plain LoRA",
+        "dora-present",
+        INFO,
+        "the adapter is DoRA, not plain LoRA",
         "The file holds DoRA magnitude vectors (`lora_magnitude_vector` in PEFT, `dora_scale` in "
         "LyCORIS/kohya). Loaders without DoRA support drop them with a warning and the result differs from "
         "training; diffusers drops LyCORIS `dora_scale` because the two implementations normalise along "
@@ -100,14 +118,18 @@ _CODES = (
         "DoRA adapters.",
     ),
     FlagCode(
-        "non-lora-adapter", WARNING, "LoHa, LoKr or another adapter that is not a rank-r product",
+        "non-lora-adapter",
+        WARNING,
+        "LoHa, LoKr or another adapter that is not a rank-r product",
         "LyCORIS LoHa (Hadamard product of two low-rank pairs), LoKr (Kronecker product) and similar adapters "
         "are not of the form B·A. Only LyCORIS-aware loaders (ComfyUI, A1111 with the extension) apply them; "
         "diffusers and PEFT fail. Their 'rank' is an inner dimension, not the rank of the update, and they "
         "cannot be resized in factor space.",
     ),
     FlagCode(
-        "corrupt-header", ERROR, "the file is not a valid safetensors file",
+        "corrupt-header",
+        ERROR,
+        "the file is not a valid safetensors file",
         "The safetensors header could not be read: the file is truncated or empty, the declared header length "
         "runs past the end, the JSON is malformed or not UTF-8, a tensor's dtype is unknown, or its offsets "
         "overlap, leave gaps or disagree with its shape. safetensors refuses to load most such files, and the "
@@ -115,24 +137,32 @@ _CODES = (
         "first problem found; re-uploading the original file usually fixes it.",
     ),
     FlagCode(
-        "pickle-only", ERROR, "the weights exist only as a pickle file (.bin/.pt/.ckpt/.pth)",
+        "pickle-only",
+        ERROR,
+        "the weights exist only as a pickle file (.bin/.pt/.ckpt/.pth)",
         "This LoRA is stored only in a pickle-based format. Loading a pickle runs whatever code it contains, "
         "so it is unsafe to load from an untrusted repo, and newer libraries refuse it by default "
         "(`weights_only=True`). lora-bot never unpickles it and cannot inspect it. Converting it to "
         ".safetensors on a trusted machine makes it safe and inspectable.",
     ),
     FlagCode(
-        "not-an-adapter", ERROR, "the file holds no LoRA tensors",
+        "not-an-adapter",
+        ERROR,
+        "the file holds no LoRA tensors",
         "No tensor in the file matches a LoRA key pattern: it is a full model checkpoint, an embedding, or an "
         "empty file uploaded where a LoRA was expected. LoRA loaders fail with missing keys or load nothing.",
     ),
     FlagCode(
-        "config-invalid", ERROR, "adapter_config.json cannot be read",
+        "config-invalid",
+        ERROR,
+        "adapter_config.json cannot be read",
         "adapter_config.json is not valid JSON, or `r`, `lora_alpha`, `rank_pattern` or `alpha_pattern` have "
         "the wrong type. PEFT's `PeftConfig.from_pretrained` fails before any weight is loaded.",
     ),
     FlagCode(
-        "card-invalid", WARNING, "the model card's YAML front matter cannot be parsed",
+        "card-invalid",
+        WARNING,
+        "the model card's YAML front matter cannot be parsed",
         "README.md starts a YAML metadata block that does not parse. The Hub ignores all of the card's metadata "
         "(base_model, tags, license), so the adapter is not linked to its base model and filters miss it. "
         "lora-bot never rewrites such a card; the owner has to fix the YAML.",

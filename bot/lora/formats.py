@@ -22,9 +22,27 @@ FORMATS = ("peft", "diffusers", "diffusers-legacy", "kohya", "lycoris", "unknown
 AB, DIFFUSERS, LEGACY, KOHYA, LYCORIS, CONTROL = "ab", "diffusers", "legacy", "kohya", "lycoris", "control"
 
 _LYCORIS_ROLES = (
-    "hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2",
-    "lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2",
-    "dora_scale", "diff", "diff_b", "on_input", "oft_blocks", "oft_diag", "w_norm", "b_norm",
+    "hada_w1_a",
+    "hada_w1_b",
+    "hada_w2_a",
+    "hada_w2_b",
+    "hada_t1",
+    "hada_t2",
+    "lokr_w1",
+    "lokr_w1_a",
+    "lokr_w1_b",
+    "lokr_w2",
+    "lokr_w2_a",
+    "lokr_w2_b",
+    "lokr_t2",
+    "dora_scale",
+    "diff",
+    "diff_b",
+    "on_input",
+    "oft_blocks",
+    "oft_diag",
+    "w_norm",
+    "b_norm",
 )
 
 # (pattern, family, role) — first match wins, so the specific suffixes come before the generic ones.
@@ -38,7 +56,11 @@ _SUFFIXES: tuple[tuple[re.Pattern[str], str, str | None], ...] = tuple(
         (r"^(?P<module>.+)\.lora_embedding_(?P<role>A|B)(?:\.[^.]+)?$", AB, None),
         (r"^(?P<module>.+)\.lora_magnitude_vector(?:\.[^.]+)?(?:\.weight)?$", AB, "magnitude"),
         # Legacy attention processors (FaceChain, old diffusers scripts; XLabs Flux uses the same shape).
-        (r"^(?P<module>.+)\.processor\.(?P<proj>\w+?)_lora(?P<idx>\d*)\.(?P<role>down|up)\.weight$", LEGACY, None),
+        (
+            r"^(?P<module>.+)\.processor\.(?P<proj>\w+?)_lora(?P<idx>\d*)\.(?P<role>down|up)\.weight$",
+            LEGACY,
+            None,
+        ),
         # diffusers "lora.down/up" (SD/SDXL training scripts) and the old text-encoder lora_linear_layer.
         (r"^(?P<module>.+)\.lora(?:_linear_layer)?\.(?P<role>down|up)\.weight$", DIFFUSERS, None),
         # kohya sd-scripts and LyCORIS LoCon.
@@ -210,8 +232,12 @@ def parse_keys(
     full_weights, unknown = _split_leftovers(leftovers, modules_to_save, families)
     fmt, variant = _name_format(modules, families, metadata)
     return ParsedKeys(
-        format=fmt, variant=variant, modules=modules, unknown_keys=tuple(unknown),
-        full_weights=tuple(full_weights), families=dict(families),
+        format=fmt,
+        variant=variant,
+        modules=modules,
+        unknown_keys=tuple(unknown),
+        full_weights=tuple(full_weights),
+        families=dict(families),
     )
 
 
@@ -241,8 +267,13 @@ def _split_leftovers(
         segments = name.split(".")
         # PEFT writes `<embedding>.base_layer.weight` when embeddings are trained (save_embedding_layers), and
         # `<embedding>.token_adapter.trainable_tokens_delta` for `trainable_token_indices`.
-        on_purpose = (".modules_to_save." in name or ".base_layer." in name or ".token_adapter." in name
-                      or any(s in segments for s in saved) or families.get(CONTROL))
+        on_purpose = (
+            ".modules_to_save." in name
+            or ".base_layer." in name
+            or ".token_adapter." in name
+            or any(s in segments for s in saved)
+            or families.get(CONTROL)
+        )
         (full if on_purpose else unknown).append(name)
     return full, unknown
 
@@ -281,20 +312,39 @@ def component_of(module_name: str) -> str:
     name = module_name
     peft = name.startswith("base_model.model.")
     if peft:
-        name = name[len("base_model.model."):]
+        name = name[len("base_model.model.") :]
         # Under PEFT's prefix `transformer.` is an LLM trunk (GPT-2, Falcon, Bloom, GPT-J: `transformer.h.N`);
         # a diffusion transformer wrapped by PEFT has its blocks at the top level.
-        if name.startswith("transformer.") and not name.startswith(("transformer.transformer_blocks.",
-                                                                    "transformer.single_transformer_blocks.")):
+        if name.startswith("transformer.") and not name.startswith(
+            ("transformer.transformer_blocks.", "transformer.single_transformer_blocks.")
+        ):
             return "model"
     rules = (
         (("text_encoder_2.", "lora_te2_"), "text_encoder_2"),
         (("text_encoder_3.", "lora_te3_"), "text_encoder_3"),
         (("text_encoder.", "lora_te_", "lora_te1_"), "text_encoder"),
-        (("unet.", "transformer.", "diffusion_model.", "lora_unet_", "lora_transformer_", "prior.",
-          "down_blocks.", "up_blocks.", "mid_block.", "transformer_blocks.", "single_transformer_blocks.",
-          "double_blocks.", "single_blocks.", "input_blocks.", "output_blocks.", "middle_block.",
-          "lycoris_"), "denoiser"),
+        (
+            (
+                "unet.",
+                "transformer.",
+                "diffusion_model.",
+                "lora_unet_",
+                "lora_transformer_",
+                "prior.",
+                "down_blocks.",
+                "up_blocks.",
+                "mid_block.",
+                "transformer_blocks.",
+                "single_transformer_blocks.",
+                "double_blocks.",
+                "single_blocks.",
+                "input_blocks.",
+                "output_blocks.",
+                "middle_block.",
+                "lycoris_",
+            ),
+            "denoiser",
+        ),
     )
     for prefixes, component in rules:
         if name.startswith(prefixes):
@@ -305,15 +355,74 @@ def component_of(module_name: str) -> str:
 # Common leaf layer names, longest first, so `lora_unet_…_attn1_to_out_0` gives `to_out.0` and not `0`.
 _LEAVES = sorted(
     (
-        "to_q", "to_k", "to_v", "to_out_0", "to_out", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
-        "proj_in", "proj_out", "proj_mlp", "ff_net_0_proj", "ff_net_2", "ff_context_net_0_proj",
-        "ff_context_net_2", "ff_proj", "conv1", "conv2", "conv_shortcut", "conv", "time_emb_proj",
-        "q_proj", "k_proj", "v_proj", "o_proj", "out_proj", "gate_proj", "up_proj", "down_proj", "fc1",
-        "fc2", "dense", "query", "key", "value", "c_attn", "c_proj", "c_fc", "qkv", "proj", "linear1",
-        "linear2", "img_attn_qkv", "img_attn_proj", "txt_attn_qkv", "txt_attn_proj", "img_mlp_0", "img_mlp_2",
-        "txt_mlp_0", "txt_mlp_2", "img_mod_lin", "txt_mod_lin", "modulation_lin", "norm1_linear",
-        "norm1_context_linear", "norm_linear", "attn_qkv", "attn_proj", "mlp_fc1", "mlp_fc2", "adaLN_modulation_1",
-        "embed_tokens", "lm_head", "wte", "w1", "w2", "w3",
+        "to_q",
+        "to_k",
+        "to_v",
+        "to_out_0",
+        "to_out",
+        "add_q_proj",
+        "add_k_proj",
+        "add_v_proj",
+        "to_add_out",
+        "proj_in",
+        "proj_out",
+        "proj_mlp",
+        "ff_net_0_proj",
+        "ff_net_2",
+        "ff_context_net_0_proj",
+        "ff_context_net_2",
+        "ff_proj",
+        "conv1",
+        "conv2",
+        "conv_shortcut",
+        "conv",
+        "time_emb_proj",
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "out_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+        "fc1",
+        "fc2",
+        "dense",
+        "query",
+        "key",
+        "value",
+        "c_attn",
+        "c_proj",
+        "c_fc",
+        "qkv",
+        "proj",
+        "linear1",
+        "linear2",
+        "img_attn_qkv",
+        "img_attn_proj",
+        "txt_attn_qkv",
+        "txt_attn_proj",
+        "img_mlp_0",
+        "img_mlp_2",
+        "txt_mlp_0",
+        "txt_mlp_2",
+        "img_mod_lin",
+        "txt_mod_lin",
+        "modulation_lin",
+        "norm1_linear",
+        "norm1_context_linear",
+        "norm_linear",
+        "attn_qkv",
+        "attn_proj",
+        "mlp_fc1",
+        "mlp_fc2",
+        "adaLN_modulation_1",
+        "embed_tokens",
+        "lm_head",
+        "wte",
+        "w1",
+        "w2",
+        "w3",
     ),
     key=len,
     reverse=True,

@@ -31,11 +31,25 @@ _SHOWN.maxstring = _SHOWN.maxother = _SHOWN_CHARS
 
 # Bits per element. Sub-byte float types exist in newer safetensors; a tensor of them must fill whole bytes.
 DTYPE_BITS: Mapping[str, int] = {
-    "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8,
-    "I16": 16, "U16": 16, "F16": 16, "BF16": 16,
-    "I32": 32, "U32": 32, "F32": 32,
-    "I64": 64, "U64": 64, "F64": 64,
-    "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
+    "BOOL": 8,
+    "U8": 8,
+    "I8": 8,
+    "F8_E5M2": 8,
+    "F8_E4M3": 8,
+    "F8_E8M0": 8,
+    "I16": 16,
+    "U16": 16,
+    "F16": 16,
+    "BF16": 16,
+    "I32": 32,
+    "U32": 32,
+    "F32": 32,
+    "I64": 64,
+    "U64": 64,
+    "F64": 64,
+    "F4": 4,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
 }
 
 
@@ -81,8 +95,10 @@ def declared_header_length(prefix: bytes, file_size: int | None = None) -> int:
     if not prefix:
         raise HeaderError("file is empty; a safetensors file starts with an 8-byte header length")
     if len(prefix) < 8:
-        raise HeaderError(f"file is only {len(prefix)} byte{'s' if len(prefix) > 1 else ''} long; "
-                          "a safetensors file starts with an 8-byte header length")
+        raise HeaderError(
+            f"file is only {len(prefix)} byte{'s' if len(prefix) > 1 else ''} long; "
+            "a safetensors file starts with an 8-byte header length"
+        )
     (length,) = struct.unpack("<Q", prefix[:8])
     if length == 0:
         raise HeaderError("header length is 0; a safetensors header is at least '{}'")
@@ -117,7 +133,9 @@ def read_local_header(path: str | os.PathLike) -> SafetensorsHeader:
         return parse_header(prefix + handle.read(length), size)
 
 
-def read_local_scalars(path: str | os.PathLike, header: SafetensorsHeader, names: list[str]) -> dict[str, float]:
+def read_local_scalars(
+    path: str | os.PathLike, header: SafetensorsHeader, names: list[str]
+) -> dict[str, float]:
     """Read the few bytes of each named scalar tensor (kohya `.alpha`) by seeking, never the whole file."""
     values = {}
     # Unbuffered: a buffered reader would fetch 8 KiB around each 4-byte alpha, hundreds of times per file.
@@ -129,8 +147,19 @@ def read_local_scalars(path: str | os.PathLike, header: SafetensorsHeader, names
     return values
 
 
-_SCALAR_FORMATS = {"F16": "<e", "F32": "<f", "F64": "<d", "I8": "<b", "U8": "<B", "I16": "<h",
-                   "U16": "<H", "I32": "<i", "U32": "<I", "I64": "<q", "U64": "<Q"}
+_SCALAR_FORMATS = {
+    "F16": "<e",
+    "F32": "<f",
+    "F64": "<d",
+    "I8": "<b",
+    "U8": "<B",
+    "I16": "<h",
+    "U16": "<H",
+    "I32": "<i",
+    "U32": "<I",
+    "I64": "<q",
+    "U64": "<Q",
+}
 SCALAR_DTYPES = frozenset(_SCALAR_FORMATS) | {"BF16"}
 
 
@@ -166,7 +195,9 @@ def _check_text(text: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise HeaderError(f"header holds a string with an unpaired \\u surrogate escape: {_shown(text)}") from None
+        raise HeaderError(
+            f"header holds a string with an unpaired \\u surrogate escape: {_shown(text)}"
+        ) from None
 
 
 def _checked_object(pairs: list[tuple[str, object]]) -> dict:
@@ -197,11 +228,14 @@ def _load_json(text: str) -> dict:
     if not text.lstrip().startswith("{"):
         raise HeaderError("header is not a JSON object (it must start with '{')")
     try:
-        document = json.loads(text, object_pairs_hook=_checked_object, parse_int=_parse_int,
-                              parse_constant=_reject_constant)
+        document = json.loads(
+            text, object_pairs_hook=_checked_object, parse_int=_parse_int, parse_constant=_reject_constant
+        )
     except json.JSONDecodeError as error:
         at_byte = len(text[: error.pos].encode("utf-8"))
-        raise HeaderError(f"header is not valid JSON: {error.msg.removesuffix(' at')} at byte {at_byte}") from None
+        raise HeaderError(
+            f"header is not valid JSON: {error.msg.removesuffix(' at')} at byte {at_byte}"
+        ) from None
     except RecursionError:
         raise HeaderError("header JSON is nested too deeply") from None
     if not isinstance(document, dict):
@@ -238,15 +272,21 @@ def _tensor(name: str, entry: object) -> TensorInfo:
     extra = entry.keys() - _FIELDS
     if extra:
         # safetensors itself ignores extra fields, but the format has none: they come from a broken writer.
-        raise HeaderError(f"{label}: unexpected field(s) {_shown(', '.join(sorted(extra)))}; "
-                          "a tensor entry holds only dtype, shape and data_offsets")
+        raise HeaderError(
+            f"{label}: unexpected field(s) {_shown(', '.join(sorted(extra)))}; "
+            "a tensor entry holds only dtype, shape and data_offsets"
+        )
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
     if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
         raise HeaderError(f"{label}: unknown dtype {_shown(dtype)}")
     if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
-        raise HeaderError(f"{label}: shape must be a list of non-negative 64-bit integers, got {_shown(shape)}")
+        raise HeaderError(
+            f"{label}: shape must be a list of non-negative 64-bit integers, got {_shown(shape)}"
+        )
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(o) for o in offsets)):
-        raise HeaderError(f"{label}: data_offsets must be two non-negative 64-bit integers, got {_shown(offsets)}")
+        raise HeaderError(
+            f"{label}: data_offsets must be two non-negative 64-bit integers, got {_shown(offsets)}"
+        )
     begin, end = offsets
     if end < begin:
         raise HeaderError(f"{label}: data_offsets end {end} is before begin {begin}")
@@ -255,10 +295,14 @@ def _tensor(name: str, entry: object) -> TensorInfo:
         raise HeaderError(f"{label}: shape {_shown(shape)} overflows: more than 2^64 elements")
     bits = numel * DTYPE_BITS[dtype]
     if bits % 8:
-        raise HeaderError(f"{label}: shape {_shown(shape)} of {dtype} is {bits} bits, not a whole number of bytes")
+        raise HeaderError(
+            f"{label}: shape {_shown(shape)} of {dtype} is {bits} bits, not a whole number of bytes"
+        )
     if bits // 8 != end - begin:
-        raise HeaderError(f"{label}: shape {_shown(shape)} of {dtype} needs {bits // 8:,} bytes "
-                          f"but data_offsets span {end - begin:,}")
+        raise HeaderError(
+            f"{label}: shape {_shown(shape)} of {dtype} needs {bits // 8:,} bytes "
+            f"but data_offsets span {end - begin:,}"
+        )
     return TensorInfo(name=name, dtype=dtype, shape=tuple(shape), data_offsets=(begin, end))
 
 
@@ -268,16 +312,22 @@ def _check_layout(tensors: Mapping[str, TensorInfo], data_size: int | None) -> N
     for info in sorted(tensors.values(), key=lambda t: t.data_offsets):
         begin, end = info.data_offsets
         if begin < position:
-            raise HeaderError(f"{_shown(info.name)}: data [{begin:,}, {end:,}) overlaps {_shown(previous.name)}, "
-                              f"which ends at {position:,}")
+            raise HeaderError(
+                f"{_shown(info.name)}: data [{begin:,}, {end:,}) overlaps {_shown(previous.name)}, "
+                f"which ends at {position:,}"
+            )
         if begin > position:
-            raise HeaderError(f"{_shown(info.name)}: gap of {begin - position:,} unused bytes before its data "
-                              f"at offset {begin:,}")
+            raise HeaderError(
+                f"{_shown(info.name)}: gap of {begin - position:,} unused bytes before its data "
+                f"at offset {begin:,}"
+            )
         position, previous = end, info
     if data_size is not None:
         if position > data_size:
-            raise HeaderError(f"{_shown(previous.name)}: data ends at byte {position:,} of the data section, past "
-                              f"the end of the file ({data_size:,} data bytes): truncated or wrong offsets")
+            raise HeaderError(
+                f"{_shown(previous.name)}: data ends at byte {position:,} of the data section, past "
+                f"the end of the file ({data_size:,} data bytes): truncated or wrong offsets"
+            )
         if position < data_size:
             raise HeaderError(f"file has {data_size - position:,} trailing bytes after the last tensor")
 
@@ -286,7 +336,11 @@ def encode_header(tensors: Iterable[TensorInfo], metadata: Mapping[str, str]) ->
     """The 8-byte length and JSON header of a safetensors file holding these tensors, in the order given."""
     document: dict = {"__metadata__": dict(metadata)} if metadata else {}
     for info in tensors:
-        document[info.name] = {"dtype": info.dtype, "shape": list(info.shape), "data_offsets": list(info.data_offsets)}
+        document[info.name] = {
+            "dtype": info.dtype,
+            "shape": list(info.shape),
+            "data_offsets": list(info.data_offsets),
+        }
     text = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
     text += b" " * (-len(text) % 8)  # the reference writer aligns the data section to 8 bytes
     return len(text).to_bytes(8, "little") + text

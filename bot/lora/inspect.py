@@ -58,9 +58,16 @@ class ModuleReport:
     conv_dim: bool = False  # a kernel larger than 1x1: kohya declares its rank as conv_dim
 
     def to_json(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "rank": self.rank, "alpha": self.alpha,
-                "alpha_declared": self.alpha_declared, "in": self.in_features, "out": self.out_features,
-                "conv": self.conv}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "rank": self.rank,
+            "alpha": self.alpha,
+            "alpha_declared": self.alpha_declared,
+            "in": self.in_features,
+            "out": self.out_features,
+            "conv": self.conv,
+        }
 
 
 @dataclass(frozen=True)
@@ -120,9 +127,16 @@ class FileInspection:
 
 def inspect_evidence(evidence: FileEvidence) -> FileInspection:
     if evidence.pickle:
-        return _empty(evidence, [flag("pickle-only",
-                                      f"{evidence.path} is a pickle file; it was not opened (unpickling runs "
-                                      "arbitrary code). Convert it to .safetensors to make it safe to load.")])
+        return _empty(
+            evidence,
+            [
+                flag(
+                    "pickle-only",
+                    f"{evidence.path} is a pickle file; it was not opened (unpickling runs "
+                    "arbitrary code). Convert it to .safetensors to make it safe to load.",
+                )
+            ],
+        )
     if evidence.header is None:
         reason = evidence.header_error or "the header could not be read"
         return _empty(evidence, [flag("corrupt-header", f"{evidence.path}: {reason}")])
@@ -133,10 +147,25 @@ def _empty(evidence: FileEvidence, found: list[Flag]) -> FileInspection:
     config, card_data, context_flags = _context(evidence)
     base = resolve(fingerprint(()), declarations(config.raw if config else None, card_data, {}))
     return FileInspection(
-        path=evidence.path, format="unknown", variant=None, rank=None, ranks={}, alpha=None,
-        alpha_declared=False, scale=None, use_rslora=False, modules=(), target_modules=(), components=(),
-        base_model=base, flags=tuple(found + context_flags), size=evidence.size, header_bytes=None, tensors=0,
-        unknown_keys=(), metadata={},
+        path=evidence.path,
+        format="unknown",
+        variant=None,
+        rank=None,
+        ranks={},
+        alpha=None,
+        alpha_declared=False,
+        scale=None,
+        use_rslora=False,
+        modules=(),
+        target_modules=(),
+        components=(),
+        base_model=base,
+        flags=tuple(found + context_flags),
+        size=evidence.size,
+        header_bytes=None,
+        tensors=0,
+        unknown_keys=(),
+        metadata={},
     )
 
 
@@ -170,21 +199,34 @@ def _inspect_header(evidence: FileEvidence, header: SafetensorsHeader) -> FileIn
     alphas = Counter(r.alpha for r in lora_reports if r.alpha is not None)
     alpha = most_common(alphas)
     alpha_declared = any(r.alpha_declared for r in reports)
-    base = resolve(fingerprint(parsed.modules), declarations(config.raw if config else None, card_data, metadata))
+    base = resolve(
+        fingerprint(parsed.modules), declarations(config.raw if config else None, card_data, metadata)
+    )
 
     found += _structure_flags(parsed, evidence)
     found += _rank_flags(parsed, reports, config, metadata, diffusers_configs, ranks)
     found += _alpha_flags(alpha_declared, ranks, rank)
     found += _base_model_flags(base)
     return FileInspection(
-        path=evidence.path, format=parsed.format, variant=parsed.variant, rank=rank, ranks=dict(ranks),
-        alpha=alpha, alpha_declared=alpha_declared,
+        path=evidence.path,
+        format=parsed.format,
+        variant=parsed.variant,
+        rank=rank,
+        ranks=dict(ranks),
+        alpha=alpha,
+        alpha_declared=alpha_declared,
         scale=None if alpha is None or not rank else lora_scale(alpha, rank, rslora),
-        use_rslora=rslora, modules=reports,
+        use_rslora=rslora,
+        modules=reports,
         target_modules=tuple(sorted({leaf_name(m.name) for m in parsed.modules})),
         components=tuple(sorted({component_of(m.name) for m in parsed.modules})),
-        base_model=base, flags=tuple(found), size=evidence.size, header_bytes=header.header_length + 8,
-        tensors=len(header.tensors), unknown_keys=parsed.unknown_keys, metadata=metadata,
+        base_model=base,
+        flags=tuple(found),
+        size=evidence.size,
+        header_bytes=header.header_length + 8,
+        tensors=len(header.tensors),
+        unknown_keys=parsed.unknown_keys,
+        metadata=metadata,
     )
 
 
@@ -213,22 +255,36 @@ def _diffusers_config_for(configs: Mapping[str, PeftConfig], module: str) -> tup
     return configs.get(""), module
 
 
-def _module_report(module: Module, config: PeftConfig | None, diffusers_configs: Mapping[str, PeftConfig],
-                   scalars: Mapping[str, float]) -> ModuleReport:
+def _module_report(
+    module: Module,
+    config: PeftConfig | None,
+    diffusers_configs: Mapping[str, PeftConfig],
+    scalars: Mapping[str, float],
+) -> ModuleReport:
     rank = module.rank  # None for OTHER kinds: they have no rank
     alpha = _declared_alpha(module, config, diffusers_configs, scalars)
     declared = alpha is not None
     if alpha is None and rank is not None:
         alpha = float(rank)  # every loader's fallback when nothing declares alpha: scale 1
     return ModuleReport(
-        name=module.name, kind=module.kind, rank=rank, alpha=alpha, alpha_declared=declared,
-        in_features=module.in_features, out_features=module.out_features, conv=module.is_conv,
+        name=module.name,
+        kind=module.kind,
+        rank=rank,
+        alpha=alpha,
+        alpha_declared=declared,
+        in_features=module.in_features,
+        out_features=module.out_features,
+        conv=module.is_conv,
         conv_dim=module.uses_conv_dim,
     )
 
 
-def _declared_alpha(module: Module, config: PeftConfig | None, diffusers_configs: Mapping[str, PeftConfig],
-                    scalars: Mapping[str, float]) -> float | None:
+def _declared_alpha(
+    module: Module,
+    config: PeftConfig | None,
+    diffusers_configs: Mapping[str, PeftConfig],
+    scalars: Mapping[str, float],
+) -> float | None:
     """The module's own `.alpha` scalar, else adapter_config.json, else diffusers' lora_adapter_metadata."""
     if module.alpha_tensor is not None and module.alpha_tensor.name in scalars:
         return scalars[module.alpha_tensor.name]
@@ -251,25 +307,42 @@ def _structure_flags(parsed: ParsedKeys, evidence: FileEvidence) -> list[Flag]:
         if not header.tensors:
             found.append(flag("not-an-adapter", "the file holds no tensors at all"))
         else:
-            found.append(flag("not-an-adapter",
-                              f"none of the {len(header.tensors)} tensors has a LoRA name (e.g. "
-                              f"{_first(list(header.tensors), 2)}); this looks like a full checkpoint or an "
-                              "embedding, not a LoRA"))
+            found.append(
+                flag(
+                    "not-an-adapter",
+                    f"none of the {len(header.tensors)} tensors has a LoRA name (e.g. "
+                    f"{_first(list(header.tensors), 2)}); this looks like a full checkpoint or an "
+                    "embedding, not a LoRA",
+                )
+            )
         return found
     unpaired = [m for m in parsed.modules if not m.is_paired]
     if unpaired:
         first = unpaired[0]
         roles = ", ".join(sorted(first.tensors))
-        found.append(flag("unpaired-module",
-                          f"{len(unpaired)} module(s) lack a factor; first: {first.name} has only {roles}"))
+        found.append(
+            flag(
+                "unpaired-module",
+                f"{len(unpaired)} module(s) lack a factor; first: {first.name} has only {roles}",
+            )
+        )
     mismatched = [(m, problem) for m in parsed.modules if (problem := m.pair_shape_problem)]
     if mismatched:
         module, problem = mismatched[0]
-        found.append(flag("pair-shape-mismatch",
-                          f"{len(mismatched)} module(s) cannot multiply; first: {module.name}: {problem}"))
+        found.append(
+            flag(
+                "pair-shape-mismatch",
+                f"{len(mismatched)} module(s) cannot multiply; first: {module.name}: {problem}",
+            )
+        )
     if parsed.unknown_keys:
-        found.append(flag("unknown-keys", f"{len(parsed.unknown_keys)} tensor(s) match no LoRA format and "
-                                          f"are ignored by loaders: {_first(list(parsed.unknown_keys))}"))
+        found.append(
+            flag(
+                "unknown-keys",
+                f"{len(parsed.unknown_keys)} tensor(s) match no LoRA format and "
+                f"are ignored by loaders: {_first(list(parsed.unknown_keys))}",
+            )
+        )
     magnitude = [m for m in parsed.modules if "magnitude" in m.tensors]
     dora_scale = [m for m in parsed.modules if "dora_scale" in m.tensors]
     if magnitude:
@@ -277,23 +350,41 @@ def _structure_flags(parsed: ParsedKeys, evidence: FileEvidence) -> list[Flag]:
     if dora_scale:
         shape = list(dora_scale[0].tensors["dora_scale"].shape)
         axis = "output" if len(shape) == 2 and shape[1] == 1 else "input"
-        found.append(flag("dora-present", f"{len(dora_scale)} module(s) carry LyCORIS dora_scale {shape} "
-                                          f"(normalised along the {axis} axis); diffusers drops these",
-                          F.WARNING))
+        found.append(
+            flag(
+                "dora-present",
+                f"{len(dora_scale)} module(s) carry LyCORIS dora_scale {shape} "
+                f"(normalised along the {axis} axis); diffusers drops these",
+                F.WARNING,
+            )
+        )
     non_lora = Counter(m.kind for m in parsed.modules if m.kind in (LOHA, LOKR, OTHER))
     if non_lora:
         kinds = ", ".join(f"{n} {k.upper() if k != OTHER else 'non-LoRA'}" for k, n in non_lora.items())
-        found.append(flag("non-lora-adapter", f"{kinds} module(s): not rank-r products B·A; only "
-                                              "LyCORIS-aware loaders apply them and they cannot be resized"))
+        found.append(
+            flag(
+                "non-lora-adapter",
+                f"{kinds} module(s): not rank-r products B·A; only "
+                "LyCORIS-aware loaders apply them and they cannot be resized",
+            )
+        )
     return found
 
 
-def _rank_flags(parsed: ParsedKeys, reports: Sequence[ModuleReport], config: PeftConfig | None,
-                metadata: Mapping[str, str], diffusers_configs: Mapping[str, PeftConfig],
-                ranks: Counter) -> list[Flag]:
+def _rank_flags(
+    parsed: ParsedKeys,
+    reports: Sequence[ModuleReport],
+    config: PeftConfig | None,
+    metadata: Mapping[str, str],
+    diffusers_configs: Mapping[str, PeftConfig],
+    ranks: Counter,
+) -> list[Flag]:
     found = []
-    lora = [(m, r) for m, r in zip(parsed.modules, reports, strict=True)
-            if m.kind in (LORA, LORA_TUCKER) and r.rank]
+    lora = [
+        (m, r)
+        for m, r in zip(parsed.modules, reports, strict=True)
+        if m.kind in (LORA, LORA_TUCKER) and r.rank
+    ]
     if config is not None and config.r is not None and parsed.format in ("peft", "diffusers"):
         declared_ranks = ((m, r, config.declared_rank(m.name)) for m, r in lora)
         wrong = [(m, r, declared) for m, r, declared in declared_ranks if declared != r.rank]
@@ -302,14 +393,19 @@ def _rank_flags(parsed: ParsedKeys, reports: Sequence[ModuleReport], config: Pef
             where = "rank_pattern" if declared != config.r else "r"
             # The rank came from lora_A when it has one; a module missing lora_A got it from lora_B.
             factor, label = (module.down, "lora_A") if module.down is not None else (module.up, "lora_B")
-            found.append(flag("rank-mismatch-config",
-                              f"adapter_config.json {where} says {declared} but the weights have rank "
-                              f"{report.rank} ({len(wrong)} of {len(lora)} modules; first: {module.name}, "
-                              f"{label} {list(factor.shape)}); PEFT will fail with 'size mismatch'"))
+            found.append(
+                flag(
+                    "rank-mismatch-config",
+                    f"adapter_config.json {where} says {declared} but the weights have rank "
+                    f"{report.rank} ({len(wrong)} of {len(lora)} modules; first: {module.name}, "
+                    f"{label} {list(factor.shape)}); PEFT will fail with 'size mismatch'",
+                )
+            )
     found += _metadata_rank_flags(lora, metadata)
     found += _diffusers_rank_flags(lora, diffusers_configs)
     per_module_declared = bool(
-        (config and config.rank_pattern) or any(c.rank_pattern for c in diffusers_configs.values())
+        (config and config.rank_pattern)
+        or any(c.rank_pattern for c in diffusers_configs.values())
         or network_args(metadata).keys() & {"conv_dim", "block_dims", "conv_block_dims"}
         or metadata.get("ss_network_dim") == "Dynamic"
         # diffusers metadata declares r per component (an SDXL UNet at 8 and its text encoders at 4 is normal).
@@ -317,10 +413,18 @@ def _rank_flags(parsed: ParsedKeys, reports: Sequence[ModuleReport], config: Pef
         # kohya/LyCORIS: every module carries its own `.alpha`, and their loaders take each rank from its shape.
         or all(m.alpha_tensor is not None for m, _ in lora)
     )
-    if len(ranks) > 1 and not per_module_declared and not any(f.code == "rank-mismatch-config" for f in found):
+    if (
+        len(ranks) > 1
+        and not per_module_declared
+        and not any(f.code == "rank-mismatch-config" for f in found)
+    ):
         histogram = ", ".join(f"rank {r}: {n}" for r, n in sorted(ranks.items()))
-        found.append(flag("mixed-rank-undeclared", f"modules have different ranks ({histogram}) and nothing "
-                                                    "declares a per-module rank"))
+        found.append(
+            flag(
+                "mixed-rank-undeclared",
+                f"modules have different ranks ({histogram}) and nothing declares a per-module rank",
+            )
+        )
     return found
 
 
@@ -328,13 +432,16 @@ def _metadata_rank_flags(lora, metadata: Mapping[str, str]) -> list[Flag]:
     found = []
     linear = Counter(r.rank for m, r in lora if not m.uses_conv_dim)
     conv = Counter(r.rank for m, r in lora if m.uses_conv_dim)
-    checks = (("ss_network_dim", as_int(metadata.get("ss_network_dim", "")), linear),
-              ("ss_network_args conv_dim", as_int(network_args(metadata).get("conv_dim", "")), conv))
+    checks = (
+        ("ss_network_dim", as_int(metadata.get("ss_network_dim", "")), linear),
+        ("ss_network_args conv_dim", as_int(network_args(metadata).get("conv_dim", "")), conv),
+    )
     for source, declared, observed in checks:
         if declared is not None and observed and set(observed) != {declared}:
             shown = ", ".join(str(r) for r in sorted(observed))
-            found.append(flag("rank-mismatch-metadata",
-                              f"{source} says {declared} but the weights have rank {shown}"))
+            found.append(
+                flag("rank-mismatch-metadata", f"{source} says {declared} but the weights have rank {shown}")
+            )
     return found
 
 
@@ -357,18 +464,28 @@ def _diffusers_rank_flags(lora, configs: Mapping[str, PeftConfig]) -> list[Flag]
     declared = config.declared_rank(inner)
     component = module.name[: -len(inner)] if inner != module.name else ""
     source = f"lora_adapter_metadata {component}{'rank_pattern' if declared != config.r else 'r'}"
-    return [flag("rank-mismatch-metadata",
-                 f"{source} says {declared} but the weights have rank {report.rank} ({len(wrong)} of {len(lora)} "
-                 f"modules; first: {module.name}); diffusers will fail with 'size mismatch'", F.ERROR)]
+    return [
+        flag(
+            "rank-mismatch-metadata",
+            f"{source} says {declared} but the weights have rank {report.rank} ({len(wrong)} of {len(lora)} "
+            f"modules; first: {module.name}); diffusers will fail with 'size mismatch'",
+            F.ERROR,
+        )
+    ]
 
 
 def _alpha_flags(alpha_declared: bool, ranks: Counter, rank: int | None) -> list[Flag]:
     if alpha_declared or rank is None:
         return []
     if len(ranks) > 1:
-        return [flag("alpha-missing", "no alpha is declared and the ranks are mixed; loaders apply alpha = "
-                                      "rank per module (scale 1), but some use one alpha for the whole file",
-                     F.WARNING)]
+        return [
+            flag(
+                "alpha-missing",
+                "no alpha is declared and the ranks are mixed; loaders apply alpha = "
+                "rank per module (scale 1), but some use one alpha for the whole file",
+                F.WARNING,
+            )
+        ]
     return [flag("alpha-missing", f"no alpha is declared; loaders apply alpha = rank = {rank} (scale 1)")]
 
 
@@ -379,11 +496,19 @@ def _base_model_flags(base: BaseModel) -> list[Flag]:
         if base.source.endswith("shapes"):
             actual = FAMILY_NAMES.get(base.family, base.family)
             candidates = f" ({', '.join(base.candidates)})" if base.candidates else ""
-            found.append(flag("base-model-mismatch",
-                              f"{conflict.source} is {conflict.value!r} ({declared}) but the shapes fit "
-                              f"{actual}{candidates}: {base.evidence}"))
+            found.append(
+                flag(
+                    "base-model-mismatch",
+                    f"{conflict.source} is {conflict.value!r} ({declared}) but the shapes fit "
+                    f"{actual}{candidates}: {base.evidence}",
+                )
+            )
         else:
-            found.append(flag("base-model-mismatch",
-                              f"{conflict.source} is {conflict.value!r} ({declared}) but {base.source} "
-                              f"declares {FAMILY_NAMES.get(base.family, base.family)}"))
+            found.append(
+                flag(
+                    "base-model-mismatch",
+                    f"{conflict.source} is {conflict.value!r} ({declared}) but {base.source} "
+                    f"declares {FAMILY_NAMES.get(base.family, base.family)}",
+                )
+            )
     return found

@@ -42,7 +42,7 @@ class PeftConfig:
 
 def peft_module_key(module: str) -> str:
     """The name PEFT matches patterns against: the module's path inside the base model."""
-    return module[len(PEFT_PREFIX):] if module.startswith(PEFT_PREFIX) else module
+    return module[len(PEFT_PREFIX) :] if module.startswith(PEFT_PREFIX) else module
 
 
 def _pattern_matches(pattern: str, key: str) -> bool:
@@ -121,4 +121,4 @@ def config_from_mapping(raw: Mapping) -> PeftConfig:
 
 def lora_scale(alpha: float, rank: int, rslora: bool) -> float:
     """What the update is multiplied by: alpha/r, or alpha/√r with rsLoRA."""
-    return alpha / (rank ** 0.5 if rslora else rank)
+    return alpha / (rank**0.5 if rslora else rank)

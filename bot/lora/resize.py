@@ -60,7 +60,9 @@ class ModuleSpec:
     name: str
     old_rank: int
     alpha: float  # the alpha loaders apply (alpha = rank when nothing declares one)
-    alpha_dtype: str | None = None  # safetensors dtype of a stored `.alpha` tensor; None for JSON or undeclared
+    alpha_dtype: str | None = (
+        None  # safetensors dtype of a stored `.alpha` tensor; None for JSON or undeclared
+    )
 
 
 @dataclass(frozen=True)
@@ -125,8 +127,14 @@ class ModuleResize:
         return math.sqrt(max(self.energy_total - self.energy_kept, 0.0) / self.energy_total)
 
     def to_json(self) -> dict:
-        return {"name": self.name, "old_rank": self.old_rank, "new_rank": self.new_rank, "method": self.method,
-                "energy_retained": self.energy_retained, "relative_error": self.relative_error}
+        return {
+            "name": self.name,
+            "old_rank": self.old_rank,
+            "new_rank": self.new_rank,
+            "method": self.method,
+            "energy_retained": self.energy_retained,
+            "relative_error": self.relative_error,
+        }
 
 
 @dataclass(frozen=True)
@@ -142,9 +150,13 @@ class ReducedFactors:
 def flatten_factors(down: torch.Tensor, up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """down [r, in, …] → [r, in·…]; up [out, r, 1, …] → [out, r]. Anything else is not a rank-r product."""
     if down.dim() < 2 or up.dim() < 2:
-        raise ResizeError(f"factors must be at least 2-D, got down {list(down.shape)} and up {list(up.shape)}")
+        raise ResizeError(
+            f"factors must be at least 2-D, got down {list(down.shape)} and up {list(up.shape)}"
+        )
     if any(size != 1 for size in up.shape[2:]):
-        raise ResizeError(f"up factor {list(up.shape)} has a spatial kernel; only [out, r, 1, 1] is a rank-r product")
+        raise ResizeError(
+            f"up factor {list(up.shape)} has a spatial kernel; only [out, r, 1, 1] is a rank-r product"
+        )
     if down.shape[0] != up.shape[1]:
         raise ResizeError(f"down {list(down.shape)} and up {list(up.shape)} disagree on the rank")
     return down.reshape(down.shape[0], math.prod(down.shape[1:])), up.reshape(up.shape[0], up.shape[1])
@@ -230,7 +242,12 @@ def storable_alpha(value: float, dtype: str | None) -> float:
     """The value a `.alpha` tensor of this dtype actually holds (bf16 keeps 8 significant bits)."""
     if dtype is None:
         return value
-    torch_dtype = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}.get(dtype)
+    torch_dtype = {
+        "F16": torch.float16,
+        "BF16": torch.bfloat16,
+        "F32": torch.float32,
+        "F64": torch.float64,
+    }.get(dtype)
     if torch_dtype is None:
         raise ResizeError(f"cannot store alpha {value:g} in a {dtype} tensor")
     return torch.tensor(value, dtype=torch.float64).to(torch_dtype).item()
@@ -255,7 +272,7 @@ def file_rank_for_energy(spectra: Sequence[torch.Tensor], fraction: float) -> in
         cumulative = torch.cumsum(sigma.to(torch.float64) ** 2, 0)
         if cumulative.numel():
             kept[: cumulative.numel()] += cumulative
-            kept[cumulative.numel():] += cumulative[-1]
+            kept[cumulative.numel() :] += cumulative[-1]
     if kept[-1] <= 0:
         return 1
     return int(torch.searchsorted(kept, fraction * kept[-1]).item()) + 1
@@ -268,8 +285,9 @@ def _method(old_rank: int, new_rank: int) -> str:
     return SVD if new_rank < old_rank else PAD if new_rank > old_rank else COPY
 
 
-def _target_ranks(specs: Sequence[ModuleSpec], options: ResizeOptions,
-                  spectra: Mapping[str, torch.Tensor] | None) -> dict[str, int]:
+def _target_ranks(
+    specs: Sequence[ModuleSpec], options: ResizeOptions, spectra: Mapping[str, torch.Tensor] | None
+) -> dict[str, int]:
     if options.rank is not None:
         # A fixed target is a promise about shapes: every module gets exactly that rank, padded if need be.
         return {spec.name: options.rank for spec in specs}
@@ -282,8 +300,12 @@ def _target_ranks(specs: Sequence[ModuleSpec], options: ResizeOptions,
     return {spec.name: max(1, min(shared, spec.old_rank)) for spec in specs}
 
 
-def plan_resize(specs: Sequence[ModuleSpec], options: ResizeOptions, rslora: bool,
-                spectra: Mapping[str, torch.Tensor] | None = None) -> ResizePlan:
+def plan_resize(
+    specs: Sequence[ModuleSpec],
+    options: ResizeOptions,
+    rslora: bool,
+    spectra: Mapping[str, torch.Tensor] | None = None,
+) -> ResizePlan:
     """New rank, alpha and method per module. `spectra` (σ of each ΔW) is needed only for an energy target."""
     targets = _target_ranks(specs, options, spectra)
     modules = []
@@ -292,13 +314,25 @@ def plan_resize(specs: Sequence[ModuleSpec], options: ResizeOptions, rslora: boo
         new_alpha = scaled_alpha(spec.alpha, spec.old_rank, k, rslora)
         stored = storable_alpha(new_alpha, spec.alpha_dtype)
         if new_alpha != 0 and stored == 0:
-            raise ResizeError(f"{spec.name}: alpha {new_alpha:g} underflows the {spec.alpha_dtype} .alpha tensor")
+            raise ResizeError(
+                f"{spec.name}: alpha {new_alpha:g} underflows the {spec.alpha_dtype} .alpha tensor"
+            )
         if not math.isfinite(stored):
-            raise ResizeError(f"{spec.name}: alpha {new_alpha:g} overflows the {spec.alpha_dtype} .alpha tensor")
-        modules.append(ModulePlan(name=spec.name, old_rank=spec.old_rank, new_rank=k, alpha=spec.alpha,
-                                  new_alpha=new_alpha, stored_alpha=stored, method=_method(spec.old_rank, k)))
+            raise ResizeError(
+                f"{spec.name}: alpha {new_alpha:g} overflows the {spec.alpha_dtype} .alpha tensor"
+            )
+        modules.append(
+            ModulePlan(
+                name=spec.name,
+                old_rank=spec.old_rank,
+                new_rank=k,
+                alpha=spec.alpha,
+                new_alpha=new_alpha,
+                stored_alpha=stored,
+                method=_method(spec.old_rank, k),
+            )
+        )
     return ResizePlan(options=options, rslora=rslora, modules=tuple(modules))
-
 
 
 # --- one module ----------------------------------------------------------------------------------------------
@@ -310,8 +344,9 @@ def _with_gain(tensor: torch.Tensor, gain: float, dtype: torch.dtype) -> torch.T
     return (tensor.to(_compute_dtype(tensor)) * gain).to(dtype)
 
 
-def resize_module(down: torch.Tensor, up: torch.Tensor, scale: float, plan: ModulePlan,
-                  sigma: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, ModuleResize]:
+def resize_module(
+    down: torch.Tensor, up: torch.Tensor, scale: float, plan: ModulePlan, sigma: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, ModuleResize]:
     """New factors for one module, in the input dtypes, and what the change cost.
 
     `sigma`, the module's singular values when an energy target already computed them, spares padding and
@@ -327,8 +362,12 @@ def resize_module(down: torch.Tensor, up: torch.Tensor, scale: float, plan: Modu
     gain = plan.factor_gain
     new_down, new_up = _with_gain(new_down, gain, down.dtype), _with_gain(new_up, gain, up.dtype)
     result = ModuleResize(
-        name=plan.name, old_rank=plan.old_rank, new_rank=k, method=plan.method,
-        energy_total=energy_kept(sigma, sigma.numel()), energy_kept=energy_kept(sigma, k),
+        name=plan.name,
+        old_rank=plan.old_rank,
+        new_rank=k,
+        method=plan.method,
+        energy_total=energy_kept(sigma, sigma.numel()),
+        energy_kept=energy_kept(sigma, k),
         kept_singular_values=tuple(float(s) for s in sigma[:k]),
     )
     return new_down, new_up, result

@@ -59,7 +59,6 @@ class OutputPathError(ValueError):
     """The output path cannot be used (exists without --force, is the input, has the wrong shape)."""
 
 
-
 @dataclass(frozen=True)
 class Adapter:
     """A LoRA file found on disk that can be resized."""
@@ -143,8 +142,10 @@ def locate_weights(path: Path) -> Path:
     """The safetensors file to resize: the path itself, or the one LoRA file in a folder."""
     if path.is_file():
         if path.suffix.lower() in PICKLE_SUFFIXES:
-            raise ResizeError(f"{path} is a pickle file; lora-bot never unpickles (it runs arbitrary code). "
-                              "Convert it to .safetensors first")
+            raise ResizeError(
+                f"{path} is a pickle file; lora-bot never unpickles (it runs arbitrary code). "
+                "Convert it to .safetensors first"
+            )
         return path
     if (path / PEFT_WEIGHTS).is_file():
         return path / PEFT_WEIGHTS
@@ -154,11 +155,15 @@ def locate_weights(path: Path) -> Path:
     if len(safe) == 1:
         return path / safe[0].path
     if not safe and candidates:
-        raise ResizeError(f"{path} holds only pickle weights ({candidates[0].path}); lora-bot never unpickles. "
-                          "Convert them to .safetensors first")
+        raise ResizeError(
+            f"{path} holds only pickle weights ({candidates[0].path}); lora-bot never unpickles. "
+            "Convert them to .safetensors first"
+        )
     if not safe:
         raise ResizeError(f"{path} holds no .safetensors LoRA file")
-    raise ResizeError(f"{path} holds {len(safe)} LoRA files ({', '.join(c.path for c in safe[:3])}); name one")
+    raise ResizeError(
+        f"{path} holds {len(safe)} LoRA files ({', '.join(c.path for c in safe[:3])}); name one"
+    )
 
 
 def _first(modules: list[Module]) -> str:
@@ -168,11 +173,11 @@ def _first(modules: list[Module]) -> str:
 # Why a module kind cannot be resized in factor space (lora-formats.md §3, "What not to convert").
 _NOT_A_PRODUCT = {
     LOHA: "LyCORIS LoHa (hada_*): its update (W1a·W1b)⊙(W2a·W2b) is a Hadamard product, not a rank-r "
-          "product B·A, so it has no factors to truncate or pad",
+    "product B·A, so it has no factors to truncate or pad",
     LOKR: "LyCORIS LoKr (lokr_*): its update w1⊗w2 is a Kronecker product, not a rank-r product B·A, so it "
-          "has no factors to truncate or pad",
+    "has no factors to truncate or pad",
     LORA_TUCKER: "LoCon with a Tucker mid tensor (lora_mid): its update up·mid·down is a core-tensor product, "
-                 "not a rank-r product B·A; resizing it would need the mid tensor decomposed too",
+    "not a rank-r product B·A; resizing it would need the mid tensor decomposed too",
 }
 
 
@@ -187,18 +192,24 @@ def _refusal(modules: tuple[Module, ...]) -> str | None:
     others = [m for m in modules if m.kind != LORA]  # Tucker, LoHa and LoKr were refused above
     if others:
         roles = ", ".join(sorted(others[0].tensors))
-        return (f"{_first(others)} ({roles}) are not LoRA modules (IA3, OFT, GLoRA or full diffs); only rank-r "
-                "products B·A can be resized")
+        return (
+            f"{_first(others)} ({roles}) are not LoRA modules (IA3, OFT, GLoRA or full diffs); only rank-r "
+            "products B·A can be resized"
+        )
     dora = [m for m in modules if "magnitude" in m.tensors or "dora_scale" in m.tensors]
     if dora:
         what = "lora_magnitude_vector" if "magnitude" in dora[0].tensors else "dora_scale"
-        return (f"{_first(dora)} carry DoRA magnitudes ({what}): DoRA divides by the norm of W + B·A, which "
-                "truncation changes, so the resized adapter would not compute the same thing")
+        return (
+            f"{_first(dora)} carry DoRA magnitudes ({what}): DoRA divides by the norm of W + B·A, which "
+            "truncation changes, so the resized adapter would not compute the same thing"
+        )
     names = {m.name for m in modules}
     split = [m for m in modules if not m.is_paired and f"{m.name}.0" in names]
     if split:
-        return (f"{_first(split)} are kohya split_qkv modules (lora_down.0/1/2 sharing one alpha); resizing "
-                "them is not supported")
+        return (
+            f"{_first(split)} are kohya split_qkv modules (lora_down.0/1/2 sharing one alpha); resizing "
+            "them is not supported"
+        )
     unpaired = [m for m in modules if not m.is_paired]
     if unpaired:
         roles = ", ".join(sorted(unpaired[0].tensors))
@@ -208,34 +219,44 @@ def _refusal(modules: tuple[Module, ...]) -> str | None:
         return f"{_first(mismatched)} cannot multiply: {mismatched[0].pair_shape_problem}"
     odd_up = [m for m in modules if any(size != 1 for size in m.up.shape[2:])]
     if odd_up:
-        return (f"{_first(odd_up)} have an up factor {list(odd_up[0].up.shape)} with a spatial kernel; only "
-                "[out, r, 1, 1] conv factors are rank-r products")
+        return (
+            f"{_first(odd_up)} have an up factor {list(odd_up[0].up.shape)} with a spatial kernel; only "
+            "[out, r, 1, 1] conv factors are rank-r products"
+        )
     odd_alpha = [m for m in modules if m.alpha_tensor is not None and m.alpha_tensor.numel != 1]
     if odd_alpha:
         return f"{_first(odd_alpha)} have an .alpha of shape {list(odd_alpha[0].alpha_tensor.shape)}, not a scalar"
     not_float = [m for m in modules if {m.down.dtype, m.up.dtype} - set(FLOAT_FACTOR_DTYPES)]
     if not_float:
         dtypes = "/".join(sorted({not_float[0].down.dtype, not_float[0].up.dtype}))
-        return (f"{_first(not_float)} have {dtypes} factors; only floating-point factors "
-                f"({', '.join(FLOAT_FACTOR_DTYPES)}) can be decomposed and written back")
+        return (
+            f"{_first(not_float)} have {dtypes} factors; only floating-point factors "
+            f"({', '.join(FLOAT_FACTOR_DTYPES)}) can be decomposed and written back"
+        )
     return None
 
 
 def _peft_config(weights: Path) -> tuple[PeftConfig, str]:
     path = weights.parent / CONFIG_NAME
     if not path.is_file():
-        raise ResizeError(f"{weights} has PEFT keys but no {CONFIG_NAME} beside it: its alpha is unknown, so "
-                          "the scale cannot be kept")
+        raise ResizeError(
+            f"{weights} has PEFT keys but no {CONFIG_NAME} beside it: its alpha is unknown, so "
+            "the scale cannot be kept"
+        )
     text = path.read_text(encoding="utf-8", errors="replace")
     try:
         config = parse_peft_config(text)
     except ConfigError as error:
         raise ResizeError(str(error)) from None
     if config.peft_type not in (None, "LORA"):
-        raise ResizeError(f"{CONFIG_NAME} has peft_type {config.peft_type!r}; only LORA adapters are products B·A")
+        raise ResizeError(
+            f"{CONFIG_NAME} has peft_type {config.peft_type!r}; only LORA adapters are products B·A"
+        )
     if config.use_dora:
-        raise ResizeError(f"{CONFIG_NAME} sets use_dora: DoRA divides by the norm of W + B·A, which truncation "
-                          "changes, so the resized adapter would not compute the same thing")
+        raise ResizeError(
+            f"{CONFIG_NAME} sets use_dora: DoRA divides by the norm of W + B·A, which truncation "
+            "changes, so the resized adapter would not compute the same thing"
+        )
     return config, text
 
 
@@ -250,23 +271,41 @@ def open_adapter(path: Path) -> Adapter:
         raise ResizeError(f"{weights}: {error}") from None
     peek = parse_keys(header.tensors, header.metadata)
     config, config_text = _peft_config(weights) if peek.format == "peft" else (None, None)
-    evidence = FileEvidence(path=str(weights), size=weights.stat().st_size, header=header, scalars=scalars,
-                            adapter_config_text=config_text)
+    evidence = FileEvidence(
+        path=str(weights),
+        size=weights.stat().st_size,
+        header=header,
+        scalars=scalars,
+        adapter_config_text=config_text,
+    )
     inspection = inspect_evidence(evidence)
     parsed = parse_keys(header.tensors, header.metadata, config.modules_to_save if config else ())
     if not parsed.modules:
-        raise ResizeError(f"{weights} holds no LoRA modules ({len(header.tensors)} tensors, none with a LoRA name)")
+        raise ResizeError(
+            f"{weights} holds no LoRA modules ({len(header.tensors)} tensors, none with a LoRA name)"
+        )
     reason = _refusal(parsed.modules)
     if reason:
         raise ResizeError(f"{weights} ({parsed.format}): {reason}")
     reports = {r.name: r for r in inspection.modules}
     specs = tuple(
-        ModuleSpec(name=m.name, old_rank=m.rank, alpha=reports[m.name].alpha,
-                   alpha_dtype=m.alpha_tensor.dtype if m.alpha_tensor is not None else None)
+        ModuleSpec(
+            name=m.name,
+            old_rank=m.rank,
+            alpha=reports[m.name].alpha,
+            alpha_dtype=m.alpha_tensor.dtype if m.alpha_tensor is not None else None,
+        )
         for m in parsed.modules
     )
-    return Adapter(weights=weights, header=header, inspection=inspection, modules=parsed.modules, specs=specs,
-                   config=config, rslora=inspection.use_rslora)
+    return Adapter(
+        weights=weights,
+        header=header,
+        inspection=inspection,
+        modules=parsed.modules,
+        specs=specs,
+        config=config,
+        rslora=inspection.use_rslora,
+    )
 
 
 # --- output paths --------------------------------------------------------------------------------------------
@@ -276,13 +315,16 @@ def _tag(options: ResizeOptions) -> str:
     return f"r{options.rank}" if options.rank is not None else f"e{options.energy:g}"
 
 
-def output_paths(adapter: Adapter, options: ResizeOptions, output: Path | None,
-                 overwrite: bool) -> tuple[Path, Path | None]:
+def output_paths(
+    adapter: Adapter, options: ResizeOptions, output: Path | None, overwrite: bool
+) -> tuple[Path, Path | None]:
     """(weights file, adapter_config.json or None). PEFT adapters are folders; other formats single files."""
     if adapter.is_peft:
         folder = adapter.weights.parent.resolve()  # `.` has no name to derive the default output from
         if output is not None and output.suffix.lower() == ".safetensors":
-            raise OutputPathError(f"a PEFT adapter is a folder ({PEFT_WEIGHTS} + {CONFIG_NAME}); give -o a folder")
+            raise OutputPathError(
+                f"a PEFT adapter is a folder ({PEFT_WEIGHTS} + {CONFIG_NAME}); give -o a folder"
+            )
         folder_out = output if output is not None else folder.with_name(f"{folder.name}-{_tag(options)}")
         weights, config = folder_out / adapter.weights.name, folder_out / CONFIG_NAME
     else:
@@ -303,12 +345,16 @@ def output_paths(adapter: Adapter, options: ResizeOptions, output: Path | None,
 # --- the two passes ------------------------------------------------------------------------------------------
 
 
-def _load_pair(handle: BinaryIO, header: SafetensorsHeader, module: Module) -> tuple[torch.Tensor, torch.Tensor]:
+def _load_pair(
+    handle: BinaryIO, header: SafetensorsHeader, module: Module
+) -> tuple[torch.Tensor, torch.Tensor]:
     down, up = read_tensor(handle, header, module.down.name), read_tensor(handle, header, module.up.name)
     for factor in (down, up):
         if not all_finite(factor):
-            raise ResizeError(f"{module.name} has NaN or infinite values in its factors: the adapter is broken "
-                              "and there is no update to keep")
+            raise ResizeError(
+                f"{module.name} has NaN or infinite values in its factors: the adapter is broken "
+                "and there is no update to keep"
+            )
     return down, up
 
 
@@ -329,8 +375,10 @@ def _output_slots(adapter: Adapter, plan: ResizePlan) -> list[TensorSlot]:
         down, up = module.down.shape, module.up.shape
         new_shapes[module.down.name] = (k, *down[1:])
         new_shapes[module.up.name] = (up[0], k, *up[2:])
-    return [TensorSlot(name, info.dtype, new_shapes.get(name, info.shape))
-            for name, info in adapter.header.tensors.items()]
+    return [
+        TensorSlot(name, info.dtype, new_shapes.get(name, info.shape))
+        for name, info in adapter.header.tensors.items()
+    ]
 
 
 def _owned_tensors(module: Module) -> list[str]:
@@ -354,8 +402,14 @@ def _data_order(adapter: Adapter) -> tuple[list[str], dict[str, Module]]:
     return order, owner
 
 
-def _stream(adapter: Adapter, plan: ResizePlan, writer: StreamingWriter, order: list[str],
-            owner: Mapping[str, Module], spectra: Mapping[str, torch.Tensor] | None) -> list[ModuleResize]:
+def _stream(
+    adapter: Adapter,
+    plan: ResizePlan,
+    writer: StreamingWriter,
+    order: list[str],
+    owner: Mapping[str, Module],
+    spectra: Mapping[str, torch.Tensor] | None,
+) -> list[ModuleResize]:
     results: dict[str, ModuleResize] = {}
     pending: dict[str, torch.Tensor] = {}  # the current module's tensors not yet written
     specs = {spec.name: spec for spec in adapter.specs}
@@ -367,14 +421,26 @@ def _stream(adapter: Adapter, plan: ResizePlan, writer: StreamingWriter, order: 
                 continue
             if module.name not in results:
                 sigma = spectra.get(module.name) if spectra else None
-                pending, results[module.name] = _produce(handle, adapter.header, module, plan[module.name],
-                                                         adapter.scale(specs[module.name]), sigma)
+                pending, results[module.name] = _produce(
+                    handle,
+                    adapter.header,
+                    module,
+                    plan[module.name],
+                    adapter.scale(specs[module.name]),
+                    sigma,
+                )
             writer.write_tensor(name, pending.pop(name))
     return [results[module.name] for module in adapter.modules]
 
 
-def _produce(handle: BinaryIO, header: SafetensorsHeader, module: Module, plan: ModulePlan, scale: float,
-             sigma: torch.Tensor | None) -> tuple[dict[str, torch.Tensor], ModuleResize]:
+def _produce(
+    handle: BinaryIO,
+    header: SafetensorsHeader,
+    module: Module,
+    plan: ModulePlan,
+    scale: float,
+    sigma: torch.Tensor | None,
+) -> tuple[dict[str, torch.Tensor], ModuleResize]:
     """The module's new tensors by name, and what resizing it cost."""
     down, up = _load_pair(handle, header, module)
     new_down, new_up, result = resize_module(down, up, scale, plan, sigma)
@@ -385,7 +451,9 @@ def _produce(handle: BinaryIO, header: SafetensorsHeader, module: Module, plan: 
     return tensors, result
 
 
-def _open_writer(path: Path, slots: list[TensorSlot], metadata: dict[str, str], order: list[str]) -> StreamingWriter:
+def _open_writer(
+    path: Path, slots: list[TensorSlot], metadata: dict[str, str], order: list[str]
+) -> StreamingWriter:
     """A writer with the values only known at the end (energy, kohya hashes) reserved in its header."""
     reserved = {"lora_bot.energy_retained": ENERGY_WIDTH}
     reserved.update({key: width for key, width in KOHYA_HASH_KEYS.items() if key in metadata})
@@ -408,8 +476,9 @@ def _patch_hashes(writer: StreamingWriter) -> None:
         writer.patch("sshs_legacy_hash", hashlib.sha256(writer.read_back(start, length)).hexdigest()[:8])
 
 
-def resize_adapter(path: Path, options: ResizeOptions, output: Path | None = None,
-                   overwrite: bool = False) -> ResizeReport:
+def resize_adapter(
+    path: Path, options: ResizeOptions, output: Path | None = None, overwrite: bool = False
+) -> ResizeReport:
     adapter = open_adapter(Path(path))
     weights_out, config_out = output_paths(adapter, options, output, overwrite)
     spectra = _spectra(adapter) if options.needs_spectra else None
@@ -432,6 +501,14 @@ def resize_adapter(path: Path, options: ResizeOptions, output: Path | None = Non
     if config_out is not None:
         config = resized_peft_config(adapter.config.raw, plan)
         config_out.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return ResizeReport(input=adapter.weights, input_sha256=source_sha256, output=weights_out,
-                        output_config=config_out, format=adapter.format, plan=plan, modules=modules,
-                        input_size=adapter.weights.stat().st_size, output_size=weights_out.stat().st_size)
+    return ResizeReport(
+        input=adapter.weights,
+        input_sha256=source_sha256,
+        output=weights_out,
+        output_config=config_out,
+        format=adapter.format,
+        plan=plan,
+        modules=modules,
+        input_size=adapter.weights.stat().st_size,
+        output_size=weights_out.stat().st_size,
+    )

@@ -38,7 +38,7 @@ def rank_histogram(ranks: Counter) -> dict[str, int]:
 
 
 def rank_summary(ranks: Counter) -> str:
-    """"16" for one rank, else a JSON histogram such as {"8": 10, "16": 3}."""
+    """ "16" for one rank, else a JSON histogram such as {"8": 10, "16": 3}."""
     if len(ranks) == 1:
         return str(next(iter(ranks)))
     return json.dumps(rank_histogram(ranks))
@@ -96,10 +96,16 @@ def _resized_diffusers_metadata(text: str, plan: ResizePlan) -> str:
         groups.setdefault(_component(module.name, meta), []).append(module)
     for component, plans in groups.items():
         prefix = f"{component}." if component else ""
-        key_of = {p.name: p.name[len(prefix):] for p in plans}
+        key_of = {p.name: p.name[len(prefix) :] for p in plans}
         r, alpha, rank_pattern, alpha_pattern = _patterns(plans, key_of)
-        meta.update({f"{prefix}r": r, f"{prefix}lora_alpha": json_number(alpha),
-                     f"{prefix}rank_pattern": rank_pattern, f"{prefix}alpha_pattern": alpha_pattern})
+        meta.update(
+            {
+                f"{prefix}r": r,
+                f"{prefix}lora_alpha": json_number(alpha),
+                f"{prefix}rank_pattern": rank_pattern,
+                f"{prefix}alpha_pattern": alpha_pattern,
+            }
+        )
     return json.dumps(meta, indent=2, sort_keys=True)  # as diffusers writes it (lora_base.py L1061)
 
 
@@ -128,8 +134,9 @@ def _resized_network_args(text: str, conv: list[ModulePlan]) -> str:
     return json.dumps(args)
 
 
-def resized_metadata(metadata: Mapping[str, str], plan: ResizePlan, conv_modules: set[str],
-                     provenance: Mapping[str, str]) -> dict[str, str]:
+def resized_metadata(
+    metadata: Mapping[str, str], plan: ResizePlan, conv_modules: set[str], provenance: Mapping[str, str]
+) -> dict[str, str]:
     """The output's `__metadata__`: the input's, with rank/alpha summaries updated and provenance added."""
     out = {k: v for k, v in metadata.items() if k not in STALE_KEYS}
     linear = [p for p in plan.modules if p.name not in conv_modules]

@@ -28,9 +28,18 @@ import torch
 from bot.lora.header import DTYPE_BITS, SafetensorsHeader, TensorInfo, encode_header
 
 TORCH_DTYPES: Mapping[str, torch.dtype] = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
 }
 _COPY_CHUNK = 1 << 20
 
@@ -79,8 +88,14 @@ class StreamingWriter:
     The file is written under a temporary name and renamed on `finish`, so a failed run leaves nothing behind.
     """
 
-    def __init__(self, path: Path, slots: Sequence[TensorSlot], metadata: Mapping[str, str],
-                 data_order: Sequence[str] | None = None, placeholders: Mapping[str, int] | None = None):
+    def __init__(
+        self,
+        path: Path,
+        slots: Sequence[TensorSlot],
+        metadata: Mapping[str, str],
+        data_order: Sequence[str] | None = None,
+        placeholders: Mapping[str, int] | None = None,
+    ):
         self.path = Path(path)
         self._partial = self.path.with_name(self.path.name + ".partial")
         by_name = {slot.name: slot for slot in slots}
@@ -113,8 +128,9 @@ class StreamingWriter:
     def write_tensor(self, name: str, tensor: torch.Tensor) -> None:
         slot = self._next(name)
         if tuple(tensor.shape) != slot.shape or tensor.dtype != TORCH_DTYPES.get(slot.dtype):
-            raise StreamError(f"{name}: planned {slot.dtype} {list(slot.shape)}, got {tensor.dtype} "
-                              f"{list(tensor.shape)}")
+            raise StreamError(
+                f"{name}: planned {slot.dtype} {list(slot.shape)}, got {tensor.dtype} {list(tensor.shape)}"
+            )
         self._emit(tensor_bytes(tensor))
 
     def copy_raw(self, name: str, source: BinaryIO, start: int) -> None:
@@ -161,7 +177,9 @@ class StreamingWriter:
     def finish(self) -> None:
         if self._position != len(self._queue):
             missing = self._queue[self._position].name
-            raise StreamError(f"{len(self._queue) - self._position} planned tensor(s) never written, first {missing}")
+            raise StreamError(
+                f"{len(self._queue) - self._position} planned tensor(s) never written, first {missing}"
+            )
         self._handle.close()
         os.replace(self._partial, self.path)
 
@@ -170,11 +188,14 @@ class StreamingWriter:
         self._partial.unlink(missing_ok=True)
 
 
-def _header_bytes(slots: Iterable[TensorSlot], data_order: Sequence[TensorSlot], metadata: Mapping[str, str]) -> bytes:
+def _header_bytes(
+    slots: Iterable[TensorSlot], data_order: Sequence[TensorSlot], metadata: Mapping[str, str]
+) -> bytes:
     """The header for `slots` (JSON in their order) whose data follows in `data_order`."""
     offsets, position = {}, 0
     for slot in data_order:
         offsets[slot.name] = (position, position + slot.nbytes)
         position += slot.nbytes
-    return encode_header([TensorInfo(slot.name, slot.dtype, slot.shape, offsets[slot.name]) for slot in slots],
-                         metadata)
+    return encode_header(
+        [TensorInfo(slot.name, slot.dtype, slot.shape, offsets[slot.name]) for slot in slots], metadata
+    )

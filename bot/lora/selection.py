@@ -45,10 +45,12 @@ def select_candidates(paths: Iterable[str]) -> list[Candidate]:
         folder = posixpath.dirname(path)
         config = posixpath.join(folder, CONFIG_NAME) if folder else CONFIG_NAME
         card = posixpath.join(folder, CARD_NAME) if folder else CARD_NAME
-        chosen.append(Candidate(
-            path=path,
-            pickle=pickle,
-            config_path=config if config in present else None,
-            card_path=card if card in present else (CARD_NAME if CARD_NAME in present else None),
-        ))
+        chosen.append(
+            Candidate(
+                path=path,
+                pickle=pickle,
+                config_path=config if config in present else None,
+                card_path=card if card in present else (CARD_NAME if CARD_NAME in present else None),
+            )
+        )
     return chosen

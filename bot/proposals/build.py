@@ -105,8 +105,11 @@ def config_fix_proposal(facts: RepoFacts, inspection: FileInspection) -> Proposa
     old_r = parse_peft_config(old_text).r
     first = next(m for m in inspection.modules if m.rank is not None)
     mismatch = next(f for f in inspection.flags if f.code == "rank-mismatch-config")
-    pattern_note = (f" and `rank_pattern` lists the {len(change['rank_pattern'])} modules at other ranks"
-                    if change["rank_pattern"] else "")
+    pattern_note = (
+        f" and `rank_pattern` lists the {len(change['rank_pattern'])} modules at other ranks"
+        if change["rank_pattern"]
+        else ""
+    )
     summary = (
         f"**{code_span(config_path)}: `r` {old_r} → {change['r']}**{pattern_note}. Nothing else in the file changes; "
         f"`lora_alpha` is kept, so the scale PEFT applies is `lora_alpha / {change['r']}`.\n\n"
@@ -116,14 +119,22 @@ def config_fix_proposal(facts: RepoFacts, inspection: FileInspection) -> Proposa
         f"copying a param with shape torch.Size([{first.rank}, {first.in_features}]) from checkpoint, the shape "
         f"in current model is torch.Size([{old_r}, {first.in_features}]).\n```"
     )
-    verification = (f"the new config was parsed with PEFT's pattern rules and every one of the "
-                    f"{sum(1 for m in inspection.modules if m.rank)} modules' declared rank equals the rank of its "
-                    f"`lora_A`/`lora_B` tensors in the safetensors header.")
+    verification = (
+        f"the new config was parsed with PEFT's pattern rules and every one of the "
+        f"{sum(1 for m in inspection.modules if m.rank)} modules' declared rank equals the rank of its "
+        f"`lora_A`/`lora_B` tensors in the safetensors header."
+    )
     return Proposal(
-        kind=CONFIG_FIX, repo_id=facts.repo_id, revision=facts.revision,
-        title=f"fix the rank in {config_path} ({old_r} → {change['r']})", summary=summary,
-        verification=verification, files=(FileChange(config_path, new_text=new_text, old_text=old_text),),
-        facts=change, about=config_path, base=text_hash(old_text),
+        kind=CONFIG_FIX,
+        repo_id=facts.repo_id,
+        revision=facts.revision,
+        title=f"fix the rank in {config_path} ({old_r} → {change['r']})",
+        summary=summary,
+        verification=verification,
+        files=(FileChange(config_path, new_text=new_text, old_text=old_text),),
+        facts=change,
+        about=config_path,
+        base=text_hash(old_text),
         fixes=((inspection.path, "rank-mismatch-config"),),
     )
 
@@ -157,27 +168,45 @@ def card_proposal(facts: RepoFacts) -> Proposal | None:
     added = [code_span(f"{k}: {v}") for k, v in additions.keys.items()]
     added += [f"tag {code_span(t)}" for t in additions.tags]
     if additions.details:
-        added.append("a \"LoRA details\" section (format, rank, alpha, target modules, files)")
-    why = ("Without `base_model` the Hub cannot link this adapter to its base model, so it is missing from the "
-           "base model's Adapters list and from `base_model:adapter:` filters, and inference providers cannot "
-           "serve it. " if "base_model" in additions.keys else "")
-    source = (f" The base model comes from {escape_markdown(inspected[0].base_model.source)} "
-              f"({escape_markdown(inspected[0].base_model.evidence)})." if "base_model" in additions.keys else "")
+        added.append('a "LoRA details" section (format, rank, alpha, target modules, files)')
+    why = (
+        "Without `base_model` the Hub cannot link this adapter to its base model, so it is missing from the "
+        "base model's Adapters list and from `base_model:adapter:` filters, and inference providers cannot "
+        "serve it. "
+        if "base_model" in additions.keys
+        else ""
+    )
+    source = (
+        f" The base model comes from {escape_markdown(inspected[0].base_model.source)} "
+        f"({escape_markdown(inspected[0].base_model.evidence)})."
+        if "base_model" in additions.keys
+        else ""
+    )
     summary = (
         ("**Create README.md** with " if old_text is None else "**README.md: add** ")
-        + ", ".join(added) + (". Existing metadata, comments and text are kept byte for byte.\n\n"
-                              if old_text is not None else ".\n\n")
+        + ", ".join(added)
+        + (
+            ". Existing metadata, comments and text are kept byte for byte.\n\n"
+            if old_text is not None
+            else ".\n\n"
+        )
         + f"Why: {why}Loaders and people choosing an adapter read rank, alpha and format from the card.{source}"
     )
-    verification = ("the new front matter was parsed again: it equals the old metadata plus exactly the "
-                    "additions, the card body is unchanged, and the Hub's YAML validation accepts it.")
+    verification = (
+        "the new front matter was parsed again: it equals the old metadata plus exactly the "
+        "additions, the card body is unchanged, and the Hub's YAML validation accepts it."
+    )
     return Proposal(
-        kind=CARD, repo_id=facts.repo_id, revision=facts.revision,
+        kind=CARD,
+        repo_id=facts.repo_id,
+        revision=facts.revision,
         title="add LoRA metadata to the model card" if old_text is not None else "add a model card",
-        summary=summary, verification=verification,
+        summary=summary,
+        verification=verification,
         files=(FileChange(CARD_NAME, new_text=new_text, old_text=old_text),),
         facts=additions.facts() | {"files": sorted(f.path for f in inspected)},
-        about=CARD_NAME, base=text_hash(old_text),
+        about=CARD_NAME,
+        base=text_hash(old_text),
     )
 
 
@@ -207,23 +236,32 @@ def flags_proposal(facts: RepoFacts, fixed: set[tuple[str, str]] = frozenset()) 
     for code_name in sorted({f.code for _, f in findings}):
         entry = CODES[code_name]
         explanations.append(f"**`{entry.code}`**: {escape_markdown(entry.explanation)}")
-    summary = ("lora-bot inspected this repo's LoRA files from their safetensors headers and found problems "
-               "that would make them fail to load or load wrongly. No automatic fix is safe for these, so "
-               "nothing was changed:\n\n" + "\n".join(lines) + "\n\n" + "\n\n".join(explanations))
+    summary = (
+        "lora-bot inspected this repo's LoRA files from their safetensors headers and found problems "
+        "that would make them fail to load or load wrongly. No automatic fix is safe for these, so "
+        "nothing was changed:\n\n" + "\n".join(lines) + "\n\n" + "\n\n".join(explanations)
+    )
     key_facts = sorted([item.path, f.code, f.message] for item, f in findings)
     return Proposal(
-        kind=FLAGS, repo_id=facts.repo_id, revision=facts.revision,
-        title=f"{plural(len(findings), 'problem')} found in this repo's LoRA files", summary=summary,
+        kind=FLAGS,
+        repo_id=facts.repo_id,
+        revision=facts.revision,
+        title=f"{plural(len(findings), 'problem')} found in this repo's LoRA files",
+        summary=summary,
         verification="read-only inspection of the safetensors headers, adapter_config.json and README.md.",
-        files=(), facts={"findings": key_facts}, about="repo", base=digest(key_facts),
+        files=(),
+        facts={"findings": key_facts},
+        about="repo",
+        base=digest(key_facts),
     )
 
 
 # ------------------------------------------------------------------------------------------ all
 
 
-def build_proposals(facts: RepoFacts, policy: ProposalsConfig, metadata_builder=None,
-                    variant_builder=None) -> list[Proposal]:
+def build_proposals(
+    facts: RepoFacts, policy: ProposalsConfig, metadata_builder=None, variant_builder=None
+) -> list[Proposal]:
     """Every proposal for one repo, in the order they appear in a grouped PR; the flags discussion last.
 
     The two builders download weights (bot.proposals.metadata, bot.proposals.variants); the rest is pure."""
@@ -243,4 +281,3 @@ def build_proposals(facts: RepoFacts, policy: ProposalsConfig, metadata_builder=
         if flag_discussion is not None:
             built.append(flag_discussion)
     return built
-

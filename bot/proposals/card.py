@@ -44,12 +44,17 @@ def library_for(inspection) -> str | None:
     if inspection.format == "peft":
         return "peft"
     if inspection.base_model.family in DIFFUSION_FAMILIES and inspection.format in (
-            "diffusers", "diffusers-legacy", "kohya"):
+        "diffusers",
+        "diffusers-legacy",
+        "kohya",
+    ):
         return "diffusers"
     return None
 
 
-def plan_additions(card_data: dict, card_text: str | None, inspections, base_repo: str | None) -> CardAdditions:
+def plan_additions(
+    card_data: dict, card_text: str | None, inspections, base_repo: str | None
+) -> CardAdditions:
     """What the card lacks, given the files' inspections. `base_repo` is the base model when it is known."""
     keys: dict = {}
     if base_repo and _REPO_ID.match(base_repo) and not card_data.get("base_model"):
@@ -89,11 +94,15 @@ def details_section(inspections) -> str:
             rank = str(item.rank)
         else:
             rank = ", ".join(f"{r} ({n} modules)" for r, n in sorted(item.ranks.items()))
-        alpha = "-" if item.alpha is None else f"{item.alpha:g}" + ("" if item.alpha_declared else " (= rank)")
+        alpha = (
+            "-" if item.alpha is None else f"{item.alpha:g}" + ("" if item.alpha_declared else " (= rank)")
+        )
         targets = ", ".join(item.target_modules[:10]) + (" …" if len(item.target_modules) > 10 else "")
         size = "-" if item.size is None else human_size(item.size)
         fmt = item.format + (f" ({item.variant})" if item.variant else "")
-        lines.append(f"| {code_span(item.path)} | {fmt} | {rank} | {alpha} | {escape_markdown(targets)} | {size} |")
+        lines.append(
+            f"| {code_span(item.path)} | {fmt} | {rank} | {alpha} | {escape_markdown(targets)} | {size} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -180,7 +189,11 @@ def _insert_tags(head: str, tags: tuple[str, ...], newline: str) -> str | None:
         return None
     # Continuation lines of the last item belong to it: insert after them.
     insert_at = last_item + 1
-    while insert_at < len(lines) and re.match(r"^\s+\S", lines[insert_at]) and not re.match(r"^\s*-\s", lines[insert_at]):
+    while (
+        insert_at < len(lines)
+        and re.match(r"^\s+\S", lines[insert_at])
+        and not re.match(r"^\s*-\s", lines[insert_at])
+    ):
         insert_at += 1
     new_lines = [f"{indent}- {_block_scalar(t)}{newline}" for t in tags]
     return "".join(lines[:insert_at] + new_lines + lines[insert_at:])
@@ -209,5 +222,5 @@ def _verify(old_text: str, new_text: str, additions: CardAdditions) -> bool:
         expected["tags"] = list(old_tags) + list(additions.tags)
     if new.data != expected:
         return False
-    old_body = old_text[old.body_start:]
-    return old_body in new_text[new.body_start:] or old.yaml_text is None and old_text in new_text
+    old_body = old_text[old.body_start :]
+    return old_body in new_text[new.body_start :] or (old.yaml_text is None and old_text in new_text)

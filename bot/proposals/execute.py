@@ -12,8 +12,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from huggingface_hub import CommitOperationAdd, HfApi
@@ -25,7 +23,13 @@ from bot.proposals.render import close_note, discussion_body, flags_update_comme
 OPENED, WOULD_OPEN, UPDATED, WOULD_UPDATE = "opened", "would-open", "updated", "would-update"
 # A dry run without a token cannot list the bot's earlier proposals, so it cannot tell what already exists.
 UNCHECKED = "not checked against earlier proposals: no token"
-EXISTS, CLOSED_BY_OWNER, LIMIT, FAILED, CLOSED_STALE = "exists", "closed-by-owner", "limit-reached", "failed", "closed-stale"
+EXISTS, CLOSED_BY_OWNER, LIMIT, FAILED, CLOSED_STALE = (
+    "exists",
+    "closed-by-owner",
+    "limit-reached",
+    "failed",
+    "closed-stale",
+)
 
 
 @dataclass(frozen=True)
@@ -41,8 +45,16 @@ class Outcome:
     submission: Submission | None = field(default=None, compare=False)
 
     def to_json(self) -> dict:
-        return {"repo_id": self.repo_id, "kind": self.kind, "status": self.status, "title": self.title,
-                "key": ",".join(self.keys), "url": self.url, "number": self.number, "detail": self.detail}
+        return {
+            "repo_id": self.repo_id,
+            "kind": self.kind,
+            "status": self.status,
+            "title": self.title,
+            "key": ",".join(self.keys),
+            "url": self.url,
+            "number": self.number,
+            "detail": self.detail,
+        }
 
 
 @dataclass(frozen=True)
@@ -86,8 +98,16 @@ def read_threads(api: HfApi, repo_id: str, me: str, policy: RetryPolicy) -> list
         if discussion.is_pull_request is False and markers:
             markers = _latest_flags_marker(details.events, me)
         closed_by_owner = details.status == "closed" and last_status_author != me
-        threads.append(BotThread(discussion.num, discussion.is_pull_request, details.status, closed_by_owner,
-                                 tuple(markers.values()), details.url))
+        threads.append(
+            BotThread(
+                discussion.num,
+                discussion.is_pull_request,
+                details.status,
+                closed_by_owner,
+                tuple(markers.values()),
+                details.url,
+            )
+        )
     return threads
 
 
@@ -114,8 +134,12 @@ class RepoPlan:
     outcomes: tuple[Outcome, ...]  # what is settled already (exists, closed by the owner)
 
 
-def plan_repo(proposals: list[Proposal], threads: list[BotThread], title_prefix: str,
-              kinds: frozenset[str] = frozenset(PR_KINDS)) -> RepoPlan:
+def plan_repo(
+    proposals: list[Proposal],
+    threads: list[BotThread],
+    title_prefix: str,
+    kinds: frozenset[str] = frozenset(PR_KINDS),
+) -> RepoPlan:
     """What to open, supersede, close and update on one repo. `kinds` are the PR kinds this run proposes:
     an open PR of a kind the operator switched off is left alone rather than closed as stale."""
     prs = [t for t in threads if t.is_pull_request]
@@ -133,8 +157,18 @@ def plan_repo(proposals: list[Proposal], threads: list[BotThread], title_prefix:
 
     open_prs = [t for t in prs if t.is_open]
     current_keys = {p.key for p in current}
-    up_to_date = next((t for t in open_prs if t.keys == current_keys and all(
-        t.base_of(p.key) == p.base for p in current)), None) if current else None
+    up_to_date = (
+        next(
+            (
+                t
+                for t in open_prs
+                if t.keys == current_keys and all(t.base_of(p.key) == p.base for p in current)
+            ),
+            None,
+        )
+        if current
+        else None
+    )
     pull_request = None
     if up_to_date is not None:
         outcomes += [_settled(p, EXISTS, up_to_date) for p in current]
@@ -143,31 +177,43 @@ def plan_repo(proposals: list[Proposal], threads: list[BotThread], title_prefix:
         supersedes = tuple(t.number for t in open_prs if {slot_of(k) for k in t.keys} & slots)
         revision = current[0].revision
         title = _pr_title(title_prefix, current)
-        pull_request = Submission(current[0].repo_id, revision, True, title, pr_body(current, supersedes),
-                                  tuple(current), supersedes)
+        pull_request = Submission(
+            current[0].repo_id,
+            revision,
+            True,
+            title,
+            pr_body(current, supersedes),
+            tuple(current),
+            supersedes,
+        )
     keep = set(pull_request.supersedes) if pull_request else set()
     if up_to_date is not None:
         keep.add(up_to_date.number)
-    close_stale = tuple(t.number for t in open_prs if t.number not in keep and not (t.keys & current_keys)
-                        and t.keys and all(slot_of(k).split(":", 1)[0] in kinds for k in t.keys))
+    close_stale = tuple(
+        t.number
+        for t in open_prs
+        if t.number not in keep
+        and not (t.keys & current_keys)
+        and t.keys
+        and all(slot_of(k).split(":", 1)[0] in kinds for k in t.keys)
+    )
 
     flags = next((p for p in proposals if p.kind == FLAGS), None)
     discussions = [t for t in threads if not t.is_pull_request]
     flags_thread = next((t for t in discussions if t.is_open), None) or next(
-        (t for t in discussions if t.closed_by_owner), None)
+        (t for t in discussions if t.closed_by_owner), None
+    )
     return RepoPlan(pull_request, close_stale, flags, flags_thread, tuple(outcomes))
 
 
 def _settled(proposal: Proposal, status: str, thread: BotThread) -> Outcome:
-    return Outcome(proposal.repo_id, proposal.kind, status, proposal.title, (proposal.key,), thread.url,
-                   thread.number)
+    return Outcome(
+        proposal.repo_id, proposal.kind, status, proposal.title, (proposal.key,), thread.url, thread.number
+    )
 
 
 def _pr_title(prefix: str, members: list[Proposal]) -> str:
-    if len(members) == 1:
-        text = members[0].title
-    else:
-        text = "; ".join(p.title for p in members)
+    text = "; ".join(p.title for p in members)
     title = f"{prefix} {text[:1].upper()}{text[1:]}".strip()
     return title if len(title) <= 120 else title[:117] + "..."
 
@@ -178,9 +224,17 @@ def _pr_title(prefix: str, members: list[Proposal]) -> str:
 class Writer:
     """Carries plans out (live) or records what it would do (dry run). One instance per scan."""
 
-    def __init__(self, api: HfApi, me: str | None, policy: RetryPolicy, dry_run: bool, max_prs: int,
-                 max_prs_per_repo: int, title_prefix: str, kinds: frozenset[str] = frozenset(PR_KINDS),
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        api: HfApi,
+        me: str | None,
+        policy: RetryPolicy,
+        dry_run: bool,
+        max_prs: int,
+        max_prs_per_repo: int,
+        title_prefix: str,
+        kinds: frozenset[str] = frozenset(PR_KINDS),
+    ):
         self.api = api
         self.me = me
         self.policy = policy
@@ -189,7 +243,6 @@ class Writer:
         self.max_prs_per_repo = max_prs_per_repo
         self.title_prefix = title_prefix
         self.kinds = kinds
-        self.sleep = sleep
 
     def threads(self, repo_id: str) -> list[BotThread]:
         if self.me is None:
@@ -216,8 +269,14 @@ class Writer:
     def _pull_request(self, submission: Submission) -> list[Outcome]:
         """Open the PR, then close the PRs it supersedes (never the other way round: a failure in between
         must not leave the repo with neither)."""
-        base = Outcome(submission.repo_id, submission.kind, WOULD_OPEN, submission.title, submission.keys,
-                       submission=submission)
+        base = Outcome(
+            submission.repo_id,
+            submission.kind,
+            WOULD_OPEN,
+            submission.title,
+            submission.keys,
+            submission=submission,
+        )
         if self.remaining_prs <= 0:
             return [_with(base, status=LIMIT, detail="max PRs per run reached; proposed again next run")]
         if self.dry_run:
@@ -228,7 +287,9 @@ class Writer:
         already = _holding(threads, submission.members, pull_request=True)
         if already is not None:
             return [_with(base, status=EXISTS, url=already.url, number=already.number)]
-        still_open = [t for t in threads if t.is_pull_request and t.is_open and t.number not in submission.supersedes]
+        still_open = [
+            t for t in threads if t.is_pull_request and t.is_open and t.number not in submission.supersedes
+        ]
         if len(still_open) >= self.max_prs_per_repo:
             return [_with(base, status=LIMIT, detail=f"{len(still_open)} lora-bot PR(s) already open here")]
         try:
@@ -237,17 +298,31 @@ class Writer:
             return [_with(base, status=FAILED, detail=describe_error(error))]
         self.remaining_prs -= 1
         opened = _with(base, status=OPENED, url=url, number=number)
-        return [opened, *(self._close(submission.repo_id, old, close_note(number), "superseded")
-                          for old in submission.supersedes)]
+        return [
+            opened,
+            *(
+                self._close(submission.repo_id, old, close_note(number), "superseded")
+                for old in submission.supersedes
+            ),
+        ]
 
     def _create_pr(self, submission: Submission) -> tuple[int, str]:
-        operations = [CommitOperationAdd(path_in_repo=f.path, path_or_fileobj=f.content() if f.is_text
-                                         else str(f.source)) for f in submission.files]
+        operations = [
+            CommitOperationAdd(
+                path_in_repo=f.path, path_or_fileobj=f.content() if f.is_text else str(f.source)
+            )
+            for f in submission.files
+        ]
 
         def create():
             info = self.api.create_commit(
-                submission.repo_id, operations, commit_message=submission.title,
-                commit_description=submission.body, create_pr=True, parent_commit=submission.revision)
+                submission.repo_id,
+                operations,
+                commit_message=submission.title,
+                commit_description=submission.body,
+                create_pr=True,
+                parent_commit=submission.revision,
+            )
             return info.pr_num, info.pr_url
 
         return self._idempotent(submission.repo_id, submission.members, True, create)
@@ -258,14 +333,14 @@ class Writer:
         while True:
             try:
                 return write()
-            except Exception as error:  # noqa: BLE001 — classified below
+            except Exception as error:
                 landed = _holding(self.threads(repo_id), members, pull_request)
                 if landed is not None:
                     return landed.number, landed.url
                 wait = self.policy.wait_for(attempt, error) if attempt < self.policy.attempts else None
                 if wait is None:
                     raise
-                self.sleep(wait)
+                self.policy.sleep(wait)
                 attempt += 1
 
     def _close(self, repo_id: str, number: int, comment: str, status: str, kind: str = "pr") -> Outcome:
@@ -273,8 +348,10 @@ class Writer:
         if self.dry_run:
             return _with(base, status=f"would-{status}")
         try:
-            with_retries(self.policy, lambda: self.api.change_discussion_status(
-                repo_id, number, "closed", comment=comment))
+            with_retries(
+                self.policy,
+                lambda: self.api.change_discussion_status(repo_id, number, "closed", comment=comment),
+            )
         except Exception as error:  # noqa: BLE001
             return _with(base, status=FAILED, detail=describe_error(error))
         return base
@@ -288,7 +365,9 @@ class Writer:
                 return [self._resolve_flags(repo_id, thread)]
             return []
         title = f"{self.title_prefix} {proposal.title[:1].upper()}{proposal.title[1:]}"
-        submission = Submission(repo_id, proposal.revision, False, title, discussion_body(proposal), (proposal,))
+        submission = Submission(
+            repo_id, proposal.revision, False, title, discussion_body(proposal), (proposal,)
+        )
         base = Outcome(repo_id, FLAGS, WOULD_OPEN, title, (proposal.key,), submission=submission)
         if thread is not None and thread.closed_by_owner and not thread.is_open:
             return [_with(base, status=CLOSED_BY_OWNER, url=thread.url, number=thread.number)]
@@ -302,6 +381,7 @@ class Writer:
         already = _holding(threads, (proposal,), pull_request=False)
         if already is not None:
             return [_with(base, status=EXISTS, url=already.url, number=already.number)]
+
         def create():
             discussion = self.api.create_discussion(repo_id, title, description=submission.body)
             return discussion.num, discussion.url

@@ -36,7 +36,9 @@ class MetadataFixBuilder:
     def __call__(self, facts: RepoFacts) -> list[Proposal]:
         proposals = []
         for item in facts.files:
-            other_errors = any(f.severity == "error" and f.code != "rank-mismatch-metadata" for f in item.flags)
+            other_errors = any(
+                f.severity == "error" and f.code != "rank-mismatch-metadata" for f in item.flags
+            )
             if "rank-mismatch-metadata" not in item.codes() or other_errors:
                 continue  # nothing to correct, or a file broken in ways a metadata fix would hide
             fixed = corrected_metadata(item.metadata, item.modules)
@@ -54,21 +56,31 @@ class MetadataFixBuilder:
         if source_data != output_data or "rank-mismatch-metadata" in verified.codes():
             return None  # never propose a file we could not show to be the same adapter, corrected
         changes = {k: (item.metadata.get(k), v) for k, v in fixed.items() if item.metadata.get(k) != v}
-        rows = "\n".join(f"| `{k}` | {code_span(old)} | {code_span(new)} |" for k, (old, new) in changes.items())
+        rows = "\n".join(
+            f"| `{k}` | {code_span(old)} | {code_span(new)} |" for k, (old, new) in changes.items()
+        )
         mismatch = next(f for f in item.flags if f.code == "rank-mismatch-metadata")
         summary = (
             f"**{code_span(item.path)}: correct the trainer metadata** so it states the rank the weights have. "
             f"The tensors are byte for byte the same; only the header's `__metadata__` changes:\n\n"
             f"| key | before | after |\n|---|---|---|\n{rows}\n\n"
-            f"Why: {escape_markdown(mismatch.message)}. Tools that read the rank from metadata (A1111's and ComfyUI's info panels, "
-            "lora-inspector, diffusers for `lora_adapter_metadata`) show or build the wrong rank."
+            f"Why: {escape_markdown(mismatch.message)}. Tools that read the rank from metadata (A1111's and "
+            "ComfyUI's info panels, lora-inspector, diffusers for `lora_adapter_metadata`) show or build the "
+            "wrong rank."
         )
         return Proposal(
-            kind=METADATA_FIX, repo_id=facts.repo_id, revision=facts.revision,
-            title=f"correct the rank in {item.path}'s metadata", summary=summary,
-            verification=("the tensor data section of the new file has the same SHA-256 as the original's, and "
-                          "the new header inspects with no rank-mismatch-metadata finding."),
+            kind=METADATA_FIX,
+            repo_id=facts.repo_id,
+            revision=facts.revision,
+            title=f"correct the rank in {item.path}'s metadata",
+            summary=summary,
+            verification=(
+                "the tensor data section of the new file has the same SHA-256 as the original's, and "
+                "the new header inspects with no rank-mismatch-metadata finding."
+            ),
             files=(FileChange(item.path, source=output, size=output.stat().st_size, replaces=True),),
-            facts={"metadata": {k: new for k, (_, new) in changes.items()}}, about=item.path,
-            base=source_sha[:16], fixes=((item.path, "rank-mismatch-metadata"),),
+            facts={"metadata": {k: new for k, (_, new) in changes.items()}},
+            about=item.path,
+            base=source_sha[:16],
+            fixes=((item.path, "rank-mismatch-metadata"),),
         )

@@ -10,8 +10,10 @@ from collections.abc import Sequence
 
 from bot.proposals.model import Proposal, Submission, render_marker
 
-ABOUT = ("lora-bot reads LoRA files' safetensors headers (never the whole file, never a pickle) and proposes "
-         "fixes for what would make them fail to load or be hard to find.")
+ABOUT = (
+    "lora-bot reads LoRA files' safetensors headers (never the whole file, never a pickle) and proposes "
+    "fixes for what would make them fail to load or be hard to find."
+)
 
 OPT_OUT = (
     "**Not wanted?** Close this and lora-bot will never propose the same change again. To keep lora-bot away "
@@ -33,29 +35,77 @@ def _files_table(members: Sequence[Proposal]) -> str:
 def pr_body(members: Sequence[Proposal], supersedes: Sequence[int] = ()) -> str:
     parts = [ABOUT, ""]
     if supersedes:
-        parts += ["This replaces " + ", ".join(f"#{n}" for n in supersedes)
-                  + ": the repo changed since it was opened.", ""]
+        parts += [
+            "This replaces "
+            + ", ".join(f"#{n}" for n in supersedes)
+            + ": the repo changed since it was opened.",
+            "",
+        ]
     for index, proposal in enumerate(members, start=1):
         heading = proposal.title[:1].upper() + proposal.title[1:]
-        parts += [f"### {index}. {heading}", "", proposal.summary, "",
-                  f"How it was verified: {proposal.verification}", ""]
-    parts += ["### Files", "", _files_table(members), "",
-              f"Built from commit `{members[0].revision}`; nothing else in the repo is touched.", "", "---", "",
-              OPT_OUT, "", render_marker(members)]
+        parts += [
+            f"### {index}. {heading}",
+            "",
+            proposal.summary,
+            "",
+            f"How it was verified: {proposal.verification}",
+            "",
+        ]
+    parts += [
+        "### Files",
+        "",
+        _files_table(members),
+        "",
+        f"Built from commit `{members[0].revision}`; nothing else in the repo is touched.",
+        "",
+        "---",
+        "",
+        OPT_OUT,
+        "",
+        render_marker(members),
+    ]
     return "\n".join(parts) + "\n"
 
 
 def discussion_body(proposal: Proposal) -> str:
-    return "\n".join([
-        ABOUT, "", proposal.summary, "", f"How this was checked: {proposal.verification}", "",
-        ("lora-bot updates this discussion with a comment when the findings change, and closes it when they "
-         "are resolved; it never opens a second one."), "", "---", "", OPT_OUT, "", render_marker([proposal]),
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                ABOUT,
+                "",
+                proposal.summary,
+                "",
+                f"How this was checked: {proposal.verification}",
+                "",
+                (
+                    "lora-bot updates this discussion with a comment when the findings change, and closes it when they "
+                    "are resolved; it never opens a second one."
+                ),
+                "",
+                "---",
+                "",
+                OPT_OUT,
+                "",
+                render_marker([proposal]),
+            ]
+        )
+        + "\n"
+    )
 
 
 def flags_update_comment(proposal: Proposal) -> str:
-    return "\n".join(["The findings changed since the last check:", "", proposal.summary, "",
-                      render_marker([proposal])]) + "\n"
+    return (
+        "\n".join(
+            [
+                "The findings changed since the last check:",
+                "",
+                proposal.summary,
+                "",
+                render_marker([proposal]),
+            ]
+        )
+        + "\n"
+    )
 
 
 def close_note(replacement: int) -> str:
@@ -64,8 +114,9 @@ def close_note(replacement: int) -> str:
 
 def resolved_note(discussion: bool = False) -> str:
     what = "these findings" if discussion else "the changes this PR proposed"
-    return (f"The repo no longer needs {what} (it was fixed or changed), so lora-bot is closing this. "
-            "Thank you!")
+    return (
+        f"The repo no longer needs {what} (it was fixed or changed), so lora-bot is closing this. Thank you!"
+    )
 
 
 def preview(submission: Submission) -> str:

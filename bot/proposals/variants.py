@@ -27,8 +27,16 @@ from bot.text import code_span, human_size
 
 RESIZABLE_FORMATS = ("peft", "diffusers", "diffusers-legacy", "kohya")
 # Findings that make a file unfit to convert: a variant of a broken or non-product file would be broken too.
-BLOCKING = {"corrupt-header", "unpaired-module", "pair-shape-mismatch", "dora-present", "non-lora-adapter",
-            "not-an-adapter", "pickle-only", "config-invalid"}
+BLOCKING = {
+    "corrupt-header",
+    "unpaired-module",
+    "pair-shape-mismatch",
+    "dora-present",
+    "non-lora-adapter",
+    "not-an-adapter",
+    "pickle-only",
+    "config-invalid",
+}
 
 
 @dataclass(frozen=True)
@@ -77,10 +85,14 @@ def variant_path(item: FileInspection, rank: int) -> str:
 def how_to_load(repo_id: str, item: FileInspection, path: str) -> str:
     if item.format == "peft":
         folder = posixpath.dirname(path)
-        return (f"```python\nmodel = PeftModel.from_pretrained(base_model, \"{repo_id}\", "
-                f"subfolder=\"{folder}\")\n```")
-    return (f"```python\npipe.load_lora_weights(\"{repo_id}\", weight_name=\"{path}\")\n```\n"
-            "or use the file directly in ComfyUI / A1111.")
+        return (
+            f'```python\nmodel = PeftModel.from_pretrained(base_model, "{repo_id}", '
+            f'subfolder="{folder}")\n```'
+        )
+    return (
+        f'```python\npipe.load_lora_weights("{repo_id}", weight_name="{path}")\n```\n'
+        "or use the file directly in ComfyUI / A1111."
+    )
 
 
 class VariantBuilder:
@@ -130,36 +142,52 @@ class VariantBuilder:
         files = [FileChange(path, source=report.output, size=report.output_size)]
         if report.output_config is not None:
             config_in_repo = posixpath.join(posixpath.dirname(path), CONFIG_NAME)
-            files.append(FileChange(config_in_repo, new_text=report.output_config.read_text(encoding="utf-8")))
+            files.append(
+                FileChange(config_in_repo, new_text=report.output_config.read_text(encoding="utf-8"))
+            )
         source_sha = report.input_sha256  # the engine hashed the source as it read it
         return Proposal(
-            kind=VARIANT, repo_id=facts.repo_id, revision=facts.revision,
+            kind=VARIANT,
+            repo_id=facts.repo_id,
+            revision=facts.revision,
             title=f"add a rank-{target.rank} variant of {posixpath.basename(item.path)}",
             summary=self._summary(facts, item, target, path, report),
             verification=(
                 "converted from the factors (QR of both factors and an SVD of the r×r core; padding adds zero "
                 "rows and columns), keeping the effective scale exactly (alpha' = alpha·K/r). The output was "
                 f"inspected again: format {verified.format}, rank {verified.rank} in all "
-                f"{len(verified.modules)} modules, the same key names, no findings."),
-            files=tuple(files), facts={"source": item.path, "source_sha256": source_sha, "rank": target.rank},
-            about=path, base=source_sha[:16],
+                f"{len(verified.modules)} modules, the same key names, no findings."
+            ),
+            files=tuple(files),
+            facts={"source": item.path, "source_sha256": source_sha, "rank": target.rank},
+            about=path,
+            base=source_sha[:16],
         )
 
     def _summary(self, facts, item, target, path, report) -> str:
         energy = report.energy_retained
-        why = (f"Rank {item.rank} is above {self.policy.reduce_above_rank}: servers such as vLLM default to "
-               f"`max_lora_rank` 16, and a smaller file loads faster. Rank {target.rank} keeps "
-               f"{energy:.2%} of the update's energy (the best any rank-{target.rank} LoRA can keep)."
-               if target.reason == "reduce" else
-               f"The adapter's config declares rank {declared_rank(facts, item)} while the weights have rank "
-               f"{item.rank}; code written for rank {target.rank} gets a file of that rank that computes "
-               "exactly the same update (the new ranks are zero).")
-        table = "\n".join([
-            "| | rank | energy retained | relative error | size |", "|---|---|---|---|---|",
-            f"| {code_span(item.path)} | {item.rank} | 100% | 0 | {human_size(report.input_size)} |",
-            (f"| {code_span(path)} | {target.rank} | {energy:.4%} | {report.relative_error:.2e} | "
-             f"{human_size(report.output_size)} |"),
-        ])
-        return (f"**Add {code_span(path)}**, a rank-{target.rank} copy of {code_span(item.path)}. The original "
-                f"is not touched.\n\nWhy: {why}\n\n{table}\n\nHow to load it:\n\n"
-                f"{how_to_load(facts.repo_id, item, path)}")
+        why = (
+            f"Rank {item.rank} is above {self.policy.reduce_above_rank}: servers such as vLLM default to "
+            f"`max_lora_rank` 16, and a smaller file loads faster. Rank {target.rank} keeps "
+            f"{energy:.2%} of the update's energy (the best any rank-{target.rank} LoRA can keep)."
+            if target.reason == "reduce"
+            else f"The adapter's config declares rank {declared_rank(facts, item)} while the weights have rank "
+            f"{item.rank}; code written for rank {target.rank} gets a file of that rank that computes "
+            "exactly the same update (the new ranks are zero)."
+        )
+        table = "\n".join(
+            [
+                "| | rank | energy retained | relative error | size |",
+                "|---|---|---|---|---|",
+                f"| {code_span(item.path)} | {item.rank} | 100% | 0 | {human_size(report.input_size)} |",
+                (
+                    f"| {code_span(path)} | {target.rank} | {energy:.4%} | {report.relative_error:.2e} | "
+                    f"{human_size(report.output_size)} |"
+                ),
+            ]
+        )
+        return (
+            f"**Add {code_span(path)}**, a rank-{target.rank} copy of {code_span(item.path)}. The original "
+            f"is not touched.\n\nWhy: {why}\n\n{table}\n\nHow to load it:\n\n"
+            f"{how_to_load(facts.repo_id, item, path)}"
+        )

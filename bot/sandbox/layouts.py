@@ -21,11 +21,17 @@ from bot.lora.header import DTYPE_BITS
 
 # SD 1.5 UNet attention blocks: (diffusers path, channels). Cross-attention keys/values read 768-wide CLIP-L.
 SD15_ATTENTION = [
-    *[(f"down_blocks.{b}.attentions.{a}.transformer_blocks.0", c) for b, c in enumerate((320, 640, 1280))
-      for a in range(2)],
+    *[
+        (f"down_blocks.{b}.attentions.{a}.transformer_blocks.0", c)
+        for b, c in enumerate((320, 640, 1280))
+        for a in range(2)
+    ],
     ("mid_block.attentions.0.transformer_blocks.0", 1280),
-    *[(f"up_blocks.{b}.attentions.{a}.transformer_blocks.0", c) for b, c in zip((1, 2, 3), (1280, 640, 320))
-      for a in range(3)],
+    *[
+        (f"up_blocks.{b}.attentions.{a}.transformer_blocks.0", c)
+        for b, c in zip((1, 2, 3), (1280, 640, 320), strict=True)
+        for a in range(3)
+    ],
 ]
 # SDXL UNet transformer stacks in the SGM naming kohya uses: (block, channels, transformer blocks).
 SDXL_TRANSFORMERS = [
@@ -52,7 +58,9 @@ def attention_shapes(blocks, context: int) -> dict[str, tuple[int, int]]:
     return shapes
 
 
-def sdxl_sgm_shapes(transformers=SDXL_TRANSFORMERS, *, feed_forward: bool = True) -> dict[str, tuple[int, int]]:
+def sdxl_sgm_shapes(
+    transformers=SDXL_TRANSFORMERS, *, feed_forward: bool = True
+) -> dict[str, tuple[int, int]]:
     """SGM module name (what kohya writes after `lora_unet_`) → (in, out) of the attention and feed-forward
     linears of the SDXL UNet: all 700 by default."""
     shapes = {}

@@ -25,11 +25,12 @@ from bot.sandbox.layouts import (
 # ------------------------------------------------------------------------------------------ factors
 
 
-def lora_factors(in_features: int, out_features: int, rank: int, generator: torch.Generator,
-                 decay: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+def lora_factors(
+    in_features: int, out_features: int, rank: int, generator: torch.Generator, decay: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random factors; with decay > 0 the update's singular values fall off like exp(-decay·i)."""
-    down = torch.randn(rank, in_features, generator=generator) / in_features ** 0.5
-    up = torch.randn(out_features, rank, generator=generator) / rank ** 0.5
+    down = torch.randn(rank, in_features, generator=generator) / in_features**0.5
+    up = torch.randn(out_features, rank, generator=generator) / rank**0.5
     if decay:
         up = up * torch.exp(-decay * torch.arange(rank, dtype=torch.float32))
     return down, up
@@ -53,26 +54,47 @@ def _peft_unet(folder: Path, rank: int, generator: torch.Generator, config_rank:
         tensors[f"base_model.model.{module}.lora_A.weight"] = down
         tensors[f"base_model.model.{module}.lora_B.weight"] = up
     save_file(tensors, folder / "adapter_model.safetensors", metadata={"format": "pt"})
-    config = {"peft_type": "LORA", "r": config_rank, "lora_alpha": config_rank, "base_model_name_or_path": base,
-              "target_modules": ["to_q", "to_k", "to_v", "to_out.0"], "rank_pattern": {}, "alpha_pattern": {},
-              "use_rslora": False, "use_dora": False, "bias": "none", "task_type": None}
+    config = {
+        "peft_type": "LORA",
+        "r": config_rank,
+        "lora_alpha": config_rank,
+        "base_model_name_or_path": base,
+        "target_modules": ["to_q", "to_k", "to_v", "to_out.0"],
+        "rank_pattern": {},
+        "alpha_pattern": {},
+        "use_rslora": False,
+        "use_dora": False,
+        "bias": "none",
+        "task_type": None,
+    }
     (folder / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
 def facechain_style(folder: Path, generator: torch.Generator) -> None:
     """PEFT UNet LoRA trained at r=4 whose adapter_config.json says r=8 (modelscope/facechain#170)."""
     _peft_unet(folder, 4, generator, config_rank=8, base="stable-diffusion-v1-5/stable-diffusion-v1-5")
-    (folder / "README.md").write_bytes(_card({"license": "apache-2.0", "tags": ["lora", "peft"]},
-                                             "# Portrait LoRA\n\nStyle LoRA for portraits.\n"))
+    (folder / "README.md").write_bytes(
+        _card(
+            {"license": "apache-2.0", "tags": ["lora", "peft"]},
+            "# Portrait LoRA\n\nStyle LoRA for portraits.\n",
+        )
+    )
 
 
 def healthy_peft(folder: Path, generator: torch.Generator) -> None:
     """Nothing wrong: the bot must leave it alone."""
     _peft_unet(folder, 4, generator, config_rank=4, base="stable-diffusion-v1-5/stable-diffusion-v1-5")
-    (folder / "README.md").write_bytes(_card(
-        {"base_model": "stable-diffusion-v1-5/stable-diffusion-v1-5", "base_model_relation": "adapter",
-         "library_name": "peft", "tags": ["lora", "base_model:adapter:stable-diffusion-v1-5/stable-diffusion-v1-5"]},
-        "# Healthy LoRA\n\n## LoRA details\n\nAll metadata present.\n"))
+    (folder / "README.md").write_bytes(
+        _card(
+            {
+                "base_model": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+                "base_model_relation": "adapter",
+                "library_name": "peft",
+                "tags": ["lora", "base_model:adapter:stable-diffusion-v1-5/stable-diffusion-v1-5"],
+            },
+            "# Healthy LoRA\n\n## LoRA details\n\nAll metadata present.\n",
+        )
+    )
 
 
 def kohya_sdxl_no_card(folder: Path, generator: torch.Generator) -> None:
@@ -85,8 +107,13 @@ def kohya_sdxl_no_card(folder: Path, generator: torch.Generator) -> None:
         tensors[f"{key}.lora_down.weight"] = down.half()
         tensors[f"{key}.lora_up.weight"] = up.half()
         tensors[f"{key}.alpha"] = torch.tensor(4.0, dtype=torch.float16)
-    metadata = {"ss_network_module": "networks.lora", "ss_network_dim": "16", "ss_network_alpha": "4.0",
-                "ss_base_model_version": "sdxl_base_v1-0", "ss_output_name": "pixel_style"}
+    metadata = {
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": "16",
+        "ss_network_alpha": "4.0",
+        "ss_base_model_version": "sdxl_base_v1-0",
+        "ss_output_name": "pixel_style",
+    }
     save_file(tensors, folder / "pixel_style.safetensors", metadata=metadata)
 
 
@@ -99,11 +126,17 @@ def sd15_tagged_sdxl(folder: Path, generator: torch.Generator) -> None:
         tensors[f"{key}.lora_down.weight"] = down.half()
         tensors[f"{key}.lora_up.weight"] = up.half()
         tensors[f"{key}.alpha"] = torch.tensor(8.0, dtype=torch.float16)
-    save_file(tensors, folder / "anime_lines.safetensors",
-              metadata={"ss_network_dim": "16", "ss_network_alpha": "8.0", "ss_base_model_version": "sd_v1"})
-    (folder / "README.md").write_bytes(_card(
-        {"base_model": "stabilityai/stable-diffusion-xl-base-1.0", "tags": ["lora", "text-to-image"]},
-        "# Anime lines\n\nLine-art LoRA.\n"))
+    save_file(
+        tensors,
+        folder / "anime_lines.safetensors",
+        metadata={"ss_network_dim": "16", "ss_network_alpha": "8.0", "ss_base_model_version": "sd_v1"},
+    )
+    (folder / "README.md").write_bytes(
+        _card(
+            {"base_model": "stabilityai/stable-diffusion-xl-base-1.0", "tags": ["lora", "text-to-image"]},
+            "# Anime lines\n\nLine-art LoRA.\n",
+        )
+    )
 
 
 def flux_rank32(folder: Path, generator: torch.Generator) -> None:
@@ -113,15 +146,33 @@ def flux_rank32(folder: Path, generator: torch.Generator) -> None:
         down, up = lora_factors(fan_in, fan_out, 32, generator, decay=0.45)
         tensors[f"transformer.{module}.lora_A.weight"] = down.to(torch.bfloat16)
         tensors[f"transformer.{module}.lora_B.weight"] = up.to(torch.bfloat16)
-    adapter_metadata = {"transformer.r": 32, "transformer.lora_alpha": 32, "transformer.rank_pattern": {},
-                        "transformer.alpha_pattern": {}, "transformer.use_dora": False}
-    save_file(tensors, folder / "pytorch_lora_weights.safetensors",
-              metadata={"format": "pt", "lora_adapter_metadata": json.dumps(adapter_metadata),
-                        "modelspec.architecture": "flux-1-dev/lora"})
-    (folder / "README.md").write_bytes(_card(
-        {"base_model": "black-forest-labs/FLUX.1-dev", "library_name": "diffusers",
-         "tags": ["lora", "flux", "text-to-image"], "instance_prompt": "a photo of sks dog"},
-        "# Dog LoRA\n\nDreamBooth LoRA for FLUX.1-dev.\n"))
+    adapter_metadata = {
+        "transformer.r": 32,
+        "transformer.lora_alpha": 32,
+        "transformer.rank_pattern": {},
+        "transformer.alpha_pattern": {},
+        "transformer.use_dora": False,
+    }
+    save_file(
+        tensors,
+        folder / "pytorch_lora_weights.safetensors",
+        metadata={
+            "format": "pt",
+            "lora_adapter_metadata": json.dumps(adapter_metadata),
+            "modelspec.architecture": "flux-1-dev/lora",
+        },
+    )
+    (folder / "README.md").write_bytes(
+        _card(
+            {
+                "base_model": "black-forest-labs/FLUX.1-dev",
+                "library_name": "diffusers",
+                "tags": ["lora", "flux", "text-to-image"],
+                "instance_prompt": "a photo of sks dog",
+            },
+            "# Dog LoRA\n\nDreamBooth LoRA for FLUX.1-dev.\n",
+        )
+    )
 
 
 def lycoris_loha(folder: Path, generator: torch.Generator) -> None:
@@ -133,11 +184,21 @@ def lycoris_loha(folder: Path, generator: torch.Generator) -> None:
             tensors[f"{key}.hada_w{side}_a"] = torch.randn(fan_out, 4, generator=generator).half()
             tensors[f"{key}.hada_w{side}_b"] = torch.randn(4, fan_in, generator=generator).half()
         tensors[f"{key}.alpha"] = torch.tensor(4.0, dtype=torch.float16)
-    save_file(tensors, folder / "loha_style.safetensors",
-              metadata={"ss_network_module": "lycoris.kohya", "ss_network_args": json.dumps({"algo": "loha"})})
-    (folder / "README.md").write_bytes(_card(
-        {"base_model": "stable-diffusion-v1-5/stable-diffusion-v1-5", "base_model_relation": "adapter",
-         "tags": ["lora", "lycoris"]}, "# LoHa style\n"))
+    save_file(
+        tensors,
+        folder / "loha_style.safetensors",
+        metadata={"ss_network_module": "lycoris.kohya", "ss_network_args": json.dumps({"algo": "loha"})},
+    )
+    (folder / "README.md").write_bytes(
+        _card(
+            {
+                "base_model": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+                "base_model_relation": "adapter",
+                "tags": ["lora", "lycoris"],
+            },
+            "# LoHa style\n",
+        )
+    )
 
 
 def pickle_only(folder: Path, generator: torch.Generator) -> None:

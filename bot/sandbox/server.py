@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import random
@@ -62,8 +63,26 @@ SORT_KEYS: dict[str, Callable[[Repo], object]] = {
     "downloads": lambda repo: repo.downloads,
     "trendingScore": lambda repo: repo.trending_score,
 }
-ROUTE_NAMES = ("whoami", "models", "model_info", "tree", "refs", "commits", "resolve", "validate_yaml", "preupload",
-               "lfs", "commit", "discussions", "discussion", "comment", "status", "title", "merge", "create_repo")
+ROUTE_NAMES = (
+    "whoami",
+    "models",
+    "model_info",
+    "tree",
+    "refs",
+    "commits",
+    "resolve",
+    "validate_yaml",
+    "preupload",
+    "lfs",
+    "commit",
+    "discussions",
+    "discussion",
+    "comment",
+    "status",
+    "title",
+    "merge",
+    "create_repo",
+)
 DROP_KINDS = ("drop", "drop-after")
 # Faults after which the request is still handled: a lost response, or a server that ignores Range headers.
 HANDLED_KINDS = ("drop-after", "ignore-range")
@@ -72,6 +91,7 @@ _BYTE_RANGE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
 
 
 # ----- fault injection ---------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class FaultRule:
@@ -82,18 +102,22 @@ class FaultRule:
 
     kind: str
     share: float
-    routes: frozenset[str] | None = None  # None: every route; may contain the groups "read" and "write"
+    # None: every route. Route names and the groups "read" and "write" narrow it down together:
+    # `write` is every write, `discussions` both listing and opening, `write|discussions` opening only.
+    routes: frozenset[str] | None = None
 
     def applies_to(self, route: str, method: str) -> bool:
         if self.routes is None:
             return True
+        groups = self.routes & {"read", "write"}
+        names = self.routes - groups
         group = "read" if method in ("GET", "HEAD") else "write"
-        return route in self.routes or group in self.routes
+        return (not names or route in names) and (not groups or group in groups)
 
 
 @dataclass(frozen=True)
 class FaultSpec:
-    """Parsed form of `429:0.1,503:0.05,drop:0.03@write|commit,seed=7,retry-after=1`."""
+    """Parsed form of `429:0.1,503:0.05,drop:0.03@write|discussions,seed=7,retry-after=1`."""
 
     rules: tuple[FaultRule, ...] = ()
     seed: int = 0
@@ -120,9 +144,13 @@ class FaultSpec:
         body, _, route_text = token.partition("@")
         kind, colon, share_text = body.partition(":")
         kind = kind.strip().lower()
-        if not colon or not (kind in DROP_KINDS + HANDLED_KINDS or (kind.isdigit() and 400 <= int(kind) <= 599)):
-            raise ValueError(f"bad fault {token!r}: expected KIND:SHARE[@ROUTES] with KIND 400-599, drop, "
-                             f"drop-after or ignore-range")
+        if not colon or not (
+            kind in DROP_KINDS + HANDLED_KINDS or (kind.isdigit() and 400 <= int(kind) <= 599)
+        ):
+            raise ValueError(
+                f"bad fault {token!r}: expected KIND:SHARE[@ROUTES] with KIND 400-599, drop, "
+                f"drop-after or ignore-range"
+            )
         try:
             share = float(share_text)
         except ValueError:
@@ -134,8 +162,10 @@ class FaultSpec:
             routes = frozenset(name.strip() for name in route_text.split("|"))
             unknown = routes - set(ROUTE_NAMES) - {"read", "write"}
             if unknown:
-                raise ValueError(f"bad fault {token!r}: unknown route(s) {', '.join(sorted(unknown))}; "
-                                 f"known: read, write, {', '.join(ROUTE_NAMES)}")
+                raise ValueError(
+                    f"bad fault {token!r}: unknown route(s) {', '.join(sorted(unknown))}; "
+                    f"known: read, write, {', '.join(ROUTE_NAMES)}"
+                )
         return FaultRule(kind, share, routes)
 
 
@@ -157,6 +187,7 @@ class FaultInjector:
 
 # ----- requests and replies ----------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Reply:
     status: int = 200
@@ -173,8 +204,12 @@ class Reply:
         return self.stream() if self.stream is not None else [self.body]
 
 
-def json_reply(payload, status: int = 200, headers: Mapping[str, str] | None = None,
-               content_type: str = "application/json") -> Reply:
+def json_reply(
+    payload,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+    content_type: str = "application/json",
+) -> Reply:
     body = json.dumps(payload, default=str).encode()
     return Reply(status, body, {"Content-Type": content_type, **(headers or {})})
 
@@ -184,7 +219,9 @@ def error_reply(error: HubError) -> Reply:
     if error.code:
         headers["X-Error-Code"] = error.code
     # Header values must be latin-1 and single-line; the client shows this text in its exception.
-    headers["X-Error-Message"] = re.sub(r"[\r\n]+", " ", error.message).encode("ascii", "replace").decode()[:500]
+    headers["X-Error-Message"] = (
+        re.sub(r"[\r\n]+", " ", error.message).encode("ascii", "replace").decode()[:500]
+    )
     return json_reply({"error": error.message}, error.status, headers)
 
 
@@ -240,7 +277,7 @@ class Request:
 
     def next_page_link(self, cursor: int) -> str:
         pairs = [(key, value) for key, values in self.query.items() if key != "cursor" for value in values]
-        return f'<{self.base_url}{self.path}?{urlencode(pairs + [("cursor", cursor)])}>; rel="next"'
+        return f'<{self.base_url}{self.path}?{urlencode([*pairs, ("cursor", cursor)])}>; rel="next"'
 
 
 def paged(request: Request, items: list, page_size: int) -> Reply:
@@ -249,10 +286,11 @@ def paged(request: Request, items: list, page_size: int) -> Reply:
     headers = {}
     if start + page_size < len(items):
         headers["Link"] = request.next_page_link(start + page_size)
-    return json_reply(items[start:start + page_size], headers=headers)
+    return json_reply(items[start : start + page_size], headers=headers)
 
 
 # ----- byte ranges -------------------------------------------------------------------------------
+
 
 def parse_ranges(header: str | None, size: int) -> list[tuple[int, int]] | None:
     """Inclusive byte ranges of a `Range` header; None means "serve everything", [] unsatisfiable."""
@@ -282,30 +320,44 @@ def file_reply(blob: Blob, headers: dict[str, str], range_header: str | None) ->
     ranges = parse_ranges(range_header, blob.size)
     headers = {**headers, "Accept-Ranges": "bytes"}
     if ranges is None:
-        return Reply(200, headers={**headers, "Content-Type": "application/octet-stream"},
-                     stream=lambda: blob.iter_bytes(), length=blob.size)
+        return Reply(
+            200,
+            headers={**headers, "Content-Type": "application/octet-stream"},
+            stream=lambda: blob.iter_bytes(),
+            length=blob.size,
+        )
     if not ranges:
-        raise HubError(416, f"Range not satisfiable for {blob.size} bytes",
-                       headers={"Content-Range": f"bytes */{blob.size}"})
+        raise HubError(
+            416,
+            f"Range not satisfiable for {blob.size} bytes",
+            headers={"Content-Range": f"bytes */{blob.size}"},
+        )
     if len(ranges) == 1:
         start, end = ranges[0]
-        headers.update({"Content-Type": "application/octet-stream",
-                        "Content-Range": f"bytes {start}-{end}/{blob.size}"})
-        return Reply(206, headers=headers, stream=lambda: blob.iter_bytes(start, end + 1), length=end - start + 1)
+        headers.update(
+            {"Content-Type": "application/octet-stream", "Content-Range": f"bytes {start}-{end}/{blob.size}"}
+        )
+        return Reply(
+            206, headers=headers, stream=lambda: blob.iter_bytes(start, end + 1), length=end - start + 1
+        )
     return multipart_reply(blob, ranges, headers)
 
 
 def multipart_reply(blob: Blob, ranges: list[tuple[int, int]], headers: dict[str, str]) -> Reply:
     """RFC 7233 multipart/byteranges: one part per range, each with its own Content-Range."""
     boundary = secrets.token_hex(16)
-    part_heads = [(b"\r\n" if index else b"") + (
-        f"--{boundary}\r\nContent-Type: application/octet-stream\r\n"
-        f"Content-Range: bytes {start}-{end}/{blob.size}\r\n\r\n").encode()
-        for index, (start, end) in enumerate(ranges)]
+    part_heads = [
+        (b"\r\n" if index else b"")
+        + (
+            f"--{boundary}\r\nContent-Type: application/octet-stream\r\n"
+            f"Content-Range: bytes {start}-{end}/{blob.size}\r\n\r\n"
+        ).encode()
+        for index, (start, end) in enumerate(ranges)
+    ]
     closing = f"\r\n--{boundary}--\r\n".encode()
 
     def stream() -> Iterator[bytes]:
-        for head, (start, end) in zip(part_heads, ranges):
+        for head, (start, end) in zip(part_heads, ranges, strict=True):
             yield head
             yield from blob.iter_bytes(start, end + 1)
         yield closing
@@ -316,6 +368,7 @@ def multipart_reply(blob: Blob, ranges: list[tuple[int, int]], headers: dict[str
 
 
 # ----- the Hub API -------------------------------------------------------------------------------
+
 
 class HubApi:
     """One method per route; each takes a Request and returns a Reply or raises HubError."""
@@ -328,9 +381,16 @@ class HubApi:
 
     def whoami(self, request: Request) -> Reply:
         name = request.require_user()
-        return json_reply({"type": "user", "id": name, "name": name, "fullname": name, "orgs": [],
-                           "auth": {"type": "access_token",
-                                    "accessToken": {"displayName": "sandbox", "role": "write"}}})
+        return json_reply(
+            {
+                "type": "user",
+                "id": name,
+                "name": name,
+                "fullname": name,
+                "orgs": [],
+                "auth": {"type": "access_token", "accessToken": {"displayName": "sandbox", "role": "write"}},
+            }
+        )
 
     def models(self, request: Request) -> Reply:
         sort = request.arg("sort")
@@ -343,14 +403,23 @@ class HubApi:
             repos.sort(key=lambda repo: repo.repo_id)
             if sort:
                 repos.sort(key=SORT_KEYS[sort], reverse=request.arg("direction", "-1") != "1")
-            items = [self.model_json(repo, repo.head, card=full or request.flag("cardData") or "cardData" in expand,
-                                     siblings=full or "siblings" in expand) for repo in repos]
+            items = [
+                self.model_json(
+                    repo,
+                    repo.head,
+                    card=full or request.flag("cardData") or "cardData" in expand,
+                    siblings=full or "siblings" in expand,
+                )
+                for repo in repos
+            ]
         if expand:
-            items = [{key: value for key, value in item.items() if key in expand | {"id", "_id", "modelId"}}
-                     for item in items]
+            items = [
+                {key: value for key, value in item.items() if key in expand | {"id", "_id", "modelId"}}
+                for item in items
+            ]
         limit = request.int_arg("limit", 0)
         if limit:
-            return json_reply(items[:min(limit, 1000)])
+            return json_reply(items[: min(limit, 1000)])
         return paged(request, items, MODELS_PAGE_SIZE)
 
     def _matches(self, request: Request, repo: Repo) -> bool:
@@ -362,14 +431,27 @@ class HubApi:
         wanted = [tag for value in request.query.get("filter", []) for tag in value.split(",") if tag]
         return not wanted or set(wanted) <= set(self.store.tags(repo.head))
 
-    def model_json(self, repo: Repo, commit: Commit, *, card: bool, siblings: bool, blobs: bool = False) -> dict:
+    def model_json(
+        self, repo: Repo, commit: Commit, *, card: bool, siblings: bool, blobs: bool = False
+    ) -> dict:
         card_data = self.store.card_data(commit)
         is_head = repo.refs.get(MAIN_REF) == commit.oid
-        item = {"_id": repo.repo_id, "id": repo.repo_id, "modelId": repo.repo_id, "author": repo.owner,
-                "sha": commit.oid, "lastModified": iso(repo.last_modified if is_head else commit.date),
-                "createdAt": iso(repo.created_at), "private": False, "disabled": False, "gated": False,
-                "downloads": repo.downloads, "likes": repo.likes, "trendingScore": repo.trending_score,
-                "tags": self.store.tags(commit)}
+        item = {
+            "_id": repo.repo_id,
+            "id": repo.repo_id,
+            "modelId": repo.repo_id,
+            "author": repo.owner,
+            "sha": commit.oid,
+            "lastModified": iso(repo.last_modified if is_head else commit.date),
+            "createdAt": iso(repo.created_at),
+            "private": False,
+            "disabled": False,
+            "gated": False,
+            "downloads": repo.downloads,
+            "likes": repo.likes,
+            "trendingScore": repo.trending_score,
+            "tags": self.store.tags(commit),
+        }
         if card_data and card_data.get("library_name"):
             item["library_name"] = card_data["library_name"]
         if card_data and card_data.get("pipeline_tag"):
@@ -377,7 +459,9 @@ class HubApi:
         if card and card_data is not None:
             item["cardData"] = card_data
         if siblings:
-            item["siblings"] = [self._sibling_json(path, stored, blobs) for path, stored in sorted(commit.files.items())]
+            item["siblings"] = [
+                self._sibling_json(path, stored, blobs) for path, stored in sorted(commit.files.items())
+            ]
         return item
 
     @staticmethod
@@ -393,7 +477,9 @@ class HubApi:
 
     def model_info(self, request: Request) -> Reply:
         repo, commit = self.store.resolve(request.params["repo"], request.params.get("rev") or "main")
-        return json_reply(self.model_json(repo, commit, card=True, siblings=True, blobs=request.flag("blobs")))
+        return json_reply(
+            self.model_json(repo, commit, card=True, siblings=True, blobs=request.flag("blobs"))
+        )
 
     def tree(self, request: Request) -> Reply:
         _, commit = self.store.resolve(request.params["repo"], request.params["rev"])
@@ -407,18 +493,32 @@ class HubApi:
         repo = self.store.repo(request.params["repo"])
         with self.store.lock:
             refs = sorted(repo.refs.items())
-        branches = [{"name": ref.removeprefix("refs/heads/"), "ref": ref, "targetCommit": oid}
-                    for ref, oid in refs if ref.startswith("refs/heads/")]
+        branches = [
+            {"name": ref.removeprefix("refs/heads/"), "ref": ref, "targetCommit": oid}
+            for ref, oid in refs
+            if ref.startswith("refs/heads/")
+        ]
         result = {"branches": branches, "tags": [], "converts": []}
         if request.flag("include_prs"):
-            result["pullRequests"] = [{"name": ref, "ref": ref, "targetCommit": oid}
-                                      for ref, oid in refs if ref.startswith("refs/pr/")]
+            result["pullRequests"] = [
+                {"name": ref, "ref": ref, "targetCommit": oid}
+                for ref, oid in refs
+                if ref.startswith("refs/pr/")
+            ]
         return json_reply(result)
 
     def commits(self, request: Request) -> Reply:
         history = self.store.history(request.params["repo"], request.params["rev"])
-        items = [{"id": c.oid, "title": c.title, "message": c.message, "date": iso(c.date),
-                  "authors": [{"user": c.author}]} for c in history]
+        items = [
+            {
+                "id": c.oid,
+                "title": c.title,
+                "message": c.message,
+                "date": iso(c.date),
+                "authors": [{"user": c.author}],
+            }
+            for c in history
+        ]
         return paged(request, items, COMMITS_PAGE_SIZE)
 
     def resolve(self, request: Request) -> Reply:
@@ -429,9 +529,13 @@ class HubApi:
             raise HubError(404, f"Entry not found: {request.params['path']}", "EntryNotFound", headers)
         headers["ETag"] = f'"{stored.etag}"'
         if stored.lfs:
-            headers.update({"X-Linked-Etag": f'"{stored.blob.sha256}"', "X-Linked-Size": str(stored.blob.size)})
+            headers.update(
+                {"X-Linked-Etag": f'"{stored.blob.sha256}"', "X-Linked-Size": str(stored.blob.size)}
+            )
         # HEAD answers with the whole file's headers; a client asks HEAD for the metadata, never for a part.
-        range_header = None if request.method == "HEAD" or request.ignore_range else request.headers.get("Range")
+        range_header = (
+            None if request.method == "HEAD" or request.ignore_range else request.headers.get("Range")
+        )
         return file_reply(stored.blob, headers, range_header)
 
     # --- writing
@@ -454,11 +558,19 @@ class HubApi:
         repo_id, url = f"{namespace}/{name}", f"{request.base_url}/{namespace}/{name}"
         with self.store.lock:
             if repo_id in self.store.repos:  # the client reads `url` even from a 409 when exist_ok=True
-                return json_reply({"error": f"You already created this model repo: {repo_id}", "url": url}, 409)
+                return json_reply(
+                    {"error": f"You already created this model repo: {repo_id}", "url": url}, 409
+                )
             repo = self.store.create_repo(repo_id)
-            self.store.add_commit(repo, MAIN_REF, {".gitattributes": StoredFile(Blob(data=GITATTRIBUTES.encode()),
-                                                                                 lfs=False)},
-                                  parent=None, title="initial commit", message="", author=user)
+            self.store.add_commit(
+                repo,
+                MAIN_REF,
+                {".gitattributes": StoredFile(Blob(data=GITATTRIBUTES.encode()), lfs=False)},
+                parent=None,
+                title="initial commit",
+                message="",
+                author=user,
+            )
         return json_reply({"url": url, "name": repo_id, "id": repo_id})
 
     def preupload(self, request: Request) -> Reply:
@@ -469,9 +581,14 @@ class HubApi:
             path, size = str(item.get("path")), int(item.get("size") or 0)
             sample = base64.b64decode(item.get("sample") or "")
             remote = base.files.get(path)
-            answers.append({"path": path, "shouldIgnore": False,
-                            "uploadMode": "lfs" if size > 0 and should_use_lfs(path, size, sample) else "regular",
-                            "oid": remote.etag if remote else None})
+            answers.append(
+                {
+                    "path": path,
+                    "shouldIgnore": False,
+                    "uploadMode": "lfs" if size > 0 and should_use_lfs(path, size, sample) else "regular",
+                    "oid": remote.etag if remote else None,
+                }
+            )
         return json_reply({"files": answers})
 
     def lfs(self, request: Request) -> Reply:
@@ -492,15 +609,31 @@ class HubApi:
         for item in payload.get("objects") or []:
             oid, size = str(item.get("oid")), item.get("size")
             if not _SHA256.match(oid) or not isinstance(size, int) or size < 0:
-                objects.append({"oid": oid, "size": size if isinstance(size, int) else 0,
-                                "error": {"code": 422, "message": "oid must be a sha256 and size an integer"}})
+                objects.append(
+                    {
+                        "oid": oid,
+                        "size": size if isinstance(size, int) else 0,
+                        "error": {"code": 422, "message": "oid must be a sha256 and size an integer"},
+                    }
+                )
             elif self.store.has_lfs_object(oid, size):
                 objects.append({"oid": oid, "size": size})  # no actions: already stored
             else:
                 href = f"{request.base_url}/__lfs/{oid}"
-                objects.append({"oid": oid, "size": size, "authenticated": True, "actions": {
-                    "upload": {"href": href, "header": {}}, "verify": {"href": f"{href}/verify", "header": {}}}})
-        return json_reply({"transfer": "basic", "objects": objects}, content_type="application/vnd.git-lfs+json")
+                objects.append(
+                    {
+                        "oid": oid,
+                        "size": size,
+                        "authenticated": True,
+                        "actions": {
+                            "upload": {"href": href, "header": {}},
+                            "verify": {"href": f"{href}/verify", "header": {}},
+                        },
+                    }
+                )
+        return json_reply(
+            {"transfer": "basic", "objects": objects}, content_type="application/vnd.git-lfs+json"
+        )
 
     def _lfs_verify(self, request: Request) -> Reply:
         payload = request.json()
@@ -513,13 +646,25 @@ class HubApi:
         user = request.require_user()
         repo_id, revision = request.params["repo"], request.params["rev"]
         header, ops = self._parse_commit_body(request.body())
-        result = self.store.commit(repo_id, revision, ops, title=str(header.get("summary") or "Update"),
-                                   message=str(header.get("description") or ""), actor=user,
-                                   parent_commit=header.get("parentCommit"), create_pr=request.flag("create_pr"))
+        result = self.store.commit(
+            repo_id,
+            revision,
+            ops,
+            title=str(header.get("summary") or "Update"),
+            message=str(header.get("description") or ""),
+            actor=user,
+            parent_commit=header.get("parentCommit"),
+            create_pr=request.flag("create_pr"),
+        )
         pr_url = f"{request.base_url}/{repo_id}/discussions/{result.pr_num}" if result.pr_num else None
-        return json_reply({"success": True, "commitOid": result.oid,
-                           "commitUrl": f"{request.base_url}/{repo_id}/commit/{result.oid}",
-                           "pullRequestUrl": pr_url})
+        return json_reply(
+            {
+                "success": True,
+                "commitOid": result.oid,
+                "commitUrl": f"{request.base_url}/{repo_id}/commit/{result.oid}",
+                "pullRequestUrl": pr_url,
+            }
+        )
 
     def _parse_commit_body(self, body: bytes) -> tuple[dict, list]:
         header: dict | None = None
@@ -567,11 +712,16 @@ class HubApi:
         repo_id = request.params["repo"]
         if request.method == "POST":
             payload = request.json()
-            discussion = self.store.create_discussion(repo_id, str(payload.get("title") or ""),
-                                                      str(payload.get("description") or ""), request.require_user(),
-                                                      bool(payload.get("pullRequest")))
-            return json_reply({"num": discussion.num, "url": f"{request.base_url}/{repo_id}/discussions/"
-                                                             f"{discussion.num}"})
+            discussion = self.store.create_discussion(
+                repo_id,
+                str(payload.get("title") or ""),
+                str(payload.get("description") or ""),
+                request.require_user(),
+                bool(payload.get("pullRequest")),
+            )
+            return json_reply(
+                {"num": discussion.num, "url": f"{request.base_url}/{repo_id}/discussions/{discussion.num}"}
+            )
         kind, status = request.arg("type", "all"), request.arg("status", "all")
         if kind not in ("all", "discussion", "pull_request"):
             raise HubError(400, f"Invalid type {kind!r}")
@@ -581,33 +731,52 @@ class HubApi:
         size = self.hub.discussions_page_size
         start = request.int_arg("p", 0) * size
         with self.store.lock:
-            page = [discussion.summary_json(repo_id) for discussion in found[start:start + size]]
+            page = [discussion.summary_json(repo_id) for discussion in found[start : start + size]]
         return json_reply({"discussions": page, "count": len(found), "start": start})
 
     def discussion(self, request: Request) -> Reply:
         repo_id = request.params["repo"]
         with self.store.lock:
-            return json_reply(self.store.discussion(repo_id, int(request.params["num"])).details_json(repo_id))
+            return json_reply(
+                self.store.discussion(repo_id, int(request.params["num"])).details_json(repo_id)
+            )
 
     def comment(self, request: Request) -> Reply:
-        event = self.store.comment(request.params["repo"], int(request.params["num"]), request.require_user(),
-                                   str(request.json().get("comment") or ""))
+        event = self.store.comment(
+            request.params["repo"],
+            int(request.params["num"]),
+            request.require_user(),
+            str(request.json().get("comment") or ""),
+        )
         return json_reply({"newMessage": event.to_json()})
 
     def status(self, request: Request) -> Reply:
         payload = request.json()
-        event = self.store.change_status(request.params["repo"], int(request.params["num"]), request.require_user(),
-                                         str(payload.get("status")), payload.get("comment"))
+        event = self.store.change_status(
+            request.params["repo"],
+            int(request.params["num"]),
+            request.require_user(),
+            str(payload.get("status")),
+            payload.get("comment"),
+        )
         return json_reply({"newStatus": event.to_json()})
 
     def title(self, request: Request) -> Reply:
-        event = self.store.rename(request.params["repo"], int(request.params["num"]), request.require_user(),
-                                  str(request.json().get("title") or ""))
+        event = self.store.rename(
+            request.params["repo"],
+            int(request.params["num"]),
+            request.require_user(),
+            str(request.json().get("title") or ""),
+        )
         return json_reply({"newTitle": event.to_json()})
 
     def merge(self, request: Request) -> Reply:
-        merged = self.store.merge(request.params["repo"], int(request.params["num"]), request.require_user(),
-                                  request.json().get("comment"))
+        merged = self.store.merge(
+            request.params["repo"],
+            int(request.params["num"]),
+            request.require_user(),
+            request.json().get("comment"),
+        )
         return json_reply({"mergeCommitId": merged.oid})
 
 
@@ -619,7 +788,7 @@ def tree_entries(commit: Commit, folder: str, *, recursive: bool) -> list[dict]:
     for path in commit.files:
         if not path.startswith(prefix):
             continue
-        parts = path[len(prefix):].split("/")
+        parts = path[len(prefix) :].split("/")
         if len(parts) == 1:
             files.append(path)
         elif recursive:
@@ -688,7 +857,9 @@ def match_route(method: str, raw_path: str) -> tuple[Route | None, dict[str, str
         if match:
             path_known = True
             if method in route.methods:
-                params = {key: unquote(value) for key, value in match.groupdict().items() if value is not None}
+                params = {
+                    key: unquote(value) for key, value in match.groupdict().items() if value is not None
+                }
                 return route, params, True
     return None, {}, path_known
 
@@ -701,6 +872,7 @@ def request_repo(entry: Mapping) -> str | None:
 
 
 # ----- HTTP plumbing -----------------------------------------------------------------------------
+
 
 def _parse_length(text: str | bytes, *, base: int) -> int:
     try:
@@ -728,10 +900,8 @@ class _HubHTTPServer(ThreadingHTTPServer):
         with self.connections_lock:
             connections, self.open_connections = list(self.open_connections), set()
         for connection in connections:
-            try:
+            with contextlib.suppress(OSError):  # already closed by the client
                 connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 class _HubRequestHandler(BaseHTTPRequestHandler):
@@ -766,9 +936,16 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
         raw_path, _, query_string = self.path.partition("?")
         route, params, path_known = match_route(self.command, raw_path)
         route_name = route.name if route else "unknown"
-        request = Request(self.command, raw_path, parse_qs(query_string, keep_blank_values=True), params,
-                          hub.user_for_token(self._bearer_token()), self._base_url(hub), self.headers,
-                          self._iter_body())
+        request = Request(
+            self.command,
+            raw_path,
+            parse_qs(query_string, keep_blank_values=True),
+            params,
+            hub.user_for_token(self._bearer_token()),
+            self._base_url(hub),
+            self.headers,
+            self._iter_body(),
+        )
         reply, fault, sent = None, None, 0
         try:
             if hub.latency_ms:
@@ -781,9 +958,18 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
                 reply = self._fault_reply(request, fault, hub.faults.spec.retry_after)
             sent = 0 if reply is None else self._send(reply)
         finally:
-            hub.record_request({"method": self.command, "path": raw_path, "query": query_string,
-                                "status": 0 if reply is None else reply.status, "bytes": sent,
-                                "route": route_name, "user": request.user, "fault": fault.kind if fault else None})
+            hub.record_request(
+                {
+                    "method": self.command,
+                    "path": raw_path,
+                    "query": query_string,
+                    "status": 0 if reply is None else reply.status,
+                    "bytes": sent,
+                    "route": route_name,
+                    "user": request.user,
+                    "fault": fault.kind if fault else None,
+                }
+            )
 
     def _dispatch(self, hub: SandboxHub, request: Request, route: Route | None, path_known: bool) -> Reply:
         try:
@@ -859,12 +1045,20 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
 
 # ----- the public object -------------------------------------------------------------------------
 
+
 class SandboxHub:
     """A local Hub for tests and demos; see the module docstring."""
 
-    def __init__(self, *, user: str = "lora-bot", users: dict[str, str] | None = None, latency_ms: int = 0,
-                 faults: FaultSpec | str | None = None, request_log: str | Path | None = None,
-                 discussions_page_size: int = 50):
+    def __init__(
+        self,
+        *,
+        user: str = "lora-bot",
+        users: dict[str, str] | None = None,
+        latency_ms: int = 0,
+        faults: FaultSpec | str | None = None,
+        request_log: str | Path | None = None,
+        discussions_page_size: int = 50,
+    ):
         if discussions_page_size < 1:
             raise ValueError("discussions_page_size must be at least 1")
         self.user = user
@@ -891,8 +1085,9 @@ class SandboxHub:
         self._server = _HubHTTPServer((host, port), self)
         bound_host, bound_port = self._server.server_address[:2]
         self._endpoint = f"http://{bound_host}:{bound_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="sandbox-hub", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="sandbox-hub", daemon=True
+        )
         self._thread.start()
         return self._endpoint
 
@@ -906,7 +1101,7 @@ class SandboxHub:
         self._server = self._thread = None
         self.store.close()
 
-    def __enter__(self) -> SandboxHub:  # noqa: PYI034 - Self needs Python 3.11
+    def __enter__(self) -> SandboxHub:
         if self._server is None:
             self.start()
         return self
@@ -922,9 +1117,16 @@ class SandboxHub:
 
     # --- seeding repos from Python
 
-    def add_repo(self, repo_id: str, files: dict[str, bytes | Path], *, author: str | None = None,
-                 message: str = "Initial commit", last_modified: datetime | None = None,
-                 extra: dict | None = None) -> str:
+    def add_repo(
+        self,
+        repo_id: str,
+        files: dict[str, bytes | Path],
+        *,
+        author: str | None = None,
+        message: str = "Initial commit",
+        last_modified: datetime | None = None,
+        extra: dict | None = None,
+    ) -> str:
         """Create a repo whose main branch holds `files` (Paths are referenced, not read); returns its commit."""
         extra = dict(extra or {})
         unknown = set(extra) - EXTRA_KEYS
@@ -939,15 +1141,30 @@ class SandboxHub:
             repo.downloads = int(extra.get("downloads", 0))
             repo.likes = int(extra.get("likes", 0))
             repo.trending_score = int(extra.get("trendingScore", 0))
-            commit = self.store.add_commit(repo, MAIN_REF, stored, parent=None, title=message, message="",
-                                           author=author or repo.owner, date=last_modified)
+            commit = self.store.add_commit(
+                repo,
+                MAIN_REF,
+                stored,
+                parent=None,
+                title=message,
+                message="",
+                author=author or repo.owner,
+                date=last_modified,
+            )
         return commit.oid
 
-    def commit_files(self, repo_id: str, files: dict[str, bytes | Path | None], message: str = "Update files",
-                     author: str | None = None) -> str:
+    def commit_files(
+        self,
+        repo_id: str,
+        files: dict[str, bytes | Path | None],
+        message: str = "Update files",
+        author: str | None = None,
+    ) -> str:
         """Push straight to main as the owner would (None deletes a path); returns the new commit."""
-        ops = [DeleteFile(path) if value is None else PutFile(path, StoredFile.by_rule(path, Blob.of(value)))
-               for path, value in files.items()]
+        ops = [
+            DeleteFile(path) if value is None else PutFile(path, StoredFile.by_rule(path, Blob.of(value)))
+            for path, value in files.items()
+        ]
         return self.store.commit(repo_id, "main", ops, title=message, actor=None, author=author).oid
 
     def load_directory(self, root: Path) -> list[str]:
@@ -957,9 +1174,14 @@ class SandboxHub:
             raise ValueError(f"not a directory: {root}")
         loaded = []
         for namespace in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            for repo_dir in sorted(p for p in namespace.iterdir() if p.is_dir() and not p.name.startswith(".")):
-                files = {path.relative_to(repo_dir).as_posix(): path for path in sorted(repo_dir.rglob("*"))
-                         if path.is_file() and ".git" not in path.relative_to(repo_dir).parts}
+            for repo_dir in sorted(
+                p for p in namespace.iterdir() if p.is_dir() and not p.name.startswith(".")
+            ):
+                files = {
+                    path.relative_to(repo_dir).as_posix(): path
+                    for path in sorted(repo_dir.rglob("*"))
+                    if path.is_file() and ".git" not in path.relative_to(repo_dir).parts
+                }
                 loaded.append(f"{namespace.name}/{repo_dir.name}")
                 self.add_repo(loaded[-1], files)
         return loaded
@@ -1001,6 +1223,7 @@ class SandboxHub:
 
 # ----- CLI ---------------------------------------------------------------------------------------
 
+
 class _UsageError(Exception):
     pass
 
@@ -1011,7 +1234,9 @@ class _ArgumentParser(argparse.ArgumentParser):
 
 
 def _parse_cli(argv: list[str] | None) -> argparse.Namespace:
-    parser = _ArgumentParser(prog="lora-bot sandbox", description="Serve a local Hub emulator for tests and demos.")
+    parser = _ArgumentParser(
+        prog="lora-bot sandbox", description="Serve a local Hub emulator for tests and demos."
+    )
     parser.add_argument("--repos", type=Path, help="directory laid out as <namespace>/<name>/<files>")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
@@ -1052,7 +1277,9 @@ def serve_main(argv: list[str] | None = None) -> int:
     except _UsageError as error:
         print(f"lora-bot sandbox: error: {error}", file=sys.stderr)
         return 2
-    hub = SandboxHub(user=args.user, latency_ms=args.latency_ms, faults=args.faults, request_log=args.request_log)
+    hub = SandboxHub(
+        user=args.user, latency_ms=args.latency_ms, faults=args.faults, request_log=args.request_log
+    )
     with tempfile.TemporaryDirectory(prefix="lora-bot-sandbox-") as scratch:
         if args.repos is not None:
             hub.load_directory(args.repos)
@@ -1061,13 +1288,19 @@ def serve_main(argv: list[str] | None = None) -> int:
         try:
             endpoint = hub.start(args.host, args.port)
         except OSError as error:
-            print(f"lora-bot sandbox: error: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
+            print(
+                f"lora-bot sandbox: error: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr
+            )
             return 1
         stop = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
         print(endpoint, flush=True)
-        print(f"lora-bot sandbox: serving {len(hub.store.repos)} repos; Ctrl-C to stop", file=sys.stderr, flush=True)
+        print(
+            f"lora-bot sandbox: serving {len(hub.store.repos)} repos; Ctrl-C to stop",
+            file=sys.stderr,
+            flush=True,
+        )
         while not stop.wait(0.2):  # a timed wait lets the signal handlers run promptly
             pass
         state = hub.state()

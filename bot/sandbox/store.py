@@ -43,7 +43,9 @@ _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)(?:\r?\n)?^---[ \t]*$", re.DOT
 class HubError(Exception):
     """An error the Hub would answer with: HTTP status, optional `X-Error-Code`, message."""
 
-    def __init__(self, status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self, status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
@@ -229,14 +231,31 @@ class Event:
     data: Mapping
 
     def to_json(self) -> dict:
-        return {"id": self.id, "type": self.type, "createdAt": iso(self.created_at),
-                "author": {"name": self.author}, "data": dict(self.data)}
+        return {
+            "id": self.id,
+            "type": self.type,
+            "createdAt": iso(self.created_at),
+            "author": {"name": self.author},
+            "data": dict(self.data),
+        }
 
 
 def comment_event(author: str, text: str) -> Event:
     created = now()
-    latest = {"raw": text, "html": f"<p>{html.escape(text)}</p>", "updatedAt": iso(created), "author": {"name": author}}
-    data = {"edited": False, "hidden": False, "latest": latest, "numEdits": 0, "editors": [author], "history": [latest]}
+    latest = {
+        "raw": text,
+        "html": f"<p>{html.escape(text)}</p>",
+        "updatedAt": iso(created),
+        "author": {"name": author},
+    }
+    data = {
+        "edited": False,
+        "hidden": False,
+        "latest": latest,
+        "numEdits": 0,
+        "editors": [author],
+        "history": [latest],
+    }
     return Event(secrets.token_hex(12), "comment", created, author, data)
 
 
@@ -261,10 +280,17 @@ class Discussion:
         return f"refs/pr/{self.num}"
 
     def summary_json(self, repo_id: str) -> dict:
-        return {"num": self.num, "title": self.title, "status": self.status, "isPullRequest": self.is_pull_request,
-                "createdAt": iso(self.created_at), "author": {"name": self.author},
-                "repo": {"name": repo_id, "type": "model"}, "pinned": False,
-                "numComments": sum(event.type == "comment" for event in self.events)}
+        return {
+            "num": self.num,
+            "title": self.title,
+            "status": self.status,
+            "isPullRequest": self.is_pull_request,
+            "createdAt": iso(self.created_at),
+            "author": {"name": self.author},
+            "repo": {"name": repo_id, "type": "model"},
+            "pinned": False,
+            "numComments": sum(event.type == "comment" for event in self.events),
+        }
 
     def details_json(self, repo_id: str) -> dict:
         details = self.summary_json(repo_id)
@@ -351,7 +377,12 @@ def tags_from_card(card: dict | None, paths: Iterable[str]) -> list[str]:
 
 def check_repo_path(path: str) -> str:
     parts = path.split("/")
-    if not path or path.startswith("/") or any(part in ("", ".", "..") for part in parts) or parts[0] == ".git":
+    if (
+        not path
+        or path.startswith("/")
+        or any(part in ("", ".", "..") for part in parts)
+        or parts[0] == ".git"
+    ):
         raise HubError(400, f"Invalid path in repository: {path!r}")
     return path
 
@@ -425,19 +456,41 @@ class HubStore:
             self.repos[repo_id] = repo
             return repo
 
-    def add_commit(self, repo: Repo, ref: str, files: Mapping[str, StoredFile], *, parent: str | None,
-                   title: str, message: str, author: str, date: datetime | None = None) -> Commit:
+    def add_commit(
+        self,
+        repo: Repo,
+        ref: str,
+        files: Mapping[str, StoredFile],
+        *,
+        parent: str | None,
+        title: str,
+        message: str,
+        author: str,
+        date: datetime | None = None,
+    ) -> Commit:
         """Record a commit and move `ref` to it (caller holds the lock)."""
-        commit = Commit(new_commit_oid(), parent, MappingProxyType(dict(files)), title, message, date or now(), author)
+        commit = Commit(
+            new_commit_oid(), parent, MappingProxyType(dict(files)), title, message, date or now(), author
+        )
         repo.commits[commit.oid] = commit
         repo.refs[ref] = commit.oid
         if ref == MAIN_REF:
             repo.last_modified = commit.date
         return commit
 
-    def commit(self, repo_id: str, revision: str, ops: list[CommitOp], *, title: str, message: str = "",
-               actor: str | None, author: str | None = None, parent_commit: str | None = None,
-               create_pr: bool = False) -> CommitResult:
+    def commit(
+        self,
+        repo_id: str,
+        revision: str,
+        ops: list[CommitOp],
+        *,
+        title: str,
+        message: str = "",
+        actor: str | None,
+        author: str | None = None,
+        parent_commit: str | None = None,
+        create_pr: bool = False,
+    ) -> CommitResult:
         """A commit as the /commit endpoint makes it. `actor=None` is a trusted in-process push."""
         with self.lock:
             repo, base = self.resolve(repo_id, revision)
@@ -450,19 +503,36 @@ class HubStore:
             pr = self._pr_for_ref(repo, ref)
             self._check_may_push(repo, pr, actor)
             if parent_commit and not pr and parent_commit != base.oid:
-                raise HubError(412, f"Parent commit {parent_commit} is not the head of {revision} ({base.oid})")
-            commit = self.add_commit(repo, ref, apply_ops(base.files, ops), parent=base.oid, title=title,
-                                     message=message, author=author)
+                raise HubError(
+                    412, f"Parent commit {parent_commit} is not the head of {revision} ({base.oid})"
+                )
+            commit = self.add_commit(
+                repo,
+                ref,
+                apply_ops(base.files, ops),
+                parent=base.oid,
+                title=title,
+                message=message,
+                author=author,
+            )
             if pr:
                 pr.events.append(make_event("commit", author, subject=title, oid=commit.oid))
             return CommitResult(commit.oid, pr.num if pr else None)
 
-    def _commit_as_new_pr(self, repo: Repo, base: Commit, ops: list[CommitOp], title: str, message: str,
-                          author: str) -> CommitResult:
+    def _commit_as_new_pr(
+        self, repo: Repo, base: Commit, ops: list[CommitOp], title: str, message: str, author: str
+    ) -> CommitResult:
         pr = self._open_discussion(repo, title, message, author, is_pull_request=True, status="open")
         pr.base_oid = base.oid
-        commit = self.add_commit(repo, pr.ref, apply_ops(base.files, ops), parent=base.oid, title=title,
-                                 message=message, author=author)
+        commit = self.add_commit(
+            repo,
+            pr.ref,
+            apply_ops(base.files, ops),
+            parent=base.oid,
+            title=title,
+            message=message,
+            author=author,
+        )
         pr.events.append(make_event("commit", author, subject=title, oid=commit.oid))
         return CommitResult(commit.oid, pr.num)
 
@@ -536,8 +606,11 @@ class HubStore:
             if spill_path is not None:
                 spill_path.unlink(missing_ok=True)
             raise HubError(400, f"Uploaded content does not match sha256 {expected_oid}")
-        blob = Blob(path=spill_path, sha256=expected_oid) if spill_path else Blob(data=bytes(buffer),
-                                                                                 sha256=expected_oid)
+        blob = (
+            Blob(path=spill_path, sha256=expected_oid)
+            if spill_path
+            else Blob(data=bytes(buffer), sha256=expected_oid)
+        )
         with self.lock:
             self.lfs_objects[expected_oid] = blob
         return blob
@@ -556,23 +629,31 @@ class HubStore:
 
     # ----- discussions and pull requests -------------------------------------------------------
 
-    def _open_discussion(self, repo: Repo, title: str, description: str, author: str, *, is_pull_request: bool,
-                         status: str) -> Discussion:
+    def _open_discussion(
+        self, repo: Repo, title: str, description: str, author: str, *, is_pull_request: bool, status: str
+    ) -> Discussion:
         num = max(repo.discussions, default=0) + 1
         discussion = Discussion(num, title, author, now(), is_pull_request, status)
         discussion.events.append(comment_event(author, description or ""))
         repo.discussions[num] = discussion
         return discussion
 
-    def create_discussion(self, repo_id: str, title: str, description: str, author: str,
-                          pull_request: bool) -> Discussion:
+    def create_discussion(
+        self, repo_id: str, title: str, description: str, author: str, pull_request: bool
+    ) -> Discussion:
         if not title.strip():
             raise HubError(400, "A title is required")
         with self.lock:
             repo = self.repo(repo_id)
             # An empty PR is a draft whose ref starts at the head of main.
-            discussion = self._open_discussion(repo, title, description, author, is_pull_request=pull_request,
-                                               status="draft" if pull_request else "open")
+            discussion = self._open_discussion(
+                repo,
+                title,
+                description,
+                author,
+                is_pull_request=pull_request,
+                status="draft" if pull_request else "open",
+            )
             if pull_request:
                 discussion.base_oid = repo.refs[MAIN_REF]
                 repo.refs[discussion.ref] = discussion.base_oid
@@ -585,14 +666,19 @@ class HubStore:
             raise HubError(404, f"Discussion #{num} not found in {repo_id}")
         return discussion
 
-    def list_discussions(self, repo_id: str, *, kind: str, status: str, author: str | None) -> list[Discussion]:
+    def list_discussions(
+        self, repo_id: str, *, kind: str, status: str, author: str | None
+    ) -> list[Discussion]:
         """Newest first. The `open` filter also lists drafts, which are not closed either."""
         wanted_status = {"all": None, "open": {"open", "draft"}}.get(status, {status})
         with self.lock:
-            found = [d for d in self.repo(repo_id).discussions.values()
-                     if (kind == "all" or d.is_pull_request == (kind == "pull_request"))
-                     and (wanted_status is None or d.status in wanted_status)
-                     and (author is None or d.author == author)]
+            found = [
+                d
+                for d in self.repo(repo_id).discussions.values()
+                if (kind == "all" or d.is_pull_request == (kind == "pull_request"))
+                and (wanted_status is None or d.status in wanted_status)
+                and (author is None or d.author == author)
+            ]
         return sorted(found, key=lambda d: d.num, reverse=True)
 
     def comment(self, repo_id: str, num: int, author: str, text: str) -> Event:
@@ -662,8 +748,11 @@ class HubStore:
         base_files = repo.commits[pr.base_oid].files
         pr_changes = changed_paths(base_files, pr_head.files)
         main_changes = changed_paths(base_files, main.files)
-        conflicts = sorted(path for path in pr_changes & main_changes
-                           if not same_outcome(pr_head.files.get(path), main.files.get(path)))
+        conflicts = sorted(
+            path
+            for path in pr_changes & main_changes
+            if not same_outcome(pr_head.files.get(path), main.files.get(path))
+        )
         if conflicts:
             raise HubError(409, f"Merge conflict in: {', '.join(conflicts)}")
         files = dict(main.files)
@@ -672,21 +761,47 @@ class HubStore:
                 files[path] = pr_head.files[path]
             else:
                 files.pop(path, None)
-        return self.add_commit(repo, MAIN_REF, files, parent=main.oid, title=f"Merge pull request #{pr.num}",
-                               message=pr.title, author=author)
+        return self.add_commit(
+            repo,
+            MAIN_REF,
+            files,
+            parent=main.oid,
+            title=f"Merge pull request #{pr.num}",
+            message=pr.title,
+            author=author,
+        )
 
     # ----- snapshot for --state-out and tests --------------------------------------------------
 
     def state(self) -> dict:
         with self.lock:
-            return {"repos": {repo_id: self._repo_state(repo) for repo_id, repo in sorted(self.repos.items())}}
+            return {
+                "repos": {repo_id: self._repo_state(repo) for repo_id, repo in sorted(self.repos.items())}
+            }
 
     @staticmethod
     def _repo_state(repo: Repo) -> dict:
-        commits = {oid: {"parent": c.parent, "title": c.title, "message": c.message, "date": iso(c.date),
-                         "author": c.author, "files": sorted(c.files)} for oid, c in repo.commits.items()}
-        discussions = [dict(d.details_json(repo.repo_id), ref=d.ref if d.is_pull_request else None)
-                       for d in sorted(repo.discussions.values(), key=lambda d: d.num)]
-        return {"refs": dict(repo.refs), "commits": commits, "discussions": discussions,
-                "lastModified": iso(repo.last_modified), "createdAt": iso(repo.created_at),
-                "downloads": repo.downloads, "likes": repo.likes}
+        commits = {
+            oid: {
+                "parent": c.parent,
+                "title": c.title,
+                "message": c.message,
+                "date": iso(c.date),
+                "author": c.author,
+                "files": sorted(c.files),
+            }
+            for oid, c in repo.commits.items()
+        }
+        discussions = [
+            dict(d.details_json(repo.repo_id), ref=d.ref if d.is_pull_request else None)
+            for d in sorted(repo.discussions.values(), key=lambda d: d.num)
+        ]
+        return {
+            "refs": dict(repo.refs),
+            "commits": commits,
+            "discussions": discussions,
+            "lastModified": iso(repo.last_modified),
+            "createdAt": iso(repo.created_at),
+            "downloads": repo.downloads,
+            "likes": repo.likes,
+        }

@@ -14,8 +14,11 @@ def scalar_names(header) -> list[str]:
 
     An alpha in a dtype with no scalar reading (bool, fp8) stays unread: alpha then counts as undeclared
     for that module, which is reported, rather than the whole file being called corrupt."""
-    return [name for name, info in header.tensors.items()
-            if name.endswith(".alpha") and info.numel == 1 and info.dtype in SCALAR_DTYPES]
+    return [
+        name
+        for name, info in header.tensors.items()
+        if name.endswith(".alpha") and info.numel == 1 and info.dtype in SCALAR_DTYPES
+    ]
 
 
 def _read_text(path: Path | None) -> str | None:
@@ -28,7 +31,9 @@ def _read_text(path: Path | None) -> str | None:
         return None
 
 
-def file_evidence(path: Path, label: str, config: Path | None, card: Path | None, pickle: bool) -> FileEvidence:
+def file_evidence(
+    path: Path, label: str, config: Path | None, card: Path | None, pickle: bool
+) -> FileEvidence:
     size = path.stat().st_size
     context = {"adapter_config_text": _read_text(config), "card_text": _read_text(card)}
     if pickle:
@@ -39,10 +44,16 @@ def file_evidence(path: Path, label: str, config: Path | None, card: Path | None
     except HeaderError as error:
         return FileEvidence(path=label, size=size, header_error=str(error), **context)
     except OSError as error:
-        return FileEvidence(path=label, size=size, header_error=f"cannot read the file: {error.strerror}", **context)
+        return FileEvidence(
+            path=label, size=size, header_error=f"cannot read the file: {error.strerror}", **context
+        )
     except Exception as error:  # noqa: BLE001 — a parser bug must cost one file, never the folder's report
-        return FileEvidence(path=label, size=size, header_error=f"unreadable header ({type(error).__name__}: "
-                                                                  f"{str(error)[:200]})", **context)
+        return FileEvidence(
+            path=label,
+            size=size,
+            header_error=f"unreadable header ({type(error).__name__}: {str(error)[:200]})",
+            **context,
+        )
     return FileEvidence(path=label, size=size, header=header, scalars=scalars, **context)
 
 
@@ -51,7 +62,9 @@ def collect(target: Path) -> list[FileEvidence]:
     if target.is_file():
         # A file named on the command line is inspected whatever its name; a pickle is still never opened.
         pickle = target.suffix.lower() in PICKLE_SUFFIXES
-        return [file_evidence(target, target.name, target.parent / CONFIG_NAME, target.parent / CARD_NAME, pickle)]
+        return [
+            file_evidence(target, target.name, target.parent / CONFIG_NAME, target.parent / CARD_NAME, pickle)
+        ]
     paths = [p.relative_to(target).as_posix() for p in sorted(target.rglob("*")) if p.is_file()]
     return [_evidence_for(target, candidate) for candidate in select_candidates(paths)]
 
@@ -60,5 +73,10 @@ def _evidence_for(root: Path, candidate: Candidate) -> FileEvidence:
     def resolve(relative):
         return root / relative if relative else None
 
-    return file_evidence(root / candidate.path, candidate.path, resolve(candidate.config_path),
-                         resolve(candidate.card_path), candidate.pickle)
+    return file_evidence(
+        root / candidate.path,
+        candidate.path,
+        resolve(candidate.config_path),
+        resolve(candidate.card_path),
+        candidate.pickle,
+    )
