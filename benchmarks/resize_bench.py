@@ -115,7 +115,7 @@ def write_lora(path: Path, family: str, shapes: list[tuple[str, int, int]], seed
     """A rank-64 file, written module by module so the builder never holds the whole file."""
     import torch
 
-    from bot.lora.safetensors_stream import StreamingWriter, TensorSlot
+    from bot.files.stream import StreamingWriter, TensorSlot
 
     dtype, code = (torch.float16, "F16") if family == "sdxl" else (torch.bfloat16, "BF16")
     slots = []
@@ -161,8 +161,8 @@ def subset(shapes: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
 
 
 def child_lora_bot(source: Path, out: Path) -> dict:
-    from bot.lora.resize import ResizeOptions
-    from bot.lora.resize_file import resize_adapter
+    from bot.resize.engine import resize_adapter
+    from bot.resize.math import ResizeOptions
 
     start_rss = current_rss()
     start = time.perf_counter()

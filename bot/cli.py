@@ -22,17 +22,15 @@ class UsageError(Exception):
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from bot.lora.inspect import inspect_evidence
-    from bot.report import render_inspections_json, render_inspections_text
+    from bot.core.inspect import inspect_evidence
+    from bot.report.inspect import render_inspections_json, render_inspections_text
     from bot.sources import local
 
     target = Path(args.target)
     if target.exists():
         inspections = [inspect_evidence(e) for e in local.collect(target)]
     elif _looks_like_repo_id(args.target):
-        from bot.hub.remote import inspect_repo_for_cli
-
-        inspections = inspect_repo_for_cli(args)
+        inspections = _inspect_hub_repo(args.target, args.revision, args.endpoint, args.token)
     else:
         raise UsageError(f"no such file or folder: {args.target}")
     if args.json:
@@ -42,13 +40,26 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return EXIT_FINDINGS if any(i.has_error for i in inspections) else EXIT_OK
 
 
+def _inspect_hub_repo(repo_id: str, revision: str | None, endpoint: str | None, token: str | None) -> list:
+    """`lora-bot inspect OWNER/NAME`: the scan's source and engine on one repo; a failed read is a usage error."""
+    from bot.core.repo import RepoRef, inspect_repo
+    from bot.hub.client import make_api
+    from bot.sources.hub import RemoteReader
+
+    api = make_api(endpoint or os.environ.get("HF_ENDPOINT"), token or os.environ.get("HF_TOKEN"))
+    result = inspect_repo(RemoteReader(api).read(RepoRef(repo_id, sha=revision)))
+    if result.error and not result.files:
+        raise UsageError(f"{repo_id}: {result.error}")
+    return list(result.files)
+
+
 def _looks_like_repo_id(text: str) -> bool:
     parts = text.split("/")
     return len(parts) == 2 and all(parts) and not text.startswith((".", "/"))
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from bot.lora.flags import CODES, explain, flag_table_markdown
+    from bot.core.flags import CODES, explain, flag_table_markdown
 
     if args.markdown:
         print(flag_table_markdown())
@@ -68,9 +79,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_scan(args: argparse.Namespace) -> int:
     from bot.config import ConfigError, load_config
     from bot.hub.client import describe_error
-    from bot.hub.discovery import Shard
-    from bot.report import render_scan_text, scan_report, scan_report_markdown
-    from bot.run import ScanOptions, run_scan
+    from bot.pipeline import ScanOptions, run_scan
+    from bot.report.scan import render_scan_text, scan_report, scan_report_markdown
+    from bot.sources.discovery import Shard
 
     try:
         config = load_config(args.config)
@@ -110,8 +121,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import tempfile
 
     from bot.config import ConfigError, Query, load_config
-    from bot.report import render_scan_text, scan_report, scan_report_markdown
-    from bot.run import ScanOptions, run_scan
+    from bot.pipeline import ScanOptions, run_scan
+    from bot.report.scan import render_scan_text, scan_report, scan_report_markdown
     from bot.sandbox.samples import write_sample_repos
     from bot.sandbox.server import SandboxHub
 
@@ -149,14 +160,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_action(args: argparse.Namespace) -> int:
-    from bot.action import main as action_main
+    from bot.action.entry import main as action_main
 
     return action_main(os.environ)
 
 
 def cmd_merge_reports(args: argparse.Namespace) -> int:
-    from bot.report import check_report, merge_reports, merged_report_markdown
-    from bot.workflow_commands import append_summary
+    from bot.action.runner import append_summary
+    from bot.report.scan import check_report, merge_reports, merged_report_markdown
 
     try:
         reports = [check_report(_read_json(path), path) for path in args.reports]
@@ -189,9 +200,9 @@ def _write(path: str, text: str) -> None:
 
 
 def cmd_resize(args: argparse.Namespace) -> int:
-    from bot.lora.resize import ResizeError, ResizeOptions
-    from bot.lora.resize_file import OutputPathError, resize_adapter
-    from bot.resize_report import render_resize_json, render_resize_text
+    from bot.report.resize import render_resize_json, render_resize_text
+    from bot.resize.engine import OutputPathError, resize_adapter
+    from bot.resize.math import ResizeError, ResizeOptions
 
     target = Path(args.target)
     if not target.exists():

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bot import action
+from bot.action import entry as action
+from bot.action.runner import fit_summary, output_lines
 from bot.cli import main as cli_main
+from bot.report.text import escape_markdown
 from bot.sandbox.server import SandboxHub
-from bot.text import escape_markdown
-from bot.workflow_commands import fit_summary, output_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 ACTION_YML = ROOT / "action.yml"
@@ -168,7 +168,7 @@ def make_workspace(tmp_path: Path, config: dict | None = SAMPLES_CONFIG, name: s
 
 
 def expected_counts(report: dict) -> dict[str, str]:
-    """Counted here from the report JSON by the issue's definitions, independently of bot.report."""
+    """Counted here from the report JSON by the issue's definitions, independently of bot.report.scan."""
     errors = [
         f for r in report["repos"] for item in r["files"] for f in item["flags"] if f["severity"] == "error"
     ]

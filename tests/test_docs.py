@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from bot.cli import build_parser
-from bot.lora.flags import CODES, flag_table_markdown
+from bot.core.flags import CODES, flag_table_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import save_file
 
 from bot.cli import main
-from bot.lora.inspect import inspect_evidence
+from bot.core.inspect import inspect_evidence
 from bot.sources.local import file_evidence
 
 # Two kohya modules; data order in the file is whatever safetensors chooses, so variants look it up.

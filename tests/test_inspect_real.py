@@ -37,7 +37,7 @@ from helpers_adapters import (
 )
 
 from bot.cli import main
-from bot.lora.flags import CODES
+from bot.core.flags import CODES
 from bot.sandbox.layouts import sdxl_sgm_shapes, write_sparse_safetensors
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")

@@ -8,15 +8,15 @@ import json
 import pytest
 import yaml
 
-from bot.lora.card import parse_card
-from bot.lora.fingerprints import BaseModel
-from bot.lora.flags import Flag
-from bot.lora.inspect import FileInspection, ModuleReport
+from bot.core.card import parse_card
+from bot.core.fingerprints import BaseModel
+from bot.core.flags import Flag
+from bot.core.inspect import FileInspection, ModuleReport
 from bot.proposals.build import RepoFacts, build_proposals, card_proposal, fixed_config_text, flags_proposal
 from bot.proposals.card import CardAdditions, apply_additions
 from bot.proposals.execute import BotThread, plan_repo
 from bot.proposals.model import FileChange, UnsafePath, parse_markers, render_marker
-from bot.text import code_span, escape_markdown
+from bot.report.text import code_span, escape_markdown
 
 ADDITIONS = CardAdditions(
     keys={"base_model": "org/base", "base_model_relation": "adapter"},

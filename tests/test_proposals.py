@@ -14,7 +14,7 @@ from huggingface_hub import HfApi
 
 from bot.cli import main
 from bot.config import load_config
-from bot.run import ScanOptions, run_scan
+from bot.pipeline import ScanOptions, run_scan
 from bot.sandbox.server import SandboxHub
 
 BOT_TOKEN, OWNER_TOKEN = "hf_bot_secret_token", "hf_owner_token"

@@ -642,8 +642,9 @@ def test_human_report_names_modules_ranks_energy_and_sizes(tmp_path, capsys):
 def test_metadata_fix_declares_mixed_conv_ranks_dynamic(tmp_path, capsys):
     # conv_dim says 8 while the 3×3 convs have ranks 2 and 4: no single number is true, so the fix writes
     # "Dynamic" (as kohya does for mixed ranks) and the rewritten file inspects without a rank finding.
-    from bot.lora.inspect import inspect_evidence
-    from bot.lora.metadata_fix import corrected_metadata, rewrite_metadata
+    from bot.core.inspect import inspect_evidence
+    from bot.core.metadata import corrected_metadata
+    from bot.files.safetensors import rewrite_metadata
     from bot.sources.local import collect
 
     generator = torch.Generator().manual_seed(7)

@@ -18,8 +18,8 @@ from clock import RecordingClock
 
 from bot.cli import main
 from bot.config import load_config
-from bot.report import scan_report
-from bot.run import ScanOptions, run_scan
+from bot.pipeline import ScanOptions, run_scan
+from bot.report.scan import scan_report
 from bot.sandbox.layouts import sdxl_sgm_shapes, write_sparse_safetensors
 from bot.sandbox.server import SandboxHub, request_repo
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 from bot.cli import main
-from bot.hub.remote import MAX_IGNORED_RANGE_READ
 from bot.sandbox.layouts import write_sparse_safetensors
 from bot.sandbox.server import SandboxHub
+from bot.sources.hub import MAX_IGNORED_RANGE_READ
 
 
 def kohya(path, modules: int, width: int) -> dict[str, float]:

@@ -17,14 +17,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from bot.config import ProposalsConfig
-from bot.lora.card import parse_card
-from bot.lora.flags import CODES, ERROR
-from bot.lora.inspect import FileInspection
-from bot.lora.peft_config import ConfigError, parse_peft_config, peft_module_key
-from bot.lora.selection import CARD_NAME, select_candidates
+from bot.core.card import parse_card
+from bot.core.flags import CODES, ERROR
+from bot.core.inspect import FileInspection
+from bot.core.peft_config import ConfigError, parse_peft_config, peft_module_key
+from bot.core.selection import CARD_NAME, select_candidates
 from bot.proposals import card as card_edit
 from bot.proposals.model import CARD, CONFIG_FIX, FLAGS, FileChange, Proposal, digest
-from bot.text import code_span, code_text, escape_markdown, plural
+from bot.report.text import code_span, code_text, escape_markdown, plural
 
 # Warnings that still belong in the discussion because lora-bot cannot act on them.
 DISCUSS_WARNINGS = {"card-invalid"}

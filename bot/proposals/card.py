@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import yaml
 
-from bot.lora.card import parse_card
-from bot.text import code_span, escape_markdown, human_size
+from bot.core.card import parse_card
+from bot.report.text import code_span, escape_markdown, human_size
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 DETAILS_HEADING = "## LoRA details"

@@ -18,7 +18,7 @@ from huggingface_hub import CommitOperationAdd, HfApi
 
 from bot.hub.client import RetryPolicy, describe_error, with_retries
 from bot.proposals.model import FLAGS, PR_KINDS, Proposal, Submission, parse_markers, slot_of
-from bot.proposals.render import close_note, discussion_body, flags_update_comment, pr_body, resolved_note
+from bot.report.bodies import close_note, discussion_body, flags_update_comment, pr_body, resolved_note
 
 OPENED, WOULD_OPEN, UPDATED, WOULD_UPDATE = "opened", "would-open", "updated", "would-update"
 # A dry run without a token cannot list the bot's earlier proposals, so it cannot tell what already exists.

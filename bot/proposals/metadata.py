@@ -6,14 +6,14 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from bot.core.inspect import inspect_evidence
+from bot.core.metadata import corrected_metadata
+from bot.files.safetensors import file_sha256, read_local_header, rewrite_metadata
 from bot.hub.download import Downloader
-from bot.lora.header import file_sha256, read_local_header
-from bot.lora.inspect import inspect_evidence
-from bot.lora.metadata_fix import corrected_metadata, rewrite_metadata
 from bot.proposals.build import RepoFacts
 from bot.proposals.model import METADATA_FIX, FileChange, Proposal
+from bot.report.text import code_span, escape_markdown
 from bot.sources.local import collect
-from bot.text import code_span, escape_markdown
 
 
 def _digests(path: Path, data_start: int) -> tuple[str, str]:

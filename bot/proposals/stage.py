@@ -10,9 +10,9 @@ from pathlib import Path
 from huggingface_hub import HfApi
 
 from bot.config import Config
+from bot.core.repo import RepoInspection
 from bot.hub.client import RetryPolicy, describe_error, with_retries
 from bot.hub.download import Downloader
-from bot.hub.remote import RepoInspection
 from bot.proposals.build import RepoFacts, build_proposals
 from bot.proposals.execute import FAILED, Outcome, Writer
 from bot.proposals.metadata import MetadataFixBuilder

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.config import VariantPolicy
+from bot.core.inspect import FileInspection, inspect_evidence
+from bot.core.peft_config import ConfigError, parse_peft_config
+from bot.core.selection import CONFIG_NAME
 from bot.hub.download import Downloader
-from bot.lora.inspect import FileInspection, inspect_evidence
-from bot.lora.peft_config import ConfigError, parse_peft_config
-from bot.lora.selection import CONFIG_NAME
 from bot.proposals.build import RepoFacts, config_path_for
 from bot.proposals.model import VARIANT, FileChange, Proposal
+from bot.report.text import code_span, human_size
 from bot.sources.local import collect
-from bot.text import code_span, human_size
 
 RESIZABLE_FORMATS = ("peft", "diffusers", "diffusers-legacy", "kohya")
 # Findings that make a file unfit to convert: a variant of a broken or non-product file would be broken too.
@@ -118,8 +118,8 @@ class VariantBuilder:
     def _build(self, facts: RepoFacts, item: FileInspection, target: Target, path: str) -> Proposal | None:
         # torch is imported here, not at the top: every scan imports this module, few build a variant,
         # and importing torch costs seconds at start-up.
-        from bot.lora.resize import ResizeError, ResizeOptions
-        from bot.lora.resize_file import resize_adapter
+        from bot.resize.engine import resize_adapter
+        from bot.resize.math import ResizeError, ResizeOptions
 
         source = self.downloader.fetch(facts.repo_id, item.path, facts.revision)
         config_path = config_path_for(facts, item.path)

@@ -15,7 +15,7 @@ import struct
 from collections.abc import Mapping
 from pathlib import Path
 
-from bot.lora.header import DTYPE_BITS
+from bot.core.header import DTYPE_BITS
 
 # ------------------------------------------------------------------------------------------ layouts
 

@@ -1,1 +1,1 @@
-"""Where files come from: a local folder (`local`) or a Hub repo (`bot.hub.remote`). Both yield FileEvidence."""
+"""Where files come from: a local folder (`local`) or a Hub repo (`bot.sources.hub`). Both yield FileEvidence."""

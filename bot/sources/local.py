@@ -4,21 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.lora.header import SCALAR_DTYPES, HeaderError, read_local_header, read_local_scalars
-from bot.lora.inspect import FileEvidence
-from bot.lora.selection import CARD_NAME, CONFIG_NAME, PICKLE_SUFFIXES, Candidate, select_candidates
-
-
-def scalar_names(header) -> list[str]:
-    """The one-element `.alpha` tensors whose values the engine needs (kohya, LyCORIS).
-
-    An alpha in a dtype with no scalar reading (bool, fp8) stays unread: alpha then counts as undeclared
-    for that module, which is reported, rather than the whole file being called corrupt."""
-    return [
-        name
-        for name, info in header.tensors.items()
-        if name.endswith(".alpha") and info.numel == 1 and info.dtype in SCALAR_DTYPES
-    ]
+from bot.core.header import HeaderError, scalar_names
+from bot.core.inspect import FileEvidence
+from bot.core.selection import CARD_NAME, CONFIG_NAME, PICKLE_SUFFIXES, Candidate, select_candidates
+from bot.files.safetensors import read_local_header, read_local_scalars
 
 
 def _read_text(path: Path | None) -> str | None:

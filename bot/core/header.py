@@ -8,15 +8,12 @@ this module only turns bytes into a `SafetensorsHeader` or a `HeaderError` that 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import reprlib
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 # The safetensors reference implementation refuses headers above 100 MB; so do we, before allocating.
 MAX_HEADER_BYTES = 100_000_000
@@ -121,30 +118,6 @@ def parse_header(raw: bytes, file_size: int | None = None) -> SafetensorsHeader:
     data_size = None if file_size is None else file_size - 8 - length
     _check_layout(tensors, data_size)
     return SafetensorsHeader(tensors=tensors, metadata=metadata, header_length=length, file_size=file_size)
-
-
-def read_local_header(path: str | os.PathLike) -> SafetensorsHeader:
-    """Read only the header of a local file: two small reads, whatever the file's size."""
-    path = Path(path)
-    size = path.stat().st_size
-    with path.open("rb") as handle:
-        prefix = handle.read(8)
-        length = declared_header_length(prefix, size)
-        return parse_header(prefix + handle.read(length), size)
-
-
-def read_local_scalars(
-    path: str | os.PathLike, header: SafetensorsHeader, names: list[str]
-) -> dict[str, float]:
-    """Read the few bytes of each named scalar tensor (kohya `.alpha`) by seeking, never the whole file."""
-    values = {}
-    # Unbuffered: a buffered reader would fetch 8 KiB around each 4-byte alpha, hundreds of times per file.
-    with Path(path).open("rb", buffering=0) as handle:
-        for name in names:
-            start, end = header.absolute_range(name)
-            handle.seek(start)
-            values[name] = decode_scalar(header.tensors[name], handle.read(end - start))
-    return values
 
 
 _SCALAR_FORMATS = {
@@ -346,11 +319,13 @@ def encode_header(tensors: Iterable[TensorInfo], metadata: Mapping[str, str]) ->
     return len(text).to_bytes(8, "little") + text
 
 
-def file_sha256(path: Path, start: int = 0) -> str:
-    """sha256 of the file from byte `start` on (the header's `data_start`: the tensor data alone)."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        handle.seek(start)
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def scalar_names(header: SafetensorsHeader) -> list[str]:
+    """The one-element `.alpha` tensors whose values the engine needs (kohya, LyCORIS).
+
+    An alpha in a dtype with no scalar reading (bool, fp8) stays unread: alpha then counts as undeclared
+    for that module, which is reported, rather than the whole file being called corrupt."""
+    return [
+        name
+        for name, info in header.tensors.items()
+        if name.endswith(".alpha") and info.numel == 1 and info.dtype in SCALAR_DTYPES
+    ]

@@ -1,4 +1,4 @@
-"""Evidence from a Hub repo without downloading weights: one model_info, header range reads, small texts.
+"""The Hub source: evidence from a repo without downloading weights: one model_info, header range reads, small texts.
 
 Per safetensors file: one `Range: bytes=0-100000` read (the same first read huggingface_hub's
 `parse_safetensors_file_metadata` makes; 97% of headers fit), a second only when the header is larger, and
@@ -9,26 +9,25 @@ and so the alpha offsets (which need the header length) are known.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from datetime import datetime
+from dataclasses import dataclass, replace
 
 from huggingface_hub import HfApi, hf_hub_url
 from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
 
-from bot.hub.client import RetryPolicy, describe_error, make_api, session, with_retries
-from bot.lora.header import (
+from bot.core.header import (
     HeaderError,
     SafetensorsHeader,
     declared_header_length,
     decode_scalar,
     parse_header,
+    scalar_names,
 )
-from bot.lora.inspect import FileEvidence, FileInspection, inspect_evidence
-from bot.lora.selection import CARD_NAME, select_candidates
-from bot.sources.local import scalar_names
+from bot.core.inspect import FileEvidence
+from bot.core.repo import RepoRef, RepoSnapshot
+from bot.core.selection import CARD_NAME, select_candidates
+from bot.hub.client import RetryPolicy, describe_error, session, with_retries
 
 FIRST_READ = 100_000  # bytes of the first range read, as huggingface_hub reads them
 MAX_TEXT_BYTES = 1_000_000  # adapter_config.json and README.md are read up to this many bytes
@@ -38,35 +37,6 @@ MAX_IGNORED_RANGE_READ = 16_000_000
 # SDXL file has ~700 `.alpha` scalars spread over the file; counted in characters they fit in 2 requests.
 MAX_RANGE_HEADER = 7_900
 SAFE_PATH = re.compile(r"^(?!/)(?!.*(^|/)\.\.?(/|$))[^\x00\\]+$")
-
-
-@dataclass(frozen=True)
-class RepoRef:
-    repo_id: str
-    sha: str | None = None
-    last_modified: datetime | None = None
-    tags: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class RepoInspection:
-    repo_id: str
-    sha: str | None
-    last_modified: datetime | None = None
-    files: tuple[FileInspection, ...] = ()
-    error: str | None = None
-    tags: tuple[str, ...] = ()
-    card_data: Mapping = field(default_factory=dict)
-    texts: Mapping[str, str] = field(default_factory=dict)  # README.md and adapter_config.json files read
-    sizes: Mapping[str, int | None] = field(default_factory=dict)  # every file of the repo at `sha`
-
-    def to_json(self) -> dict:
-        return {
-            "repo_id": self.repo_id,
-            "sha": self.sha,
-            "files": [f.to_json() for f in self.files],
-            "error": self.error,
-        }
 
 
 class RangeReadError(OSError):
@@ -158,33 +128,31 @@ class RemoteReader:
             values[name] = decode_scalar(header.tensors[name], raw)
         return values
 
-    def inspect(self, ref: RepoRef) -> RepoInspection:
-        """Everything the engine needs about a repo; failures become the repo's `error`, never an exception."""
+    def read(self, ref: RepoRef) -> RepoSnapshot:
+        """Evidence for every LoRA file of the repo; a failure becomes the snapshot's `error`, never an exception."""
         try:
             info = with_retries(
                 self.policy, lambda: self.api.model_info(ref.repo_id, revision=ref.sha, files_metadata=True)
             )
         except Exception as error:  # noqa: BLE001 — a report line, the scan goes on
-            return RepoInspection(
+            return RepoSnapshot(
                 ref.repo_id, ref.sha, ref.last_modified, error=describe_error(error), tags=ref.tags
             )
         sha = info.sha or ref.sha
         sizes = {s.rfilename: s.size for s in (info.siblings or [])}  # None: the Hub did not say
-        tags = tuple(info.tags or ref.tags)
-        card_data = _card_data(info)
-        base = RepoInspection(
+        base = RepoSnapshot(
             ref.repo_id,
             sha,
             info.last_modified or ref.last_modified,
-            tags=tags,
-            card_data=card_data,
+            tags=tuple(info.tags or ref.tags),
+            card_data=_card_data(info),
             sizes=sizes,
         )
         unsafe = [p for p in sizes if not SAFE_PATH.match(p)]
         if unsafe:
             return replace(base, error=f"refused: the repo lists unsafe file names ({unsafe[0]!r})")
         texts: dict[str, str] = {}
-        files: list[FileInspection] = []
+        evidence: list[FileEvidence] = []
         try:
             candidates = select_candidates(sizes)
             wanted = {c.config_path for c in candidates} | {c.card_path for c in candidates}
@@ -193,11 +161,10 @@ class RemoteReader:
             for path in sorted(p for p in wanted if p):
                 texts[path] = self.read_text(ref.repo_id, path, sha)
             for candidate in candidates:
-                evidence = self._evidence(ref.repo_id, sha, candidate, sizes.get(candidate.path), texts)
-                files.append(inspect_evidence(evidence))
+                evidence.append(self._evidence(ref.repo_id, sha, candidate, sizes.get(candidate.path), texts))
         except Exception as error:  # noqa: BLE001 — keep what was found, report why the rest is missing
-            return replace(base, files=tuple(files), texts=texts, error=describe_error(error))
-        return replace(base, files=tuple(files), texts=texts)
+            return replace(base, evidence=tuple(evidence), texts=texts, error=describe_error(error))
+        return replace(base, evidence=tuple(evidence), texts=texts)
 
     def _evidence(self, repo_id: str, sha: str, candidate, size: int | None, texts: Mapping[str, str]):
         context = {
@@ -292,14 +259,3 @@ def _slice(pieces: list[tuple[int, bytes]], a: int, b: int) -> bytes:
         if offset <= a and b <= offset + len(data):
             return data[a - offset : b - offset]
     raise RangeReadError(f"the server did not return bytes {a}-{b - 1} (it may not honour Range requests)")
-
-
-def inspect_repo_for_cli(args) -> list[FileInspection]:
-    """`lora-bot inspect OWNER/NAME`: the same engine on a Hub repo; a failure is a usage-style error."""
-    from bot.cli import UsageError  # only here: the Hub layer does not load the CLI for a scan
-
-    api = make_api(args.endpoint or os.environ.get("HF_ENDPOINT"), args.token or os.environ.get("HF_TOKEN"))
-    result = RemoteReader(api).inspect(RepoRef(args.target, sha=args.revision))
-    if result.error and not result.files:
-        raise UsageError(f"{args.target}: {result.error}")
-    return list(result.files)

@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 import torch
 
-from bot.lora.header import DTYPE_BITS, SafetensorsHeader, TensorInfo, encode_header
+from bot.core.header import DTYPE_BITS, SafetensorsHeader, TensorInfo, encode_header
 
 TORCH_DTYPES: Mapping[str, torch.dtype] = {
     "F64": torch.float64,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from bot.lora.resize_file import ResizeReport
-from bot.text import human_size
+from bot.report.text import human_size
+from bot.resize.engine import ResizeReport
 
 # Big files (SDXL has ~700 modules) show only the modules that lost the most; --json has them all.
 MAX_ROWS = 20

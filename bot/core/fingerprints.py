@@ -11,8 +11,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from bot.lora.formats import Module, component_of
-from bot.lora.trainer_metadata import diffusers_adapter_metadata
+from bot.core.formats import Module, component_of
+from bot.core.trainer_metadata import diffusers_adapter_metadata
 
 SD1, SD2, SDXL, SD3, FLUX1, LLM = "sd1", "sd2", "sdxl", "sd3", "flux1", "llm"
 FAMILIES = (SD1, SD2, SDXL, SD3, FLUX1, LLM)

@@ -20,11 +20,14 @@ from typing import BinaryIO
 
 import torch
 
-from bot.lora.formats import LOHA, LOKR, LORA, LORA_TUCKER, Module, most_common, parse_keys
-from bot.lora.header import HeaderError, SafetensorsHeader, file_sha256, read_local_header, read_local_scalars
-from bot.lora.inspect import FileEvidence, FileInspection, inspect_evidence
-from bot.lora.peft_config import ConfigError, PeftConfig, lora_scale, parse_peft_config
-from bot.lora.resize import (
+from bot.core.formats import LOHA, LOKR, LORA, LORA_TUCKER, Module, most_common, parse_keys
+from bot.core.header import HeaderError, SafetensorsHeader
+from bot.core.inspect import FileEvidence, FileInspection, inspect_evidence
+from bot.core.peft_config import ConfigError, PeftConfig, lora_scale, parse_peft_config
+from bot.core.selection import PICKLE_SUFFIXES, select_candidates
+from bot.files.safetensors import file_sha256, read_local_header, read_local_scalars
+from bot.files.stream import StreamingWriter, TensorSlot, read_tensor
+from bot.resize.math import (
     ModulePlan,
     ModuleResize,
     ModuleSpec,
@@ -36,7 +39,7 @@ from bot.lora.resize import (
     resize_module,
     singular_values,
 )
-from bot.lora.resize_metadata import (
+from bot.resize.metadata import (
     ENERGY_WIDTH,
     KOHYA_HASH_KEYS,
     provenance,
@@ -44,8 +47,6 @@ from bot.lora.resize_metadata import (
     resized_metadata,
     resized_peft_config,
 )
-from bot.lora.safetensors_stream import StreamingWriter, TensorSlot, read_tensor
-from bot.lora.selection import PICKLE_SUFFIXES, select_candidates
 
 PEFT_WEIGHTS = "adapter_model.safetensors"
 CONFIG_NAME = "adapter_config.json"

@@ -11,11 +11,11 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from bot.lora import flags as F
-from bot.lora.card import parse_card
-from bot.lora.fingerprints import FAMILY_NAMES, BaseModel, declarations, fingerprint, resolve
-from bot.lora.flags import Flag, flag
-from bot.lora.formats import (
+from bot.core import flags as F
+from bot.core.card import parse_card
+from bot.core.fingerprints import FAMILY_NAMES, BaseModel, declarations, fingerprint, resolve
+from bot.core.flags import Flag, flag
+from bot.core.formats import (
     LOHA,
     LOKR,
     LORA,
@@ -28,9 +28,9 @@ from bot.lora.formats import (
     most_common,
     parse_keys,
 )
-from bot.lora.header import SafetensorsHeader
-from bot.lora.peft_config import ConfigError, PeftConfig, config_from_mapping, lora_scale, parse_peft_config
-from bot.lora.trainer_metadata import as_int, diffusers_adapter_metadata, network_args
+from bot.core.header import SafetensorsHeader
+from bot.core.peft_config import ConfigError, PeftConfig, config_from_mapping, lora_scale, parse_peft_config
+from bot.core.trainer_metadata import as_int, diffusers_adapter_metadata, network_args
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The words lora-bot publishes: PR and discussion bodies, comments, and the dry-run preview.
 
 Every body says what changed, why (the failure a user would otherwise hit), how it was verified, and how
-to opt out. Text from the repo is escaped where it is built (bot.text.escape_markdown).
+to opt out. Text from the repo is escaped where it is built (bot.report.text.escape_markdown).
 """
 
 from __future__ import annotations

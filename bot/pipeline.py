@@ -14,11 +14,13 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
 from bot.config import Config
+from bot.core.repo import RepoInspection, RepoRef, inspect_repo
 from bot.hub.client import METER, RetryPolicy, make_api
-from bot.hub.discovery import Shard, discover, next_watermark, opted_out, read_watermark, write_watermark
-from bot.hub.remote import RemoteReader, RepoInspection, RepoRef
 from bot.proposals.execute import FAILED, LIMIT
 from bot.proposals.stage import run_proposals
+from bot.sources.discovery import Shard, discover, opted_out
+from bot.sources.hub import RemoteReader
+from bot.state import next_watermark, read_watermark, write_watermark
 
 # Proposals that a later run must make again ("proposed again next run"): their repos hold the watermark back.
 _UNFINISHED = frozenset({FAILED, LIMIT})
@@ -86,12 +88,14 @@ def inspect_all(
     """Inspect repos in parallel; results come back in discovery order, whatever finished first."""
     results: dict[int, RepoInspection] = {}
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lora-bot") as pool:
-        futures = {pool.submit(reader.inspect, ref): index for index, ref in enumerate(refs)}
+        futures = {
+            pool.submit(lambda ref: inspect_repo(reader.read(ref)), ref): i for i, ref in enumerate(refs)
+        }
         for future in as_completed(futures):
             index = futures[future]
             try:
                 result = future.result()
-            except Exception as error:  # noqa: BLE001 — reader.inspect reports errors itself; belt and braces
+            except Exception as error:  # noqa: BLE001 — the source reports errors itself; belt and braces
                 result = RepoInspection(
                     refs[index].repo_id, refs[index].sha, error=f"internal error: {error!r}"
                 )

@@ -4,20 +4,16 @@ kohya's `ss_network_dim` (and `conv_dim` in `ss_network_args`) and diffusers' `l
 `<component>.r` are rewritten to the ranks the shapes have. Nothing else changes: same tensors, same
 offsets, same data bytes — only `__metadata__` differs, so the file is verifiably the same adapter.
 
-The helpers here that other modules share (`most_common`, `as_int`, `encode_header`, `file_sha256`) live in
-this module because it imports no torch: scans and metadata fixes use them without paying torch's start-up.
+Writing the corrected file is I/O and lives in `bot.files.safetensors.rewrite_metadata`.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from collections import Counter
 from collections.abc import Mapping
-from pathlib import Path
 
-from bot.lora.header import SafetensorsHeader, encode_header, read_local_header
-from bot.lora.trainer_metadata import (
+from bot.core.trainer_metadata import (
     DIFFUSERS_KEY,
     DYNAMIC,
     NETWORK_ARGS_KEY,
@@ -63,14 +59,3 @@ def corrected_metadata(metadata: Mapping[str, str], modules) -> dict[str, str] |
         if changed:
             fixed[DIFFUSERS_KEY] = json.dumps(adapter)
     return fixed if fixed != dict(metadata) else None
-
-
-def rewrite_metadata(source: Path, destination: Path, metadata: Mapping[str, str]) -> SafetensorsHeader:
-    """Copy `source` with a new `__metadata__`; the data section is streamed unchanged."""
-    header = read_local_header(source)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    with source.open("rb") as reader, destination.open("wb") as writer:
-        writer.write(encode_header(header.tensors.values(), metadata))
-        reader.seek(header.data_start)
-        shutil.copyfileobj(reader, writer, length=1 << 20)
-    return read_local_header(destination)

@@ -19,18 +19,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.config import Config, ConfigError, load_config
-from bot.hub.client import describe_error
-from bot.hub.discovery import Shard
-from bot.report import error_flags, render_scan_text, report_counts, scan_report, scan_report_markdown
-from bot.run import ScanOptions, run_scan
-from bot.workflow_commands import (
+from bot.action.runner import (
     WARNINGS_SHOWN_PER_STEP,
     append_summary,
     command,
     commands_stopped,
     write_outputs,
 )
+from bot.config import Config, ConfigError, load_config
+from bot.hub.client import describe_error
+from bot.pipeline import ScanOptions, run_scan
+from bot.report.scan import error_flags, render_scan_text, report_counts, scan_report, scan_report_markdown
+from bot.sources.discovery import Shard
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_REPORT = "lora-bot-report.json"

@@ -1,21 +1,19 @@
 """Which repos to scan: config queries + explicit repos, minus skips and opt-outs, one shard, newer than the
-watermark. Produces `RepoRef`s; reads nothing but listings.
+watermark (`bot.state`). Produces `RepoRef`s; reads nothing but listings.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from datetime import datetime, timezone
 
 from huggingface_hub import HfApi
 
 from bot.config import DiscoveryConfig
+from bot.core.repo import RepoRef
 from bot.hub.client import RetryPolicy, with_retries
-from bot.hub.remote import RepoRef
 
 OPT_OUT_TAG = "lora-bot-ignore"
 _SORT_ARGUMENT = {
@@ -56,61 +54,13 @@ def opted_out(tags: Iterable[str], card_data: dict | None) -> bool:
     return isinstance(value, str) and value.strip().lower() == "ignore"
 
 
-# ------------------------------------------------------------------------------------------- watermark
-
-
-def _marks(state_file: str | Path) -> dict:
-    try:
-        marks = json.loads(Path(state_file).read_text(encoding="utf-8"))["watermarks"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}  # no state or a damaged one: a full scan costs time, never a duplicate
-    return marks if isinstance(marks, dict) else {}
-
-
-def _mark_key(shard: Shard | None) -> str:
-    # Each shard K/N, and the unsharded scan, covers other repos: one's watermark must not hide another's.
-    return f"{shard.index}/{shard.count}" if shard else "all"
-
-
-def read_watermark(state_file: str | Path, shard: Shard | None = None) -> datetime | None:
-    try:
-        return datetime.fromisoformat(_marks(state_file)[_mark_key(shard)])
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def write_watermark(state_file: str | Path, watermark: datetime, shard: Shard | None = None) -> None:
-    path = Path(state_file)
-    marks = {**_marks(path), _mark_key(shard): watermark.isoformat()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"watermarks": marks}, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def next_watermark(
-    previous: datetime | None, scanned: Iterable[tuple[datetime | None, bool]]
-) -> datetime | None:
-    """The newest lastModified scanned, but never past a repo that failed: it must be scanned again."""
-    done = [when for when, ok in scanned if when and ok]
-    failed = [when for when, ok in scanned if when and not ok]
-    if not done:
-        return previous
-    candidate = max(done)
-    if failed:
-        earliest_failure = min(failed)
-        candidate = min(candidate, earliest_failure - _EPSILON)
-    return max(candidate, previous) if previous else candidate
-
-
-_EPSILON = timedelta(microseconds=1)
+# ------------------------------------------------------------------------------------------- discovery
 
 
 def _aware(when: datetime | None) -> datetime | None:
     if when is not None and when.tzinfo is None:
         return when.replace(tzinfo=timezone.utc)
     return when
-
-
-# ------------------------------------------------------------------------------------------- discovery
 
 
 @dataclass(frozen=True)

@@ -1,76 +1,15 @@
-"""How findings are shown: a compact text table for terminals, JSON for tools (markdown comes with scan)."""
+"""`lora-bot scan` output: the terminal view, the report JSON and markdown, and the merge of shard reports."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import replace
 
-from bot.lora.inspect import FileInspection
-from bot.proposals.render import preview
-from bot.text import escape_markdown
-
-_SEVERITY_MARK = {"error": "E", "warning": "W", "info": "i"}
-
-
-def _ranks_text(inspection: FileInspection) -> str:
-    if not inspection.ranks:
-        return "-"
-    if len(inspection.ranks) == 1:
-        return str(inspection.rank)
-    return f"{inspection.rank} (" + ", ".join(f"{r}×{n}" for r, n in sorted(inspection.ranks.items())) + ")"
-
-
-def _alpha_text(inspection: FileInspection) -> str:
-    if inspection.alpha is None:
-        return "-"
-    text = f"{inspection.alpha:g}"
-    return text if inspection.alpha_declared else f"{text} (undeclared)"
-
-
-def _base_text(inspection: FileInspection) -> str:
-    base = inspection.base_model
-    if base.repo_id:
-        return f"{base.repo_id} [{base.family or '?'}]"
-    if base.family:
-        return f"{base.family} (one of {', '.join(base.candidates)})" if base.candidates else base.family
-    return "unknown"
-
-
-def render_inspections_text(inspections: Sequence[FileInspection]) -> str:
-    """One block per file: the key facts on aligned lines, then one line per flag."""
-    blocks = []
-    for item in inspections:
-        variant = f" ({item.variant})" if item.variant else ""
-        lines = [
-            item.path,
-            f"  format   {item.format}{variant}    modules {len(item.modules)}    tensors {item.tensors}",
-            f"  rank     {_ranks_text(item)}    alpha {_alpha_text(item)}"
-            + (f"    scale {item.scale:g}" if item.scale is not None else "")
-            + ("    rsLoRA" if item.use_rslora else ""),
-            f"  base     {_base_text(item)}    source: {item.base_model.source}",
-        ]
-        if item.target_modules:
-            lines.append(
-                f"  targets  {', '.join(item.target_modules[:12])}"
-                + (" …" if len(item.target_modules) > 12 else "")
-            )
-        for found in item.flags:
-            lines.append(f"  {_SEVERITY_MARK[found.severity]} {found.code}: {found.message}")
-        if not item.flags:
-            lines.append("  ok: no findings")
-        blocks.append("\n".join(lines))
-    if not blocks:
-        return "no LoRA files found"
-    return "\n\n".join(blocks)
-
-
-def render_inspections_json(inspections: Sequence[FileInspection], with_modules: bool = False) -> str:
-    return json.dumps({"files": [i.to_json(with_modules) for i in inspections]}, indent=2)
-
-
-# ----------------------------------------------------------------------------------------------- scan
+from bot.core.inspect import FileInspection
+from bot.report.bodies import preview
+from bot.report.inspect import alpha_text, base_text, ranks_text, render_inspections_text
+from bot.report.text import escape_markdown
 
 
 def scan_report(result) -> dict:
@@ -146,8 +85,8 @@ def scan_report_markdown(result) -> str:
                     continue
                 flags = ", ".join(f"`{f.code}`" for f in item.flags)
                 lines.append(
-                    f"| {_md(repo.repo_id)} | {_md(item.path)} | {item.format} | {_ranks_text(item)} | "
-                    f"{_alpha_text(item)} | {_md(_base_text(item))} | {flags} |"
+                    f"| {_md(repo.repo_id)} | {_md(item.path)} | {item.format} | {ranks_text(item)} | "
+                    f"{alpha_text(item)} | {_md(base_text(item))} | {flags} |"
                 )
         lines.append("")
     lines += _unread_and_skipped([(r.repo_id, r.error) for r in failed], result.skipped)

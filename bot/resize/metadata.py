@@ -12,10 +12,10 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
-from bot.lora.formats import most_common
-from bot.lora.peft_config import peft_module_key
-from bot.lora.resize import ModulePlan, ResizePlan
-from bot.lora.trainer_metadata import DYNAMIC
+from bot.core.formats import most_common
+from bot.core.peft_config import peft_module_key
+from bot.core.trainer_metadata import DYNAMIC
+from bot.resize.math import ModulePlan, ResizePlan
 
 DIFFUSERS_METADATA_KEY = "lora_adapter_metadata"
 KOHYA_HASH_KEYS = {"sshs_model_hash": 64, "sshs_legacy_hash": 8}  # width of each value

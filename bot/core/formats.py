@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from bot.lora.header import TensorInfo
+from bot.core.header import TensorInfo
 
 FORMATS = ("peft", "diffusers", "diffusers-legacy", "kohya", "lycoris", "unknown")
 

@@ -1,0 +1,65 @@
+"""Safetensors files on the local disk: header-only reads, scalar reads, hashing and metadata rewrites.
+
+The parsing itself is pure and lives in `bot.core.header`; this module only moves bytes between the disk and it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+from bot.core.header import (
+    SafetensorsHeader,
+    declared_header_length,
+    decode_scalar,
+    encode_header,
+    parse_header,
+)
+
+
+def read_local_header(path: str | os.PathLike) -> SafetensorsHeader:
+    """Read only the header of a local file: two small reads, whatever the file's size."""
+    path = Path(path)
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        prefix = handle.read(8)
+        length = declared_header_length(prefix, size)
+        return parse_header(prefix + handle.read(length), size)
+
+
+def read_local_scalars(
+    path: str | os.PathLike, header: SafetensorsHeader, names: list[str]
+) -> dict[str, float]:
+    """Read the few bytes of each named scalar tensor (kohya `.alpha`) by seeking, never the whole file."""
+    values = {}
+    # Unbuffered: a buffered reader would fetch 8 KiB around each 4-byte alpha, hundreds of times per file.
+    with Path(path).open("rb", buffering=0) as handle:
+        for name in names:
+            start, end = header.absolute_range(name)
+            handle.seek(start)
+            values[name] = decode_scalar(header.tensors[name], handle.read(end - start))
+    return values
+
+
+def file_sha256(path: Path, start: int = 0) -> str:
+    """sha256 of the file from byte `start` on (the header's `data_start`: the tensor data alone)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        handle.seek(start)
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def rewrite_metadata(source: Path, destination: Path, metadata: Mapping[str, str]) -> SafetensorsHeader:
+    """Copy `source` with a new `__metadata__`; the data section is streamed unchanged."""
+    header = read_local_header(source)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with source.open("rb") as reader, destination.open("wb") as writer:
+        writer.write(encode_header(header.tensors.values(), metadata))
+        reader.seek(header.data_start)
+        shutil.copyfileobj(reader, writer, length=1 << 20)
+    return read_local_header(destination)
