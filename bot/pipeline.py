@@ -16,14 +16,11 @@ from dataclasses import dataclass, field
 from bot.config import Config
 from bot.core.repo import RepoInspection, RepoRef, inspect_repo
 from bot.hub.client import METER, RetryPolicy, make_api
-from bot.proposals.execute import FAILED, LIMIT
 from bot.proposals.stage import run_proposals
 from bot.sources.discovery import Shard, discover, opted_out
 from bot.sources.hub import RemoteReader
 from bot.state import next_watermark, read_watermark, write_watermark
-
-# Proposals that a later run must make again ("proposed again next run"): their repos hold the watermark back.
-_UNFINISHED = frozenset({FAILED, LIMIT})
+from bot.vocab import UNFINISHED
 
 
 @dataclass(frozen=True)
@@ -147,7 +144,7 @@ def run_scan(config: Config, options: ScanOptions) -> ScanResult:
 
     # A dry run leaves no trace anywhere, the watermark included: the next live run must see these repos.
     if use_watermark and not options.dry_run:
-        unfinished = {o.repo_id for o in outcomes if o.status in _UNFINISHED}
+        unfinished = {o.repo_id for o in outcomes if o.status in UNFINISHED}
         # The listing's lastModified, the value the next listing is compared with. Repos the listing did not
         # return (`repos` of the config) carry none: they are scanned every run and must not move the mark.
         scanned = [

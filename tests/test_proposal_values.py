@@ -14,8 +14,8 @@ from bot.core.flags import Flag
 from bot.core.inspect import FileInspection, ModuleReport
 from bot.proposals.build import RepoFacts, build_proposals, card_proposal, fixed_config_text, flags_proposal
 from bot.proposals.card import CardAdditions, apply_additions
-from bot.proposals.execute import BotThread, plan_repo
 from bot.proposals.model import FileChange, UnsafePath, parse_markers, render_marker
+from bot.proposals.plan import BotThread, plan_repo
 from bot.report.text import code_span, escape_markdown
 
 ADDITIONS = CardAdditions(

@@ -173,13 +173,21 @@ def _advised_wait(headers) -> float | None:
     return None
 
 
-def with_retries(policy: RetryPolicy, call: Callable[[], T]) -> T:
-    """Run `call`, retrying what is transient (429, 5xx, dropped connections) within the policy's bounds."""
+def with_retries(
+    policy: RetryPolicy, call: Callable[[], T], recover: Callable[[], T | None] | None = None
+) -> T:
+    """Run `call`, retrying what is transient (429, 5xx, dropped connections) within the policy's bounds.
+
+    For a write that is not idempotent, `recover` looks for the write's result after a failure (the server
+    may have acted and lost its answer): when it finds one, that is the result, and nothing is sent again."""
     attempt = 1
     while True:
         try:
             return call()
         except Exception as error:
+            landed = recover() if recover is not None else None
+            if landed is not None:
+                return landed
             wait = policy.wait_for(attempt, error) if attempt < policy.attempts else None
             if wait is None:
                 raise

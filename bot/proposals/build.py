@@ -23,8 +23,9 @@ from bot.core.inspect import FileInspection
 from bot.core.peft_config import ConfigError, parse_peft_config, peft_module_key
 from bot.core.selection import CARD_NAME, select_candidates
 from bot.proposals import card as card_edit
-from bot.proposals.model import CARD, CONFIG_FIX, FLAGS, FileChange, Proposal, digest
+from bot.proposals.model import FileChange, Proposal, digest
 from bot.report.text import code_span, code_text, escape_markdown, plural
+from bot.vocab import ProposalKind
 
 # Warnings that still belong in the discussion because lora-bot cannot act on them.
 DISCUSS_WARNINGS = {"card-invalid"}
@@ -125,7 +126,7 @@ def config_fix_proposal(facts: RepoFacts, inspection: FileInspection) -> Proposa
         f"`lora_A`/`lora_B` tensors in the safetensors header."
     )
     return Proposal(
-        kind=CONFIG_FIX,
+        kind=ProposalKind.CONFIG_FIX,
         repo_id=facts.repo_id,
         revision=facts.revision,
         title=f"fix the rank in {config_path} ({old_r} → {change['r']})",
@@ -197,7 +198,7 @@ def card_proposal(facts: RepoFacts) -> Proposal | None:
         "additions, the card body is unchanged, and the Hub's YAML validation accepts it."
     )
     return Proposal(
-        kind=CARD,
+        kind=ProposalKind.CARD,
         repo_id=facts.repo_id,
         revision=facts.revision,
         title="add LoRA metadata to the model card" if old_text is not None else "add a model card",
@@ -243,7 +244,7 @@ def flags_proposal(facts: RepoFacts, fixed: set[tuple[str, str]] = frozenset()) 
     )
     key_facts = sorted([item.path, f.code, f.message] for item, f in findings)
     return Proposal(
-        kind=FLAGS,
+        kind=ProposalKind.FLAGS,
         repo_id=facts.repo_id,
         revision=facts.revision,
         title=f"{plural(len(findings), 'problem')} found in this repo's LoRA files",

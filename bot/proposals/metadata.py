@@ -11,9 +11,10 @@ from bot.core.metadata import corrected_metadata
 from bot.files.safetensors import file_sha256, read_local_header, rewrite_metadata
 from bot.hub.download import Downloader
 from bot.proposals.build import RepoFacts
-from bot.proposals.model import METADATA_FIX, FileChange, Proposal
+from bot.proposals.model import FileChange, Proposal
 from bot.report.text import code_span, escape_markdown
 from bot.sources.local import collect
+from bot.vocab import ProposalKind
 
 
 def _digests(path: Path, data_start: int) -> tuple[str, str]:
@@ -69,7 +70,7 @@ class MetadataFixBuilder:
             "wrong rank."
         )
         return Proposal(
-            kind=METADATA_FIX,
+            kind=ProposalKind.METADATA_FIX,
             repo_id=facts.repo_id,
             revision=facts.revision,
             title=f"correct the rank in {item.path}'s metadata",

@@ -1,6 +1,7 @@
 """Proposals as values, in the manner of huggingface_hub's commit operations: built first, executed later.
 
-A dry run renders them; a live run hands them to `bot.proposals.execute`. Nothing here touches the network.
+`bot.proposals.plan` plans them against the bot's earlier threads; `bot.publish` carries the plan out or
+previews it. Nothing here touches the network.
 
 Identity: every proposal has a `slot` (what it is about: kind + file) and a `key` (slot + a hash of the
 change's facts). Keys are hidden in the PR/discussion body, so the Hub itself records what was proposed:
@@ -17,8 +18,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CARD, CONFIG_FIX, METADATA_FIX, VARIANT, FLAGS = "card", "config-fix", "metadata-fix", "variant", "flags"
-PR_KINDS = (CONFIG_FIX, METADATA_FIX, CARD, VARIANT)  # the order they appear in a grouped PR
+from bot.vocab import ProposalKind, Status
+
+# The kinds a PR carries, in the order they appear in a grouped PR.
+PR_KINDS = (ProposalKind.CONFIG_FIX, ProposalKind.METADATA_FIX, ProposalKind.CARD, ProposalKind.VARIANT)
 
 MARKER = "lora-bot-proposals"
 _MARKER_RE = re.compile(r"<!--\s*" + MARKER + r":\s*(\[.*?\])\s*-->", re.DOTALL)
@@ -76,7 +79,7 @@ class FileChange:
 
 @dataclass(frozen=True)
 class Proposal:
-    kind: str
+    kind: ProposalKind
     repo_id: str
     revision: str  # the commit the proposal was built from; a PR branches from exactly this commit
     title: str
@@ -123,7 +126,7 @@ class Submission:
     @property
     def kind(self) -> str:
         kinds = {p.kind for p in self.members}
-        return kinds.pop() if len(kinds) == 1 else "group"
+        return kinds.pop() if len(kinds) == 1 else ProposalKind.GROUP
 
 
 def render_marker(members) -> str:
@@ -145,3 +148,30 @@ def parse_markers(text: str) -> list[dict]:
 
 def slot_of(key: str) -> str:
     return key.rsplit(":", 1)[0]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to a submission, a close or a repo's whole proposal stage in this run."""
+
+    repo_id: str
+    kind: str  # a ProposalKind: card, config-fix, ..., group (a PR holding several kinds), pr, repo
+    status: Status
+    title: str
+    keys: tuple[str, ...]
+    url: str | None = None
+    number: int | None = None
+    detail: str | None = None
+    submission: Submission | None = field(default=None, compare=False)
+
+    def to_json(self) -> dict:
+        return {
+            "repo_id": self.repo_id,
+            "kind": self.kind,
+            "status": self.status,
+            "title": self.title,
+            "key": ",".join(self.keys),
+            "url": self.url,
+            "number": self.number,
+            "detail": self.detail,
+        }

@@ -1,4 +1,9 @@
-"""The proposal stage of a scan: build each repo's proposals, then open, update or preview them."""
+"""The propose stage of a scan: each repo's proposals built and planned, then handed to the publish stage.
+
+Building proposals and reading the bot's threads are reads (and, for variants, CPU work): they run in the
+worker pool. Publishing then happens one repo at a time, in discovery order, so the PR limits are exact.
+A live run publishes on the Hub; a dry run's publisher only says what it would do.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +19,14 @@ from bot.core.repo import RepoInspection
 from bot.hub.client import RetryPolicy, describe_error, with_retries
 from bot.hub.download import Downloader
 from bot.proposals.build import RepoFacts, build_proposals
-from bot.proposals.execute import FAILED, Outcome, Writer
 from bot.proposals.metadata import MetadataFixBuilder
-from bot.proposals.model import CARD, CONFIG_FIX, METADATA_FIX, VARIANT
+from bot.proposals.model import Outcome
+from bot.proposals.plan import plan_repo
 from bot.proposals.variants import VariantBuilder
+from bot.publish.dry_run import DryRunPublisher
+from bot.publish.hub import HubPublisher
+from bot.publish.interface import PrBudget, Publisher, publish_plan
+from bot.vocab import ProposalKind, Status
 
 
 def bot_user(api: HfApi, policy: RetryPolicy) -> str | None:
@@ -30,10 +39,10 @@ def bot_user(api: HfApi, policy: RetryPolicy) -> str | None:
 def enabled_kinds(config: Config) -> frozenset[str]:
     policy = config.proposals
     switches = {
-        CARD: policy.card,
-        CONFIG_FIX: policy.config_fix,
-        METADATA_FIX: policy.config_fix,
-        VARIANT: policy.variants,
+        ProposalKind.CARD: policy.card,
+        ProposalKind.CONFIG_FIX: policy.config_fix,
+        ProposalKind.METADATA_FIX: policy.config_fix,
+        ProposalKind.VARIANT: policy.variants,
     }
     return frozenset(kind for kind, on in switches.items() if on)
 
@@ -60,16 +69,12 @@ def run_proposals(
         me = bot_user(api, policy)
     except Exception as error:  # noqa: BLE001 — the findings stand; these repos are proposed next run
         return [_failed(repo, error) for repo in eligible]
-    writer = Writer(
-        api,
-        me,
-        policy,
-        dry_run=dry_run,
-        max_prs=config.proposals.max_prs_per_run if max_prs is None else max_prs,
-        max_prs_per_repo=config.proposals.max_prs_per_repo,
-        title_prefix=config.proposals.title_prefix,
-        kinds=enabled_kinds(config),
+    publisher: Publisher = DryRunPublisher(api, me, policy) if dry_run else HubPublisher(api, me, policy)
+    budget = PrBudget(
+        remaining=config.proposals.max_prs_per_run if max_prs is None else max_prs,
+        per_repo=config.proposals.max_prs_per_repo,
     )
+    kinds = enabled_kinds(config)
     outcomes: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="lora-bot-weights-") as scratch:
         downloader = Downloader(api, policy, Path(scratch) / "cache")
@@ -81,12 +86,10 @@ def run_proposals(
             if config.proposals.variants
             else None
         )
-        # Building proposals and reading the bot's threads are reads (and, for variants, CPU work): they run
-        # in the worker pool. The writes then happen one repo at a time, in discovery order.
 
         def prepare(repo: RepoInspection):
             proposals = build_proposals(facts_of(repo), config.proposals, metadata_builder, variant_builder)
-            return writer.plan(repo.repo_id, proposals)
+            return plan_repo(proposals, publisher.threads(repo.repo_id), config.proposals.title_prefix, kinds)
 
         with ThreadPoolExecutor(
             max_workers=config.hub.workers, thread_name_prefix="lora-bot-propose"
@@ -94,11 +97,15 @@ def run_proposals(
             plans = [pool.submit(prepare, repo) for repo in eligible]
             for repo, future in zip(eligible, plans, strict=True):
                 try:
-                    outcomes += writer.execute(repo.repo_id, future.result())
+                    outcomes += publish_plan(
+                        repo.repo_id, future.result(), publisher, budget, config.proposals.title_prefix
+                    )
                 except Exception as error:  # noqa: BLE001 — one repo's failure never stops the run
                     outcomes.append(_failed(repo, error))
     return outcomes
 
 
 def _failed(repo: RepoInspection, error: BaseException) -> Outcome:
-    return Outcome(repo.repo_id, "repo", FAILED, "proposals", (), detail=describe_error(error))
+    return Outcome(
+        repo.repo_id, ProposalKind.REPO, Status.FAILED, "proposals", (), detail=describe_error(error)
+    )

@@ -21,9 +21,10 @@ from bot.core.peft_config import ConfigError, parse_peft_config
 from bot.core.selection import CONFIG_NAME
 from bot.hub.download import Downloader
 from bot.proposals.build import RepoFacts, config_path_for
-from bot.proposals.model import VARIANT, FileChange, Proposal
+from bot.proposals.model import FileChange, Proposal
 from bot.report.text import code_span, human_size
 from bot.sources.local import collect
+from bot.vocab import ProposalKind
 
 RESIZABLE_FORMATS = ("peft", "diffusers", "diffusers-legacy", "kohya")
 # Findings that make a file unfit to convert: a variant of a broken or non-product file would be broken too.
@@ -147,7 +148,7 @@ class VariantBuilder:
             )
         source_sha = report.input_sha256  # the engine hashed the source as it read it
         return Proposal(
-            kind=VARIANT,
+            kind=ProposalKind.VARIANT,
             repo_id=facts.repo_id,
             revision=facts.revision,
             title=f"add a rank-{target.rank} variant of {posixpath.basename(item.path)}",
