@@ -8,14 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ERROR, WARNING, INFO = "error", "warning", "info"
-SEVERITIES = (ERROR, WARNING, INFO)
+from bot.vocab import FlagCode, Severity
+
+# Short names for the three severities, as the engine's rules use them.
+ERROR, WARNING, INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
 
 
 @dataclass(frozen=True)
-class FlagCode:
-    code: str
-    severity: str  # the default; a finding may be milder when the context makes it harmless
+class FlagDoc:
+    """A code's entry in the registry: what `lora-bot explain CODE` and the README's table say."""
+
+    code: FlagCode
+    severity: Severity  # the default; a finding may be milder when the context makes it harmless
     summary: str
     explanation: str
 
@@ -24,8 +28,8 @@ class FlagCode:
 class Flag:
     """One finding about one file."""
 
-    code: str
-    severity: str
+    code: FlagCode
+    severity: Severity
     message: str
 
     def to_json(self) -> dict:
@@ -33,8 +37,8 @@ class Flag:
 
 
 _CODES = (
-    FlagCode(
-        "rank-mismatch-config",
+    FlagDoc(
+        FlagCode.RANK_MISMATCH_CONFIG,
         ERROR,
         "adapter_config.json declares a rank the weights do not have",
         "The rank in adapter_config.json (`r`, or the `rank_pattern` entry for a module) differs from the rank "
@@ -44,8 +48,8 @@ _CODES = (
         "rank the weights were trained at (lora-bot proposes exactly that), or to pad the weights up to the "
         "declared rank.",
     ),
-    FlagCode(
-        "rank-mismatch-metadata",
+    FlagDoc(
+        FlagCode.RANK_MISMATCH_METADATA,
         WARNING,
         "trainer metadata declares a rank the weights do not have",
         "The safetensors metadata (`ss_network_dim`, `ss_network_args` conv_dim, or the diffusers "
@@ -53,8 +57,8 @@ _CODES = (
         "metadata mis-scale the LoRA or refuse it; tools that display it (A1111, lora-inspector) mislead users. "
         "Usually the file was resized or edited and the metadata was not updated.",
     ),
-    FlagCode(
-        "base-model-mismatch",
+    FlagDoc(
+        FlagCode.BASE_MODEL_MISMATCH,
         ERROR,
         "the declared base model is not the one the shapes fit",
         "The base model a source declares (model card `base_model`, `base_model_name_or_path`, "
@@ -63,8 +67,8 @@ _CODES = (
         "onto the declared base fails with size mismatches, or silently does nothing in UIs that skip "
         "unmatched keys. The shapes are the truth; the declaration should be corrected.",
     ),
-    FlagCode(
-        "alpha-missing",
+    FlagDoc(
+        FlagCode.ALPHA_MISSING,
         INFO,
         "no alpha is declared; loaders apply alpha = rank (scale 1)",
         "Nothing in the file or its config declares alpha (no `.alpha` tensors, no `lora_alpha`, no "
@@ -73,23 +77,23 @@ _CODES = (
         "with another alpha it will look too weak or too strong. With mixed ranks the loaders disagree, so "
         "the severity rises to warning.",
     ),
-    FlagCode(
-        "unpaired-module",
+    FlagDoc(
+        FlagCode.UNPAIRED_MODULE,
         ERROR,
         "a module has only one of its two LoRA factors",
         "A LoRA module needs both factors (down/A and up/B, or the full LoHa/LoKr set). This file has a "
         "module where one is missing, so loaders either raise a missing-key error or skip the module and the "
         "LoRA is silently incomplete. Usually the file was truncated by a conversion script or hand-edited.",
     ),
-    FlagCode(
-        "pair-shape-mismatch",
+    FlagDoc(
+        FlagCode.PAIR_SHAPE_MISMATCH,
         ERROR,
         "a module's factors have different ranks",
         "down/A has shape [r, in] and up/B has shape [out, r]; here the two r's differ (or a Tucker mid "
         "tensor does not fit). The product B·A cannot be computed, so every loader fails on this module.",
     ),
-    FlagCode(
-        "mixed-rank-undeclared",
+    FlagDoc(
+        FlagCode.MIXED_RANK_UNDECLARED,
         WARNING,
         "modules have different ranks and nothing declares which",
         "The modules were saved at different ranks, but no `rank_pattern`, `alpha_pattern`, per-module `.alpha` "
@@ -97,8 +101,8 @@ _CODES = (
         "diffusers, vLLM's max_lora_rank, servers that pre-allocate) mis-scale some modules or refuse the file. "
         "Declaring the per-module ranks fixes it.",
     ),
-    FlagCode(
-        "unknown-keys",
+    FlagDoc(
+        FlagCode.UNKNOWN_KEYS,
         WARNING,
         "tensors whose names no LoRA format uses",
         "Some tensor names match no LoRA key pattern lora-bot knows (PEFT, diffusers, legacy attention "
@@ -107,8 +111,8 @@ _CODES = (
         "no effect. Typical causes: a stray prefix such as `transformer.base_model.model.`, lowercase "
         "`lora_a`, or weights from another tool mixed in.",
     ),
-    FlagCode(
-        "dora-present",
+    FlagDoc(
+        FlagCode.DORA_PRESENT,
         INFO,
         "the adapter is DoRA, not plain LoRA",
         "The file holds DoRA magnitude vectors (`lora_magnitude_vector` in PEFT, `dora_scale` in "
@@ -117,8 +121,8 @@ _CODES = (
         "different axes. Rank conversion changes the norm DoRA normalises by, so lora-bot does not resize "
         "DoRA adapters.",
     ),
-    FlagCode(
-        "non-lora-adapter",
+    FlagDoc(
+        FlagCode.NON_LORA_ADAPTER,
         WARNING,
         "LoHa, LoKr or another adapter that is not a rank-r product",
         "LyCORIS LoHa (Hadamard product of two low-rank pairs), LoKr (Kronecker product) and similar adapters "
@@ -126,8 +130,8 @@ _CODES = (
         "diffusers and PEFT fail. Their 'rank' is an inner dimension, not the rank of the update, and they "
         "cannot be resized in factor space.",
     ),
-    FlagCode(
-        "corrupt-header",
+    FlagDoc(
+        FlagCode.CORRUPT_HEADER,
         ERROR,
         "the file is not a valid safetensors file",
         "The safetensors header could not be read: the file is truncated or empty, the declared header length "
@@ -136,8 +140,8 @@ _CODES = (
         "rest (duplicate names, extra fields) load differently in different readers. The message names the "
         "first problem found; re-uploading the original file usually fixes it.",
     ),
-    FlagCode(
-        "pickle-only",
+    FlagDoc(
+        FlagCode.PICKLE_ONLY,
         ERROR,
         "the weights exist only as a pickle file (.bin/.pt/.ckpt/.pth)",
         "This LoRA is stored only in a pickle-based format. Loading a pickle runs whatever code it contains, "
@@ -145,22 +149,22 @@ _CODES = (
         "(`weights_only=True`). lora-bot never unpickles it and cannot inspect it. Converting it to "
         ".safetensors on a trusted machine makes it safe and inspectable.",
     ),
-    FlagCode(
-        "not-an-adapter",
+    FlagDoc(
+        FlagCode.NOT_AN_ADAPTER,
         ERROR,
         "the file holds no LoRA tensors",
         "No tensor in the file matches a LoRA key pattern: it is a full model checkpoint, an embedding, or an "
         "empty file uploaded where a LoRA was expected. LoRA loaders fail with missing keys or load nothing.",
     ),
-    FlagCode(
-        "config-invalid",
+    FlagDoc(
+        FlagCode.CONFIG_INVALID,
         ERROR,
         "adapter_config.json cannot be read",
         "adapter_config.json is not valid JSON, or `r`, `lora_alpha`, `rank_pattern` or `alpha_pattern` have "
         "the wrong type. PEFT's `PeftConfig.from_pretrained` fails before any weight is loaded.",
     ),
-    FlagCode(
-        "card-invalid",
+    FlagDoc(
+        FlagCode.CARD_INVALID,
         WARNING,
         "the model card's YAML front matter cannot be parsed",
         "README.md starts a YAML metadata block that does not parse. The Hub ignores all of the card's metadata "
@@ -169,10 +173,11 @@ _CODES = (
     ),
 )
 
-CODES: dict[str, FlagCode] = {c.code: c for c in _CODES}
+CODES: dict[FlagCode, FlagDoc] = {c.code: c for c in _CODES}
+assert set(CODES) == set(FlagCode), "every flag code has its entry, and only those"
 
 
-def flag(code: str, message: str, severity: str | None = None) -> Flag:
+def flag(code: FlagCode, message: str, severity: Severity | None = None) -> Flag:
     return Flag(code=code, severity=severity or CODES[code].severity, message=message)
 
 

@@ -31,6 +31,7 @@ from bot.core.formats import (
 from bot.core.header import SafetensorsHeader
 from bot.core.peft_config import ConfigError, PeftConfig, config_from_mapping, lora_scale, parse_peft_config
 from bot.core.trainer_metadata import as_int, diffusers_adapter_metadata, network_args
+from bot.vocab import FlagCode
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ def inspect_evidence(evidence: FileEvidence) -> FileInspection:
             evidence,
             [
                 flag(
-                    "pickle-only",
+                    FlagCode.PICKLE_ONLY,
                     f"{evidence.path} is a pickle file; it was not opened (unpickling runs "
                     "arbitrary code). Convert it to .safetensors to make it safe to load.",
                 )
@@ -139,7 +140,7 @@ def inspect_evidence(evidence: FileEvidence) -> FileInspection:
         )
     if evidence.header is None:
         reason = evidence.header_error or "the header could not be read"
-        return _empty(evidence, [flag("corrupt-header", f"{evidence.path}: {reason}")])
+        return _empty(evidence, [flag(FlagCode.CORRUPT_HEADER, f"{evidence.path}: {reason}")])
     return _inspect_header(evidence, evidence.header)
 
 
@@ -176,12 +177,12 @@ def _context(evidence: FileEvidence) -> tuple[PeftConfig | None, dict, list[Flag
         try:
             config = parse_peft_config(evidence.adapter_config_text)
         except ConfigError as error:
-            found.append(flag("config-invalid", str(error)))
+            found.append(flag(FlagCode.CONFIG_INVALID, str(error)))
     card_data: dict = {}
     if evidence.card_text is not None:
         card = parse_card(evidence.card_text)
         if card.error:
-            found.append(flag("card-invalid", f"README.md: {card.error}"))
+            found.append(flag(FlagCode.CARD_INVALID, f"README.md: {card.error}"))
         card_data = card.data
     return config, card_data, found
 
@@ -305,11 +306,11 @@ def _structure_flags(parsed: ParsedKeys, evidence: FileEvidence) -> list[Flag]:
     header = evidence.header
     if not parsed.modules:
         if not header.tensors:
-            found.append(flag("not-an-adapter", "the file holds no tensors at all"))
+            found.append(flag(FlagCode.NOT_AN_ADAPTER, "the file holds no tensors at all"))
         else:
             found.append(
                 flag(
-                    "not-an-adapter",
+                    FlagCode.NOT_AN_ADAPTER,
                     f"none of the {len(header.tensors)} tensors has a LoRA name (e.g. "
                     f"{_first(list(header.tensors), 2)}); this looks like a full checkpoint or an "
                     "embedding, not a LoRA",
@@ -322,7 +323,7 @@ def _structure_flags(parsed: ParsedKeys, evidence: FileEvidence) -> list[Flag]:
         roles = ", ".join(sorted(first.tensors))
         found.append(
             flag(
-                "unpaired-module",
+                FlagCode.UNPAIRED_MODULE,
                 f"{len(unpaired)} module(s) lack a factor; first: {first.name} has only {roles}",
             )
         )
@@ -331,14 +332,14 @@ def _structure_flags(parsed: ParsedKeys, evidence: FileEvidence) -> list[Flag]:
         module, problem = mismatched[0]
         found.append(
             flag(
-                "pair-shape-mismatch",
+                FlagCode.PAIR_SHAPE_MISMATCH,
                 f"{len(mismatched)} module(s) cannot multiply; first: {module.name}: {problem}",
             )
         )
     if parsed.unknown_keys:
         found.append(
             flag(
-                "unknown-keys",
+                FlagCode.UNKNOWN_KEYS,
                 f"{len(parsed.unknown_keys)} tensor(s) match no LoRA format and "
                 f"are ignored by loaders: {_first(list(parsed.unknown_keys))}",
             )
@@ -346,13 +347,15 @@ def _structure_flags(parsed: ParsedKeys, evidence: FileEvidence) -> list[Flag]:
     magnitude = [m for m in parsed.modules if "magnitude" in m.tensors]
     dora_scale = [m for m in parsed.modules if "dora_scale" in m.tensors]
     if magnitude:
-        found.append(flag("dora-present", f"{len(magnitude)} module(s) carry PEFT DoRA magnitude vectors"))
+        found.append(
+            flag(FlagCode.DORA_PRESENT, f"{len(magnitude)} module(s) carry PEFT DoRA magnitude vectors")
+        )
     if dora_scale:
         shape = list(dora_scale[0].tensors["dora_scale"].shape)
         axis = "output" if len(shape) == 2 and shape[1] == 1 else "input"
         found.append(
             flag(
-                "dora-present",
+                FlagCode.DORA_PRESENT,
                 f"{len(dora_scale)} module(s) carry LyCORIS dora_scale {shape} "
                 f"(normalised along the {axis} axis); diffusers drops these",
                 F.WARNING,
@@ -363,7 +366,7 @@ def _structure_flags(parsed: ParsedKeys, evidence: FileEvidence) -> list[Flag]:
         kinds = ", ".join(f"{n} {k.upper() if k != OTHER else 'non-LoRA'}" for k, n in non_lora.items())
         found.append(
             flag(
-                "non-lora-adapter",
+                FlagCode.NON_LORA_ADAPTER,
                 f"{kinds} module(s): not rank-r products B·A; only "
                 "LyCORIS-aware loaders apply them and they cannot be resized",
             )
@@ -395,7 +398,7 @@ def _rank_flags(
             factor, label = (module.down, "lora_A") if module.down is not None else (module.up, "lora_B")
             found.append(
                 flag(
-                    "rank-mismatch-config",
+                    FlagCode.RANK_MISMATCH_CONFIG,
                     f"adapter_config.json {where} says {declared} but the weights have rank "
                     f"{report.rank} ({len(wrong)} of {len(lora)} modules; first: {module.name}, "
                     f"{label} {list(factor.shape)}); PEFT will fail with 'size mismatch'",
@@ -416,12 +419,12 @@ def _rank_flags(
     if (
         len(ranks) > 1
         and not per_module_declared
-        and not any(f.code == "rank-mismatch-config" for f in found)
+        and not any(f.code == FlagCode.RANK_MISMATCH_CONFIG for f in found)
     ):
         histogram = ", ".join(f"rank {r}: {n}" for r, n in sorted(ranks.items()))
         found.append(
             flag(
-                "mixed-rank-undeclared",
+                FlagCode.MIXED_RANK_UNDECLARED,
                 f"modules have different ranks ({histogram}) and nothing declares a per-module rank",
             )
         )
@@ -440,7 +443,10 @@ def _metadata_rank_flags(lora, metadata: Mapping[str, str]) -> list[Flag]:
         if declared is not None and observed and set(observed) != {declared}:
             shown = ", ".join(str(r) for r in sorted(observed))
             found.append(
-                flag("rank-mismatch-metadata", f"{source} says {declared} but the weights have rank {shown}")
+                flag(
+                    FlagCode.RANK_MISMATCH_METADATA,
+                    f"{source} says {declared} but the weights have rank {shown}",
+                )
             )
     return found
 
@@ -466,7 +472,7 @@ def _diffusers_rank_flags(lora, configs: Mapping[str, PeftConfig]) -> list[Flag]
     source = f"lora_adapter_metadata {component}{'rank_pattern' if declared != config.r else 'r'}"
     return [
         flag(
-            "rank-mismatch-metadata",
+            FlagCode.RANK_MISMATCH_METADATA,
             f"{source} says {declared} but the weights have rank {report.rank} ({len(wrong)} of {len(lora)} "
             f"modules; first: {module.name}); diffusers will fail with 'size mismatch'",
             F.ERROR,
@@ -480,13 +486,15 @@ def _alpha_flags(alpha_declared: bool, ranks: Counter, rank: int | None) -> list
     if len(ranks) > 1:
         return [
             flag(
-                "alpha-missing",
+                FlagCode.ALPHA_MISSING,
                 "no alpha is declared and the ranks are mixed; loaders apply alpha = "
                 "rank per module (scale 1), but some use one alpha for the whole file",
                 F.WARNING,
             )
         ]
-    return [flag("alpha-missing", f"no alpha is declared; loaders apply alpha = rank = {rank} (scale 1)")]
+    return [
+        flag(FlagCode.ALPHA_MISSING, f"no alpha is declared; loaders apply alpha = rank = {rank} (scale 1)")
+    ]
 
 
 def _base_model_flags(base: BaseModel) -> list[Flag]:
@@ -498,7 +506,7 @@ def _base_model_flags(base: BaseModel) -> list[Flag]:
             candidates = f" ({', '.join(base.candidates)})" if base.candidates else ""
             found.append(
                 flag(
-                    "base-model-mismatch",
+                    FlagCode.BASE_MODEL_MISMATCH,
                     f"{conflict.source} is {conflict.value!r} ({declared}) but the shapes fit "
                     f"{actual}{candidates}: {base.evidence}",
                 )
@@ -506,7 +514,7 @@ def _base_model_flags(base: BaseModel) -> list[Flag]:
         else:
             found.append(
                 flag(
-                    "base-model-mismatch",
+                    FlagCode.BASE_MODEL_MISMATCH,
                     f"{conflict.source} is {conflict.value!r} ({declared}) but {base.source} "
                     f"declares {FAMILY_NAMES.get(base.family, base.family)}",
                 )

@@ -25,10 +25,10 @@ from bot.core.selection import CARD_NAME, select_candidates
 from bot.proposals import card as card_edit
 from bot.proposals.model import FileChange, Proposal, digest
 from bot.report.text import code_span, code_text, escape_markdown, plural
-from bot.vocab import ProposalKind
+from bot.vocab import FlagCode, ProposalKind
 
 # Warnings that still belong in the discussion because lora-bot cannot act on them.
-DISCUSS_WARNINGS = {"card-invalid"}
+DISCUSS_WARNINGS = {FlagCode.CARD_INVALID}
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def _minimal_json_edit(old_text: str, old: Mapping, new: Mapping) -> str:
 def config_fix_proposal(facts: RepoFacts, inspection: FileInspection) -> Proposal | None:
     config_path = config_path_for(facts, inspection.path)
     old_text = facts.texts.get(config_path) if config_path else None
-    if old_text is None or "rank-mismatch-config" not in inspection.codes():
+    if old_text is None or FlagCode.RANK_MISMATCH_CONFIG not in inspection.codes():
         return None
     fixed = fixed_config_text(old_text, inspection)
     if fixed is None:
@@ -105,7 +105,7 @@ def config_fix_proposal(facts: RepoFacts, inspection: FileInspection) -> Proposa
     new_text, change = fixed
     old_r = parse_peft_config(old_text).r
     first = next(m for m in inspection.modules if m.rank is not None)
-    mismatch = next(f for f in inspection.flags if f.code == "rank-mismatch-config")
+    mismatch = next(f for f in inspection.flags if f.code == FlagCode.RANK_MISMATCH_CONFIG)
     pattern_note = (
         f" and `rank_pattern` lists the {len(change['rank_pattern'])} modules at other ranks"
         if change["rank_pattern"]
@@ -136,7 +136,7 @@ def config_fix_proposal(facts: RepoFacts, inspection: FileInspection) -> Proposa
         facts=change,
         about=config_path,
         base=text_hash(old_text),
-        fixes=((inspection.path, "rank-mismatch-config"),),
+        fixes=((inspection.path, FlagCode.RANK_MISMATCH_CONFIG),),
     )
 
 
@@ -146,14 +146,14 @@ def config_fix_proposal(facts: RepoFacts, inspection: FileInspection) -> Proposa
 def known_base(files: tuple[FileInspection, ...]) -> str | None:
     """The base model repo, when every inspected file agrees on one and nothing contradicts it."""
     repos = {f.base_model.repo_id for f in files}
-    if len(repos) != 1 or any("base-model-mismatch" in f.codes() for f in files):
+    if len(repos) != 1 or any(FlagCode.BASE_MODEL_MISMATCH in f.codes() for f in files):
         return None
     return repos.pop()
 
 
 def card_proposal(facts: RepoFacts) -> Proposal | None:
     inspected = tuple(f for f in facts.files if f.format != "unknown")
-    if not inspected or any("base-model-mismatch" in f.codes() for f in inspected):
+    if not inspected or any(FlagCode.BASE_MODEL_MISMATCH in f.codes() for f in inspected):
         return None  # nothing to describe, or a contradiction the owner must settle (flags discussion)
     old_text = facts.texts.get(CARD_NAME)
     if old_text is not None and parse_card(old_text).error:

@@ -14,7 +14,7 @@ from bot.proposals.build import RepoFacts
 from bot.proposals.model import FileChange, Proposal
 from bot.report.text import code_span, escape_markdown
 from bot.sources.local import collect
-from bot.vocab import ProposalKind
+from bot.vocab import FlagCode, ProposalKind
 
 
 def _digests(path: Path, data_start: int) -> tuple[str, str]:
@@ -38,9 +38,9 @@ class MetadataFixBuilder:
         proposals = []
         for item in facts.files:
             other_errors = any(
-                f.severity == "error" and f.code != "rank-mismatch-metadata" for f in item.flags
+                f.severity == "error" and f.code != FlagCode.RANK_MISMATCH_METADATA for f in item.flags
             )
-            if "rank-mismatch-metadata" not in item.codes() or other_errors:
+            if FlagCode.RANK_MISMATCH_METADATA not in item.codes() or other_errors:
                 continue  # nothing to correct, or a file broken in ways a metadata fix would hide
             fixed = corrected_metadata(item.metadata, item.modules)
             if fixed is not None:
@@ -54,13 +54,13 @@ class MetadataFixBuilder:
         source_sha, source_data = _digests(source, read_local_header(source).data_start)
         output_data = file_sha256(output, header.data_start)
         verified = inspect_evidence(collect(output)[0])
-        if source_data != output_data or "rank-mismatch-metadata" in verified.codes():
+        if source_data != output_data or FlagCode.RANK_MISMATCH_METADATA in verified.codes():
             return None  # never propose a file we could not show to be the same adapter, corrected
         changes = {k: (item.metadata.get(k), v) for k, v in fixed.items() if item.metadata.get(k) != v}
         rows = "\n".join(
             f"| `{k}` | {code_span(old)} | {code_span(new)} |" for k, (old, new) in changes.items()
         )
-        mismatch = next(f for f in item.flags if f.code == "rank-mismatch-metadata")
+        mismatch = next(f for f in item.flags if f.code == FlagCode.RANK_MISMATCH_METADATA)
         summary = (
             f"**{code_span(item.path)}: correct the trainer metadata** so it states the rank the weights have. "
             f"The tensors are byte for byte the same; only the header's `__metadata__` changes:\n\n"
@@ -83,5 +83,5 @@ class MetadataFixBuilder:
             facts={"metadata": {k: new for k, (_, new) in changes.items()}},
             about=item.path,
             base=source_sha[:16],
-            fixes=((item.path, "rank-mismatch-metadata"),),
+            fixes=((item.path, FlagCode.RANK_MISMATCH_METADATA),),
         )

@@ -24,19 +24,19 @@ from bot.proposals.build import RepoFacts, config_path_for
 from bot.proposals.model import FileChange, Proposal
 from bot.report.text import code_span, human_size
 from bot.sources.local import collect
-from bot.vocab import ProposalKind
+from bot.vocab import FlagCode, ProposalKind
 
 RESIZABLE_FORMATS = ("peft", "diffusers", "diffusers-legacy", "kohya")
 # Findings that make a file unfit to convert: a variant of a broken or non-product file would be broken too.
 BLOCKING = {
-    "corrupt-header",
-    "unpaired-module",
-    "pair-shape-mismatch",
-    "dora-present",
-    "non-lora-adapter",
-    "not-an-adapter",
-    "pickle-only",
-    "config-invalid",
+    FlagCode.CORRUPT_HEADER,
+    FlagCode.UNPAIRED_MODULE,
+    FlagCode.PAIR_SHAPE_MISMATCH,
+    FlagCode.DORA_PRESENT,
+    FlagCode.NON_LORA_ADAPTER,
+    FlagCode.NOT_AN_ADAPTER,
+    FlagCode.PICKLE_ONLY,
+    FlagCode.CONFIG_INVALID,
 }
 
 

@@ -10,6 +10,7 @@ from bot.core.inspect import FileInspection
 from bot.report.bodies import preview
 from bot.report.inspect import alpha_text, base_text, ranks_text, render_inspections_text
 from bot.report.text import escape_markdown
+from bot.vocab import Status
 
 
 def scan_report(result) -> dict:
@@ -162,7 +163,7 @@ def error_flags(report: dict) -> list[tuple[str, str, dict]]:
 
 def report_counts(report: dict) -> dict[str, int]:
     """The numbers an operator watches. A comment on an existing discussion ("updated") opens nothing."""
-    opened = [p for p in report["proposals"] if p["status"] == "opened"]
+    opened = [p for p in report["proposals"] if p["status"] == Status.OPENED]
     return {
         "repos_scanned": len(report["repos"]),
         "files": sum(len(repo["files"]) for repo in report["repos"]),
