@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bot.cli import build_parser
 from bot.core.flags import CODES, flag_table_markdown
+from bot.vocab import Status, status_table_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -16,6 +17,12 @@ def test_flag_table_is_the_registry():
     table = README.split("<!-- flag-table:start -->\n", 1)[1].split("\n<!-- flag-table:end -->", 1)[0]
     assert table == flag_table_markdown()
     assert all(f"`{code}`" in table for code in CODES)
+
+
+def test_status_table_is_the_vocabulary():
+    table = README.split("<!-- status-table:start -->\n", 1)[1].split("\n<!-- status-table:end -->", 1)[0]
+    assert table == status_table_markdown()
+    assert all(f"`{status}`" in table for status in Status)
 
 
 def test_every_command_is_documented():

@@ -162,7 +162,7 @@ def error_flags(report: dict) -> list[tuple[str, str, dict]]:
 
 
 def report_counts(report: dict) -> dict[str, int]:
-    """The numbers an operator watches. A comment on an existing discussion ("updated") opens nothing."""
+    """The numbers an operator watches. A comment on an existing discussion (`updated`) opens nothing."""
     opened = [p for p in report["proposals"] if p["status"] == Status.OPENED]
     return {
         "repos_scanned": len(report["repos"]),
