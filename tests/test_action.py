@@ -16,7 +16,7 @@ import yaml
 
 from bot import action
 from bot.cli import main as cli_main
-from bot.sandbox.server import SandboxHub
+from bot.sandbox import SandboxHub
 from bot.text import escape_markdown
 from bot.workflow_commands import fit_summary, output_lines
 

@@ -6,8 +6,8 @@ import json
 
 from bot.cli import main
 from bot.hub.remote import MAX_IGNORED_RANGE_READ
+from bot.sandbox import SandboxHub
 from bot.sandbox.layouts import write_sparse_safetensors
-from bot.sandbox.server import SandboxHub
 
 
 def kohya(path, modules: int, width: int) -> dict[str, float]:
