@@ -29,8 +29,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from bot.sandbox import request_repo
 from bot.sandbox.layouts import sdxl_sgm_shapes, write_sparse_safetensors
-from bot.sandbox.server import request_repo
 
 FIRST_READ = 100_000
 FAULTS = "429:0.08,503:0.08,drop:0.06"  # tried in turn on each request: 1 - .92 x .92 x .94 = 20.4% fail

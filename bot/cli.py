@@ -123,8 +123,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from bot.config import ConfigError, Query, load_config
     from bot.pipeline import ScanOptions, run_scan
     from bot.report.scan import render_scan_text, scan_report, scan_report_markdown
+    from bot.sandbox import SandboxHub
     from bot.sandbox.samples import write_sample_repos
-    from bot.sandbox.server import SandboxHub
 
     try:
         config = load_config(args.config)
@@ -364,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["sandbox"]:
-        from bot.sandbox.server import serve_main
+        from bot.sandbox import serve_main
 
         return serve_main(argv[1:])  # it owns its arguments and its lifetime
     parser = build_parser()

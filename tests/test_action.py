@@ -18,7 +18,7 @@ from bot.action import entry as action
 from bot.action.runner import fit_summary, output_lines
 from bot.cli import main as cli_main
 from bot.report.text import escape_markdown
-from bot.sandbox.server import SandboxHub
+from bot.sandbox import SandboxHub
 
 ROOT = Path(__file__).resolve().parents[1]
 ACTION_YML = ROOT / "action.yml"

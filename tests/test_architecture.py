@@ -31,7 +31,9 @@ def imports_of(path: Path) -> set[str]:
 
 def import_graph() -> dict[str, set[str]]:
     modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
-    return {name: {m for m in imports_of(path) if m in modules and m != name} for name, path in modules.items()}
+    return {
+        name: {m for m in imports_of(path) if m in modules and m != name} for name, path in modules.items()
+    }
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -80,7 +82,9 @@ def test_the_cycle_check_finds_a_cycle():
 
 
 # The core is LoRA knowledge: bytes, text and dicts in, values out. No disk, no network, no torch.
-FORBIDDEN_IN_CORE = re.compile(r"^(huggingface_hub|httpx2|torch|safetensors|os|pathlib|shutil|tempfile|socket)\b")
+FORBIDDEN_IN_CORE = re.compile(
+    r"^(huggingface_hub|httpx2|torch|safetensors|os|pathlib|shutil|tempfile|socket)\b"
+)
 
 
 def test_the_core_is_pure():
@@ -89,12 +93,16 @@ def test_the_core_is_pure():
             assert not FORBIDDEN_IN_CORE.match(name), f"{path.name} imports {name}"
             if name.startswith("bot."):
                 assert name.startswith(("bot.core", "bot.vocab")), f"{path.name} imports {name}"
-        assert not re.search(r"(?<![\w.])open\(", path.read_text(encoding="utf-8")), f"{path.name} opens files"
+        assert not re.search(r"(?<![\w.])open\(", path.read_text(encoding="utf-8")), (
+            f"{path.name} opens files"
+        )
 
 
 def test_flag_codes_and_statuses_are_spelled_only_in_the_vocabulary():
     words = {str(code) for code in FlagCode} | {str(status) for status in Status}
-    literal = re.compile(r"""["'](""" + "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)) + r""")["']""")
+    literal = re.compile(
+        r"""["'](""" + "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)) + r""")["']"""
+    )
     for path in PACKAGE.rglob("*.py"):
         if path.name == "vocab.py":
             continue

@@ -15,7 +15,7 @@ from huggingface_hub import HfApi
 from bot.cli import main
 from bot.config import load_config
 from bot.pipeline import ScanOptions, run_scan
-from bot.sandbox.server import SandboxHub
+from bot.sandbox import SandboxHub
 
 BOT_TOKEN, OWNER_TOKEN = "hf_bot_secret_token", "hf_owner_token"
 EXPECTED_PRS = {"demo/facechain-style-lora", "demo/pixel-style-sdxl", "demo/flux-dog-r32", "demo/loha-style"}

@@ -12,7 +12,7 @@ from helpers_adapters import tiny_llama_config, tiny_unet_config
 from huggingface_hub import HfApi
 
 from bot.cli import main
-from bot.sandbox.server import SandboxHub
+from bot.sandbox import SandboxHub
 
 BOT, OWNER = "hf_bot", "hf_alice"
 

@@ -34,7 +34,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import get_session
 from safetensors.torch import save_file
 
-from bot.sandbox.server import FaultSpec, SandboxHub, serve_main
+from bot.sandbox import FaultSpec, SandboxHub, serve_main
 
 TOKEN = "hf_test"
 OWNER_TOKEN = "hf_owner"
@@ -691,7 +691,7 @@ def test_serve_main_prints_endpoint_first_and_writes_state_on_sigterm(tmp_path):
         [
             sys.executable,
             "-c",
-            f"from bot.sandbox.server import serve_main; raise SystemExit(serve_main({args!r}))",
+            f"from bot.sandbox import serve_main; raise SystemExit(serve_main({args!r}))",
         ],
         cwd=MAIN_ROOT,
         stdout=subprocess.PIPE,

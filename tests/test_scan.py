@@ -20,8 +20,8 @@ from bot.cli import main
 from bot.config import load_config
 from bot.pipeline import ScanOptions, run_scan
 from bot.report.scan import scan_report
+from bot.sandbox import SandboxHub, request_repo
 from bot.sandbox.layouts import sdxl_sgm_shapes, write_sparse_safetensors
-from bot.sandbox.server import SandboxHub, request_repo
 
 TOKEN = "hf_scanTestSecret9xQ27"
 FIRST_READ = 100_000

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from bot.cli import main
+from bot.sandbox import SandboxHub
 from bot.sandbox.layouts import write_sparse_safetensors
-from bot.sandbox.server import SandboxHub
 from bot.sources.hub import MAX_IGNORED_RANGE_READ
 
 

@@ -1,0 +1,124 @@
+"""Fault injection for the sandbox Hub: which requests fail, and how, from a spec like `429:0.1,drop:0.03`."""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import dataclass
+
+# The route names a fault may be narrowed to: the names of bot.sandbox.routes.ROUTES.
+ROUTE_NAMES = (
+    "whoami",
+    "models",
+    "model_info",
+    "tree",
+    "refs",
+    "commits",
+    "resolve",
+    "validate_yaml",
+    "preupload",
+    "lfs",
+    "commit",
+    "discussions",
+    "discussion",
+    "comment",
+    "status",
+    "title",
+    "merge",
+    "create_repo",
+)
+DROP_KINDS = ("drop", "drop-after")
+# Faults after which the request is still handled: a lost response, or a server that ignores Range headers.
+HANDLED_KINDS = ("drop-after", "ignore-range")
+
+
+@dataclass(frozen=True)
+class FaultRule:
+    """Inject `kind` on `share` of the matching requests. Kinds: an HTTP status 400-599 or "drop" (both
+    answered before the request is handled, so it has no effect), "drop-after": the request IS handled,
+    then the connection closes without a reply, like a response lost on the way back, or "ignore-range": the
+    request is answered as if it had no Range header (200 and the whole file), as some servers do."""
+
+    kind: str
+    share: float
+    # None: every route. Route names and the groups "read" and "write" narrow it down together:
+    # `write` is every write, `discussions` both listing and opening, `write|discussions` opening only.
+    routes: frozenset[str] | None = None
+
+    def applies_to(self, route: str, method: str) -> bool:
+        if self.routes is None:
+            return True
+        groups = self.routes & {"read", "write"}
+        names = self.routes - groups
+        group = "read" if method in ("GET", "HEAD") else "write"
+        return (not names or route in names) and (not groups or group in groups)
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """Parsed form of `429:0.1,503:0.05,drop:0.03@write|discussions,seed=7,retry-after=1`."""
+
+    rules: tuple[FaultRule, ...] = ()
+    seed: int = 0
+    retry_after: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> FaultSpec:
+        rules: list[FaultRule] = []
+        options = {"seed": 0, "retry-after": 1}
+        for token in (part.strip() for part in text.split(",")):
+            if not token:
+                continue
+            if "=" in token:
+                name, _, value = token.partition("=")
+                if name.strip() not in options or not value.strip().isdigit():
+                    raise ValueError(f"bad fault option {token!r}: expected seed=N or retry-after=N")
+                options[name.strip()] = int(value)
+                continue
+            rules.append(cls._parse_rule(token))
+        return cls(tuple(rules), seed=options["seed"], retry_after=options["retry-after"])
+
+    @staticmethod
+    def _parse_rule(token: str) -> FaultRule:
+        body, _, route_text = token.partition("@")
+        kind, colon, share_text = body.partition(":")
+        kind = kind.strip().lower()
+        if not colon or not (
+            kind in DROP_KINDS + HANDLED_KINDS or (kind.isdigit() and 400 <= int(kind) <= 599)
+        ):
+            raise ValueError(
+                f"bad fault {token!r}: expected KIND:SHARE[@ROUTES] with KIND 400-599, drop, "
+                f"drop-after or ignore-range"
+            )
+        try:
+            share = float(share_text)
+        except ValueError:
+            share = -1.0
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"bad fault {token!r}: SHARE must be a number between 0 and 1")
+        routes = None
+        if route_text:
+            routes = frozenset(name.strip() for name in route_text.split("|"))
+            unknown = routes - set(ROUTE_NAMES) - {"read", "write"}
+            if unknown:
+                raise ValueError(
+                    f"bad fault {token!r}: unknown route(s) {', '.join(sorted(unknown))}; "
+                    f"known: read, write, {', '.join(ROUTE_NAMES)}"
+                )
+        return FaultRule(kind, share, routes)
+
+
+class FaultInjector:
+    """Decides, deterministically for a given seed and request order, which requests fail."""
+
+    def __init__(self, spec: FaultSpec):
+        self.spec = spec
+        self._random = random.Random(spec.seed)
+        self._lock = threading.Lock()
+
+    def pick(self, route: str, method: str) -> FaultRule | None:
+        with self._lock:
+            for rule in self.spec.rules:
+                if rule.applies_to(route, method) and self._random.random() < rule.share:
+                    return rule
+        return None
