@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -23,13 +24,14 @@ class UsageError(Exception):
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from bot.core.inspect import inspect_evidence
+    from bot.core.selection import is_repo_id
     from bot.report.inspect import render_inspections_json, render_inspections_text
     from bot.sources import local
 
     target = Path(args.target)
     if target.exists():
         inspections = [inspect_evidence(e) for e in local.collect(target)]
-    elif _looks_like_repo_id(args.target):
+    elif is_repo_id(args.target):
         inspections = _inspect_hub_repo(args.target, args.revision, args.endpoint, args.token)
     else:
         raise UsageError(f"no such file or folder: {args.target}")
@@ -51,11 +53,6 @@ def _inspect_hub_repo(repo_id: str, revision: str | None, endpoint: str | None, 
     if result.error and not result.files:
         raise UsageError(f"{repo_id}: {result.error}")
     return list(result.files)
-
-
-def _looks_like_repo_id(text: str) -> bool:
-    parts = text.split("/")
-    return len(parts) == 2 and all(parts) and not text.startswith((".", "/"))
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -236,6 +233,9 @@ def _add_config_and_report_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lora-bot", description="Find and fix broken LoRA adapters.")
     parser.add_argument("--version", action="version", version=f"lora-bot {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log the bot's decisions on stderr (-vv: more)"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
@@ -314,12 +314,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     merge.set_defaults(handler=cmd_merge_reports)
 
-    commands.add_parser(
+    from bot.sandbox import cli as sandbox_cli  # stdlib only: the sandbox's serving code, no torch
+
+    sandbox = commands.add_parser(
         "sandbox",
         help="serve the local sandbox Hub (a test and demo server)",
-        add_help=False,
-        description="See `lora-bot sandbox --help`.",
+        description=sandbox_cli.DESCRIPTION,
     )
+    sandbox_cli.add_arguments(sandbox)
+    sandbox.set_defaults(handler=sandbox_cli.run)
 
     explain = commands.add_parser(
         "explain",
@@ -361,14 +364,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configure_logging(verbosity: int) -> None:
+    """Decisions (skipped repos, held-back PRs, what a dry run would do) are logged; -v shows them on stderr."""
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logger = logging.getLogger("bot")
+    logger.setLevel(level)
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("lora-bot: %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["sandbox"]:
-        from bot.sandbox import serve_main
-
-        return serve_main(argv[1:])  # it owns its arguments and its lifetime
     parser = build_parser()
     args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
     try:
         return args.handler(args)
     except UsageError as error:

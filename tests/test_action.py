@@ -370,15 +370,31 @@ def test_live_run_counts_the_prs_and_discussions_it_opened(tmp_path, fresh_hub, 
     assert fresh_hub.write_request_count() > 0
 
 
-def test_repo_controlled_text_cannot_inject_workflow_commands(tmp_path, sample_dir, hub, capsys):
-    weights = sample_dir / "demo" / "healthy-lora" / "adapter_model.safetensors"
-    hub.add_repo("evil/inject", {"x\n::error title=pwned::fake.safetensors": weights})
+def test_repo_controlled_text_cannot_inject_workflow_commands(tmp_path, hub, capsys):
+    # A tensor name is anyone's text, newlines included, and flag messages quote it.
+    import torch
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "evil.safetensors"
+    save_file({"x\n::error title=pwned::fake": torch.zeros(2, 2)}, weights)
+    hub.add_repo("evil/inject", {"lora.safetensors": weights})
     workspace = make_workspace(tmp_path)
     result = Step(workspace, hub, {"config": "config.yaml", "repos": "evil/inject"}).run(capsys)
 
     assert result.code == 0, result.stdout
-    assert "\n::error title=pwned::fake.safetensors\n" in result.stdout  # the log shows the name as it is...
+    assert "\n::error title=pwned::fake" in result.stdout  # the log shows the name as it is...
     assert not any(props.get("title") == "pwned" for _, props, _ in result.commands)  # ...fenced off
+
+
+def test_a_file_name_with_a_newline_is_never_requested(tmp_path, sample_dir, hub, capsys):
+    weights = sample_dir / "demo" / "healthy-lora" / "adapter_model.safetensors"
+    hub.add_repo("evil/path", {"x\n/../../y.safetensors": weights})
+    start = len(hub.requests)
+    result = Step(make_workspace(tmp_path), hub, {"config": "config.yaml", "repos": "evil/path"}).run(capsys)
+    assert "unsafe file names" in result.stdout
+    assert not [e for e in hub.requests[start:] if e["route"] == "resolve"], (
+        "no path outside the repo is asked for"
+    )
 
 
 # ------------------------------------------------------------------------------------------ merging

@@ -27,6 +27,7 @@ from bot.action.runner import (
     write_outputs,
 )
 from bot.config import Config, ConfigError, load_config
+from bot.core.selection import is_repo_id
 from bot.hub.client import describe_error
 from bot.pipeline import ScanOptions, run_scan
 from bot.report.scan import error_flags, render_scan_text, report_counts, scan_report, scan_report_markdown
@@ -36,7 +37,6 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_REPORT = "lora-bot-report.json"
 # The YAML 1.2 booleans, as GitHub's toolkit accepts them (getBooleanInput).
 _TRUE, _FALSE = ("true", "True", "TRUE"), ("false", "False", "FALSE")
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 class InputError(ValueError):
@@ -109,7 +109,7 @@ def _shard(text: str) -> Shard | None:
 def _repo_ids(text: str) -> tuple[str, ...]:
     ids = tuple(part for part in re.split(r"[\s,]+", text) if part)
     for repo_id in ids:
-        if not _REPO_ID.match(repo_id):
+        if not is_repo_id(repo_id, namespace=False):
             raise InputError(
                 f"input repos: {repo_id!r} is not a repo id (owner/name); separate ids with "
                 "spaces, commas or new lines"

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from bot.core.formats import Module, component_of
+from bot.core.selection import is_repo_id
 from bot.core.trainer_metadata import diffusers_adapter_metadata
 
 SD1, SD2, SDXL, SD3, FLUX1, LLM = "sd1", "sd2", "sdxl", "sd3", "flux1", "llm"
@@ -322,14 +323,11 @@ def family_of_name(value: str) -> str | None:
     return None
 
 
-_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-
-
 def _declaration(source: str, value: object) -> Declaration | None:
     if not isinstance(value, str) or not value.strip():
         return None
     value = value.strip()
-    repo_id = value if _REPO_ID.match(value) else None
+    repo_id = value if is_repo_id(value) else None
     return Declaration(source=source, value=value, family=family_of_name(value), repo_id=repo_id)
 
 
@@ -380,7 +378,7 @@ def declarations(
         family = family_of_name(name)
         found.append(
             Declaration(
-                "metadata ss_sd_model_name", name, family, name if family and _REPO_ID.match(name) else None
+                "metadata ss_sd_model_name", name, family, name if family and is_repo_id(name) else None
             )
         )
     for key, value in diffusers_adapter_metadata(metadata).items():

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import yaml
 
 from bot.core.card import parse_card
+from bot.core.selection import is_repo_id
 from bot.report.text import code_span, escape_markdown, human_size
 
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 DETAILS_HEADING = "## LoRA details"
 _DETAILS_RE = re.compile(r"^#{1,6}\s*LoRA details\s*$", re.MULTILINE | re.IGNORECASE)
 DIFFUSION_FAMILIES = ("sd1", "sd2", "sdxl", "sd3", "flux1")
@@ -57,7 +57,7 @@ def plan_additions(
 ) -> CardAdditions:
     """What the card lacks, given the files' inspections. `base_repo` is the base model when it is known."""
     keys: dict = {}
-    if base_repo and _REPO_ID.match(base_repo) and not card_data.get("base_model"):
+    if base_repo and is_repo_id(base_repo) and not card_data.get("base_model"):
         keys["base_model"] = base_repo
     if (base_repo or card_data.get("base_model")) and not card_data.get("base_model_relation"):
         keys["base_model_relation"] = "adapter"
@@ -67,7 +67,7 @@ def plan_additions(
     existing = card_data.get("tags")
     wanted = ["lora"]
     base = card_data.get("base_model") or base_repo
-    if isinstance(base, str) and _REPO_ID.match(base):
+    if isinstance(base, str) and is_repo_id(base):
         wanted.append(f"base_model:adapter:{base}")
     if isinstance(existing, str):
         tags = ()  # a scalar `tags:` would have to be rewritten; leave the owner's formatting alone

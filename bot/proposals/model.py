@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bot.core.selection import is_safe_repo_path
 from bot.vocab import ProposalKind, Status
 
 # The kinds a PR carries, in the order they appear in a grouped PR.
@@ -25,7 +26,6 @@ PR_KINDS = (ProposalKind.CONFIG_FIX, ProposalKind.METADATA_FIX, ProposalKind.CAR
 
 MARKER = "lora-bot-proposals"
 _MARKER_RE = re.compile(r"<!--\s*" + MARKER + r":\s*(\[.*?\])\s*-->", re.DOTALL)
-_SAFE_PATH = re.compile(r"^(?!/)(?!.*(^|/)\.\.?(/|$))[\w.\- /]+$")
 
 
 class UnsafePath(ValueError):
@@ -33,7 +33,7 @@ class UnsafePath(ValueError):
 
 
 def check_path(path: str) -> str:
-    if not _SAFE_PATH.match(path) or "//" in path or path.endswith("/"):
+    if not is_safe_repo_path(path):
         raise UnsafePath(f"refusing to write {path!r}: not a plain relative path inside the repo")
     return path
 

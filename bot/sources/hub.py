@@ -26,7 +26,7 @@ from bot.core.header import (
 )
 from bot.core.inspect import FileEvidence
 from bot.core.repo import RepoRef, RepoSnapshot
-from bot.core.selection import CARD_NAME, select_candidates
+from bot.core.selection import CARD_NAME, is_safe_repo_path, select_candidates
 from bot.hub.client import RetryPolicy, describe_error, session, with_retries
 
 FIRST_READ = 100_000  # bytes of the first range read, as huggingface_hub reads them
@@ -36,7 +36,6 @@ MAX_IGNORED_RANGE_READ = 16_000_000
 # Longest Range header value sent: nginx and Apache refuse a header line above 8 KB by default. A kohya
 # SDXL file has ~700 `.alpha` scalars spread over the file; counted in characters they fit in 2 requests.
 MAX_RANGE_HEADER = 7_900
-SAFE_PATH = re.compile(r"^(?!/)(?!.*(^|/)\.\.?(/|$))[^\x00\\]+$")
 
 
 class RangeReadError(OSError):
@@ -148,7 +147,7 @@ class RemoteReader:
             card_data=_card_data(info),
             sizes=sizes,
         )
-        unsafe = [p for p in sizes if not SAFE_PATH.match(p)]
+        unsafe = [p for p in sizes if not is_safe_repo_path(p)]
         if unsafe:
             return replace(base, error=f"refused: the repo lists unsafe file names ({unsafe[0]!r})")
         texts: dict[str, str] = {}
