@@ -6,13 +6,10 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-from huggingface_hub import HfApi
-
-from bot.hub.client import RetryPolicy
 from bot.proposals.model import Outcome, Proposal, Submission
 from bot.proposals.plan import BotThread
-from bot.publish.hub import read_threads
-from bot.publish.interface import PrBudget, Publisher, closing
+from bot.publish.hub import HubThreadsPublisher
+from bot.publish.interface import PrBudget, closing
 from bot.vocab import ProposalKind, Status
 
 log = logging.getLogger(__name__)
@@ -21,15 +18,8 @@ log = logging.getLogger(__name__)
 UNCHECKED = "not checked against earlier proposals: no token"
 
 
-class DryRunPublisher(Publisher):
-    def __init__(self, api: HfApi, me: str | None, policy: RetryPolicy) -> None:
-        self.api = api
-        self.me = me
-        self.policy = policy
-
-    def threads(self, repo_id: str) -> list[BotThread]:
-        # Without a token what was proposed before cannot be seen (no threads); the outcomes say so.
-        return read_threads(self.api, repo_id, self.me, self.policy)
+class DryRunPublisher(HubThreadsPublisher):
+    # Without a token what was proposed before cannot be seen (no threads); the outcomes say so.
 
     def _unchecked(self, proposed: Outcome) -> Outcome:
         return replace(proposed, detail=UNCHECKED) if self.me is None else proposed

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+from abc import ABC
 from dataclasses import replace
 
 from huggingface_hub import CommitOperationAdd, HfApi
@@ -36,15 +37,19 @@ def read_threads(api: HfApi, repo_id: str, me: str | None, policy: RetryPolicy) 
     return threads
 
 
-class HubPublisher(Publisher):
+class HubThreadsPublisher(Publisher, ABC):
+    """A publisher that knows the bot's earlier threads from the Hub (a dry run with a token reads them too)."""
+
     def __init__(self, api: HfApi, me: str | None, policy: RetryPolicy) -> None:
         self.api = api
-        self.me = me
+        self.me = me  # the token's user; None without a token
         self.policy = policy
 
     def threads(self, repo_id: str) -> list[BotThread]:
         return read_threads(self.api, repo_id, self.me, self.policy)
 
+
+class HubPublisher(HubThreadsPublisher):
     def open_pull_request(self, submission: Submission, proposed: Outcome, budget: PrBudget) -> list[Outcome]:
         threads = self.threads(submission.repo_id)  # again, right before writing: another run may have won
         already = holding(threads, submission.members, pull_request=True)
