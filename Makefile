@@ -29,7 +29,7 @@ demo: install
 	$(BIN)/lora-bot demo
 
 test: install-test
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 # The commands a user runs right after `make demo`, on the core install alone (no test extra): inspect, resize
 # down and up, and explain, on the demo's own sample files. CI runs it before anything installs the test extra.
