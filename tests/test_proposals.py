@@ -222,7 +222,7 @@ def test_faulty_uploads_are_carried_through_and_every_pr_file_arrives_whole(
 ):
     # Pre-upload checks and LFS transfers fail too; huggingface_hub retries those itself (with its own
     # back-off of a second or more, which no option shortens: the reason the faults here are few).
-    faults = "503:0.1@preupload|lfs,drop:0.1@preupload|lfs,seed=3,retry-after=0"
+    faults = "503:1@preupload,drop:1@lfs,retry-after=0,limit=1"  # one of each
     with SandboxHub(user="lora-bot", users={OWNER_TOKEN: "demo"}, faults=faults) as hub:
         hub.load_directory(sample_dir)
         run_scan(

@@ -5,9 +5,20 @@ replies, the server), routes (the Hub API), hub (SandboxHub), cli (`lora-bot san
 repos, commits and discussions; `samples` and `layouts` write the demo's sample repos.
 """
 
-from bot.sandbox.cli import serve_main
-from bot.sandbox.faults import FaultSpec
-from bot.sandbox.hub import SandboxHub
-from bot.sandbox.routes import request_repo
+from importlib import import_module
 
-__all__ = ["FaultSpec", "SandboxHub", "request_repo", "serve_main"]
+# Loaded on first use: `lora-bot --help` and every other command register `sandbox` without paying for the
+# server's imports.
+_EXPORTS = {
+    "FaultSpec": "bot.sandbox.faults",
+    "SandboxHub": "bot.sandbox.hub",
+    "request_repo": "bot.sandbox.routes",
+    "serve_main": "bot.sandbox.cli",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'bot.sandbox' has no attribute {name!r}")
+    return getattr(import_module(_EXPORTS[name]), name)

@@ -15,7 +15,6 @@ import threading
 from pathlib import Path
 
 from bot.sandbox.faults import FaultSpec
-from bot.sandbox.hub import SandboxHub
 
 PROG = "lora-bot sandbox"
 DESCRIPTION = "Serve a local Hub emulator for tests and demos."
@@ -62,7 +61,7 @@ def _usage_error(error: _UsageError) -> int:
     return EXIT_USAGE
 
 
-def _load_samples(hub: SandboxHub, scratch: Path) -> None:
+def _load_samples(hub, scratch: Path) -> None:
     """Without --repos, serve the demo repos from bot.sandbox.samples, or an empty hub if it is absent."""
     try:
         from bot.sandbox.samples import write_sample_repos
@@ -79,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         faults = _check(args)
     except _UsageError as error:
         return _usage_error(error)
+    from bot.sandbox.hub import SandboxHub  # the server's imports, only when it serves
+
     hub = SandboxHub(user=args.user, latency_ms=args.latency_ms, faults=faults, request_log=args.request_log)
     with tempfile.TemporaryDirectory(prefix="lora-bot-sandbox-") as scratch:
         if args.repos is not None:

@@ -56,27 +56,30 @@ class FaultRule:
 
 @dataclass(frozen=True)
 class FaultSpec:
-    """Parsed form of `429:0.1,503:0.05,drop:0.03@write|discussions,seed=7,retry-after=1`."""
+    """Parsed form of `429:0.1,503:0.05,drop:0.03@write|discussions,seed=7,retry-after=1,limit=5`."""
 
     rules: tuple[FaultRule, ...] = ()
     seed: int = 0
     retry_after: int = 1
+    limit: int | None = None  # each rule injects at most this many faults; None: no limit
 
     @classmethod
     def parse(cls, text: str) -> FaultSpec:
         rules: list[FaultRule] = []
-        options = {"seed": 0, "retry-after": 1}
+        options: dict[str, int | None] = {"seed": 0, "retry-after": 1, "limit": None}
         for token in (part.strip() for part in text.split(",")):
             if not token:
                 continue
             if "=" in token:
                 name, _, value = token.partition("=")
                 if name.strip() not in options or not value.strip().isdigit():
-                    raise ValueError(f"bad fault option {token!r}: expected seed=N or retry-after=N")
+                    raise ValueError(f"bad fault option {token!r}: expected seed=N, retry-after=N or limit=N")
                 options[name.strip()] = int(value)
                 continue
             rules.append(cls._parse_rule(token))
-        return cls(tuple(rules), seed=options["seed"], retry_after=options["retry-after"])
+        return cls(
+            tuple(rules), seed=options["seed"], retry_after=options["retry-after"], limit=options["limit"]
+        )
 
     @staticmethod
     def _parse_rule(token: str) -> FaultRule:
@@ -115,10 +118,14 @@ class FaultInjector:
         self.spec = spec
         self._random = random.Random(spec.seed)
         self._lock = threading.Lock()
+        self._injected = [0] * len(spec.rules)  # per rule, for `limit`
 
     def pick(self, route: str, method: str) -> FaultRule | None:
         with self._lock:
-            for rule in self.spec.rules:
+            for index, rule in enumerate(self.spec.rules):
+                if self.spec.limit is not None and self._injected[index] >= self.spec.limit:
+                    continue
                 if rule.applies_to(route, method) and self._random.random() < rule.share:
+                    self._injected[index] += 1
                     return rule
         return None
