@@ -369,10 +369,9 @@ def _configure_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     logger = logging.getLogger("bot")
     logger.setLevel(level)
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("lora-bot: %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)  # this call's stderr (tests and embedders swap it)
+    handler.setFormatter(logging.Formatter("lora-bot: %(levelname)s %(name)s: %(message)s"))
+    logger.handlers = [handler]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,6 +6,7 @@ watermark). A repo that fails is reported with its reason and never stops the ot
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -21,6 +22,8 @@ from bot.sources.discovery import Shard, discover, opted_out
 from bot.sources.hub import RemoteReader
 from bot.state import next_watermark, read_watermark, write_watermark
 from bot.vocab import UNFINISHED
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -121,9 +124,11 @@ def run_scan(config: Config, options: ScanOptions) -> ScanResult:
     policy = RetryPolicy(attempts=config.hub.retries, max_wait=config.hub.max_retry_wait, sleep=options.sleep)
     use_watermark = config.discovery.incremental and not options.repos
     watermark = read_watermark(config.discovery.state_file, options.shard) if use_watermark else None
+    log.info("discovering repos%s", f" newer than {watermark.isoformat()}" if watermark else "")
     found = discover(
         api, config.discovery, policy, explicit=options.repos, shard=options.shard, watermark=watermark
     )
+    log.info("%d repos to read, %d skipped", len(found.refs), len(found.skipped))
     on_done, close = _progress(len(found.refs), options.progress)
     try:
         inspected = inspect_all(RemoteReader(api, policy), found.refs, config.hub.workers, on_done)
@@ -133,6 +138,7 @@ def run_scan(config: Config, options: ScanOptions) -> ScanResult:
     kept, skipped = [], list(found.skipped)
     for result in inspected:
         if opted_out(result.tags, result.card_data):
+            log.info("%s: skipped, the owner opted out in the model card", result.repo_id)
             # The owner asked to be left alone: no findings in the report, no proposals.
             skipped.append((result.repo_id, "opted out in its model card (lora-bot: ignore)"))
         else:
@@ -153,6 +159,7 @@ def run_scan(config: Config, options: ScanOptions) -> ScanResult:
         ]
         new_mark = next_watermark(watermark, scanned)
         if new_mark and new_mark != watermark:
+            log.info("watermark moves to %s", new_mark.isoformat())
             write_watermark(config.discovery.state_file, new_mark, options.shard)
     requests_after, bytes_after, writes_after = METER.snapshot()
     stats = ScanStats(

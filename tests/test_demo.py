@@ -47,3 +47,12 @@ def test_demo_refuses_a_samples_dir_that_already_holds_repos(tmp_path, capsys):
     (tmp_path / "owner" / "repo").mkdir(parents=True)
     assert main(["demo", "--samples-dir", str(tmp_path)]) == 2
     assert "already holds repos" in capsys.readouterr().err
+
+
+def test_decisions_are_logged_with_v_and_quiet_without(capsys):
+    assert main(["demo"]) == 0
+    assert "DRY-RUN" not in capsys.readouterr().err
+    assert main(["-v", "demo"]) == 0
+    err = capsys.readouterr().err
+    assert "DRY-RUN demo/facechain-style-lora: would open a PR" in err
+    assert "demo/no-bots-please: skipped, the owner opted out" in err

@@ -5,6 +5,7 @@ watermark (`bot.state`). Produces `RepoRef`s; reads nothing but listings.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -14,6 +15,8 @@ from huggingface_hub import HfApi
 from bot.config import DiscoveryConfig
 from bot.core.repo import RepoRef
 from bot.hub.client import RetryPolicy, with_retries
+
+log = logging.getLogger(__name__)
 
 OPT_OUT_TAG = "lora-bot-ignore"
 _SORT_ARGUMENT = {
@@ -95,8 +98,10 @@ def discover(
     skip = set(config.skip)
     for repo_id, ref in found.items():
         if repo_id in skip:
+            log.info("%s: skipped, in the config's skip list", repo_id)
             skipped.append((repo_id, "in the config's skip list"))
         elif OPT_OUT_TAG in ref.tags:
+            log.info("%s: skipped, opted out with the tag %s", repo_id, OPT_OUT_TAG)
             skipped.append((repo_id, f"opted out with the tag {OPT_OUT_TAG}"))
         elif shard and not shard.owns(repo_id):
             continue  # another shard's repo: not skipped, just not ours
