@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 
 from bot.core.inspect import FileInspection
+from bot.report.text import rank_counts
 
 _SEVERITY_MARK = {"error": "E", "warning": "W", "info": "i"}
 
@@ -15,7 +16,7 @@ def ranks_text(inspection: FileInspection) -> str:
         return "-"
     if len(inspection.ranks) == 1:
         return str(inspection.rank)
-    return f"{inspection.rank} (" + ", ".join(f"{r}×{n}" for r, n in sorted(inspection.ranks.items())) + ")"
+    return f"{inspection.rank} ({rank_counts(inspection.ranks)})"
 
 
 def alpha_text(inspection: FileInspection) -> str:

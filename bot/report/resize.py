@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from bot.report.text import human_size
+from bot.report.text import human_size, rank_counts
 from bot.resize.engine import ResizeReport
 
 # Big files (SDXL has ~700 modules) show only the modules that lost the most; --json has them all.
@@ -14,7 +14,7 @@ MAX_ROWS = 20
 def _ranks(counter) -> str:
     if len(counter) == 1:
         return str(next(iter(counter)))
-    return "mixed (" + ", ".join(f"{r}×{n}" for r, n in sorted(counter.items())) + ")"
+    return f"mixed ({rank_counts(counter)})"
 
 
 def _short(name: str, width: int) -> str:

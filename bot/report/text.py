@@ -44,3 +44,8 @@ def human_size(size: float) -> str:
             break
         size /= 1000
     return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+
+
+def rank_counts(ranks) -> str:
+    """A rank histogram for terminals: `8×3, 4×2` (rank × modules), lowest rank first."""
+    return ", ".join(f"{rank}×{count}" for rank, count in sorted(ranks.items()))
