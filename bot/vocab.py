@@ -32,6 +32,7 @@ class FlagCode(StrEnum):
     RANK_MISMATCH_CONFIG = "rank-mismatch-config"
     RANK_MISMATCH_METADATA = "rank-mismatch-metadata"
     BASE_MODEL_MISMATCH = "base-model-mismatch"
+    BASE_MODEL_NOT_A_REPO = "base-model-not-a-repo"
     ALPHA_MISSING = "alpha-missing"
     UNPAIRED_MODULE = "unpaired-module"
     PAIR_SHAPE_MISMATCH = "pair-shape-mismatch"

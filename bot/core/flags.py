@@ -68,6 +68,17 @@ _CODES = (
         "unmatched keys. The shapes are the truth; the declaration should be corrected.",
     ),
     FlagDoc(
+        FlagCode.BASE_MODEL_NOT_A_REPO,
+        WARNING,
+        "the declared base model is not a Hub repo id",
+        "`base_model_name_or_path` in adapter_config.json, or the card's `base_model`, names the base by a "
+        "local path (`models/Qwen2_5-1_5b-Instruct`, `/root/.cache/...`, `D:\\...`), a URL or a placeholder "
+        "such as `None`. The Hub cannot link the adapter to its base model, so it is missing from the base's "
+        "model tree and from filters, and `AutoPeftModelForCausalLM.from_pretrained` fails because it loads "
+        "the base from that value. lora-bot never copies such a value into a card; the fix is to write the "
+        "Hub id of the base (`owner/name`, or a canonical id such as `gpt2`).",
+    ),
+    FlagDoc(
         FlagCode.ALPHA_MISSING,
         INFO,
         "no alpha is declared; loaders apply alpha = rank (scale 1)",

@@ -168,6 +168,8 @@ class Module:
             return _axis(self.down, 1)
         if self.kind == LOHA:
             return _axis(self.tensors.get("hada_w1_b"), 1)
+        if self.kind == LOKR:
+            return self._kronecker(1)
         return None
 
     @property
@@ -176,7 +178,22 @@ class Module:
             return self.up.shape[0]
         if self.kind == LOHA:
             return _axis(self.tensors.get("hada_w1_a"), 0)
+        if self.kind == LOKR:
+            return self._kronecker(0)
         return None
+
+    def _kronecker(self, axis: int) -> int | None:
+        """LoKr's update is kron(w1, w2): each width is the product of the two factors' widths on that axis.
+        A factor stored as a low-rank pair (w1_a [rows, r] · w1_b [r, cols]) gives rows from a, cols from b."""
+        sizes = []
+        for factor in ("lokr_w1", "lokr_w2"):
+            whole = self.tensors.get(factor)
+            part = self.tensors.get(f"{factor}_{'a' if axis == 0 else 'b'}")
+            size = _axis(whole, axis) if whole is not None else _axis(part, axis)
+            if size is None:
+                return None
+            sizes.append(size)
+        return sizes[0] * sizes[1]
 
     @property
     def is_conv(self) -> bool:
@@ -257,6 +274,15 @@ def _match_suffix(name: str) -> tuple[str, str, str] | None:
     return None
 
 
+# Misnamed LoRA factors (`lora_a`, `lora.A`, `lora_down` without `.weight`, ...): adapter data no loader reads.
+LORA_LIKE = re.compile(r"lora|lokr|loha|hada_|dora|adapter", re.IGNORECASE)
+# The official FLUX Control LoRA saves the norms it trains (`...norm_q.weight`, `...query_norm.scale`) beside
+# the LoRA factors; diffusers' Flux loader applies them.
+_SAVED_NORM = re.compile(
+    r"(^|\.)(norm|norm_q|norm_k|norm_added_q|norm_added_k|query_norm|key_norm)\.(scale|weight)$"
+)
+
+
 def _split_leftovers(
     leftovers: list[str], modules_to_save: Iterable[str], families: Counter
 ) -> tuple[list[str], list[str]]:
@@ -266,13 +292,18 @@ def _split_leftovers(
     for name in leftovers:
         segments = name.split(".")
         # PEFT writes `<embedding>.base_layer.weight` when embeddings are trained (save_embedding_layers), and
-        # `<embedding>.token_adapter.trainable_tokens_delta` for `trainable_token_indices`.
+        # `<embedding>.token_adapter.trainable_tokens_delta` for `trainable_token_indices`. Any other whole
+        # tensor under its prefix is a modules_to_save layer (a classifier head, `score.weight`): PEFT loads
+        # every one of them, listed in the config or added for the task type.
+        peft_saved = name.startswith("base_model.model.") and families.get(AB) and not LORA_LIKE.search(name)
         on_purpose = (
             ".modules_to_save." in name
             or ".base_layer." in name
             or ".token_adapter." in name
             or any(s in segments for s in saved)
             or families.get(CONTROL)
+            or peft_saved
+            or (_SAVED_NORM.search(name) and (families.get(AB) or families.get(DIFFUSERS)))
         )
         (full if on_purpose else unknown).append(name)
     return full, unknown
@@ -423,6 +454,10 @@ _LEAVES = sorted(
         "w1",
         "w2",
         "w3",
+        # Fused projections (Phi-3/4, FLUX.2 single blocks): whole names, or `qkv_proj` would read as `proj`.
+        "qkv_proj",
+        "gate_up_proj",
+        "to_qkv_mlp_proj",
     ),
     key=len,
     reverse=True,

@@ -19,6 +19,7 @@ from bot.core.formats import (
     LOHA,
     LOKR,
     LORA,
+    LORA_LIKE,
     LORA_TUCKER,
     OTHER,
     Module,
@@ -30,8 +31,9 @@ from bot.core.formats import (
 )
 from bot.core.header import SafetensorsHeader
 from bot.core.peft_config import ConfigError, PeftConfig, config_from_mapping, lora_scale, parse_peft_config
+from bot.core.signatures import ObservedModule, misfit_against
 from bot.core.trainer_metadata import as_int, diffusers_adapter_metadata, network_args
-from bot.vocab import FlagCode
+from bot.vocab import FlagCode, Format
 
 
 @dataclass(frozen=True)
@@ -204,10 +206,10 @@ def _inspect_header(evidence: FileEvidence, header: SafetensorsHeader) -> FileIn
         fingerprint(parsed.modules), declarations(config.raw if config else None, card_data, metadata)
     )
 
-    found += _structure_flags(parsed, evidence)
+    found += _structure_flags(parsed, evidence, config)
     found += _rank_flags(parsed, reports, config, metadata, diffusers_configs, ranks)
-    found += _alpha_flags(alpha_declared, ranks, rank)
-    found += _base_model_flags(base)
+    found += _alpha_flags(alpha_declared, ranks, rank, parsed.format)
+    found += _base_model_flags(base, parsed.modules)
     return FileInspection(
         path=evidence.path,
         format=parsed.format,
@@ -301,12 +303,39 @@ def _first(items: Sequence[str], limit: int = 3) -> str:
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
-def _structure_flags(parsed: ParsedKeys, evidence: FileEvidence) -> list[Flag]:
+def _peft_method(config: PeftConfig | None) -> str | None:
+    """The PEFT method adapter_config.json declares when it is not LoRA (IA3, VERA, OFT, ...), else None."""
+    method = str(config.peft_type or "").upper() if config is not None else ""
+    return method if method and method != "LORA" else None
+
+
+def _structure_flags(parsed: ParsedKeys, evidence: FileEvidence, config: PeftConfig | None) -> list[Flag]:
     found = []
     header = evidence.header
+    method = _peft_method(config)
+    # LoHa and LoKr modules are reported below by their factors; other methods have no factors lora-bot reads.
+    if method is not None and not any(m.kind in (LOHA, LOKR) for m in parsed.modules):
+        found.append(
+            flag(
+                FlagCode.NON_LORA_ADAPTER,
+                f"adapter_config.json declares a PEFT {method} adapter, not LoRA: PEFT loads it with its "
+                f"{method} config; its tensors are no rank-r factors, so rank checks and resizing do not apply",
+            )
+        )
+        return found
     if not parsed.modules:
+        lora_like = [k for k in parsed.unknown_keys if LORA_LIKE.search(k)]
         if not header.tensors:
             found.append(flag(FlagCode.NOT_AN_ADAPTER, "the file holds no tensors at all"))
+        elif lora_like:
+            found.append(
+                flag(
+                    FlagCode.UNKNOWN_KEYS,
+                    f"{len(lora_like)} tensor(s) look like adapter weights but under names no LoRA loader "
+                    f"knows (e.g. {_first(lora_like, 2)}), so loaders would load nothing",
+                    F.ERROR,
+                )
+            )
         else:
             found.append(
                 flag(
@@ -480,8 +509,15 @@ def _diffusers_rank_flags(lora, configs: Mapping[str, PeftConfig]) -> list[Flag]
     ]
 
 
-def _alpha_flags(alpha_declared: bool, ranks: Counter, rank: int | None) -> list[Flag]:
+# Formats whose files normally carry their alpha (kohya and LyCORIS `.alpha` tensors): a missing one is news.
+# diffusers and the legacy attention processors never store alpha, and every loader applies scale 1.
+_ALPHA_FORMATS = frozenset({Format.KOHYA, Format.LYCORIS})
+
+
+def _alpha_flags(alpha_declared: bool, ranks: Counter, rank: int | None, file_format: str) -> list[Flag]:
     if alpha_declared or rank is None:
+        return []
+    if len(ranks) == 1 and file_format not in _ALPHA_FORMATS:
         return []
     if len(ranks) > 1:
         return [
@@ -497,26 +533,33 @@ def _alpha_flags(alpha_declared: bool, ranks: Counter, rank: int | None) -> list
     ]
 
 
-def _base_model_flags(base: BaseModel) -> list[Flag]:
+def _base_model_flags(base: BaseModel, modules: Sequence[Module]) -> list[Flag]:
     found = []
+    observed = [ObservedModule(m.name, m.in_features, m.out_features) for m in modules]
     for conflict in base.conflicts:
         declared = FAMILY_NAMES.get(conflict.family, conflict.family)
-        if base.source.endswith("shapes"):
-            actual = FAMILY_NAMES.get(base.family, base.family)
-            candidates = f" ({', '.join(base.candidates)})" if base.candidates else ""
-            found.append(
-                flag(
-                    FlagCode.BASE_MODEL_MISMATCH,
-                    f"{conflict.source} is {conflict.value!r} ({declared}) but the shapes fit "
-                    f"{actual}{candidates}: {base.evidence}",
-                )
+        if "shapes" in base.source:
+            fits = FAMILY_NAMES.get(base.family, base.family) if base.family else "other bases"
+            candidates = f" ({', '.join(base.candidates[:6])})" if base.candidates else ""
+            misfit = misfit_against(observed, conflict.family)
+            message = (
+                f"{conflict.source} is {conflict.value!r} ({declared}) but the shapes fit {fits}{candidates}"
+                + (f"; {misfit}" if misfit else "")
+                + f": {base.evidence}"
             )
         else:
-            found.append(
-                flag(
-                    FlagCode.BASE_MODEL_MISMATCH,
-                    f"{conflict.source} is {conflict.value!r} ({declared}) but {base.source} "
-                    f"declares {FAMILY_NAMES.get(base.family, base.family)}",
-                )
+            message = (
+                f"{conflict.source} is {conflict.value!r} ({declared}) but {base.source} "
+                f"declares {FAMILY_NAMES.get(base.family, base.family)}"
             )
+        found.append(flag(FlagCode.BASE_MODEL_MISMATCH, message))
+    for declaration in base.not_repos:
+        found.append(
+            flag(
+                FlagCode.BASE_MODEL_NOT_A_REPO,
+                f"{declaration.source} is {declaration.value!r}, which is not a Hub repo id (a local path, a "
+                "URL or a placeholder): the Hub cannot link the adapter to its base, and AutoPeftModel "
+                "cannot load the base from it",
+            )
+        )
     return found

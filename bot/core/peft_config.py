@@ -102,7 +102,12 @@ def parse_peft_config(text: str) -> PeftConfig:
 def config_from_mapping(raw: Mapping) -> PeftConfig:
     """A LoraConfig given as a dict: adapter_config.json, or one component of diffusers' lora_adapter_metadata."""
     r = raw.get("r")
-    alpha = raw.get("lora_alpha")
+    # PEFT's LoHa and LoKr configs keep alpha in `alpha`; LoRA's is `lora_alpha`.
+    alpha = (
+        raw.get("alpha")
+        if str(raw.get("peft_type", "")).upper() in ("LOHA", "LOKR")
+        else raw.get("lora_alpha")
+    )
     modules_to_save = raw.get("modules_to_save") or ()
     target = raw.get("target_modules")
     return PeftConfig(

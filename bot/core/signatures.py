@@ -39,7 +39,7 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 from bot.core import signature_data as _data
@@ -73,6 +73,15 @@ class SignatureMatch:
     fitted: int  # modules that fit the (best) entry
     total: int
     entries: tuple[str, ...]  # labels of the fitting entries (the best partial one when nothing fits)
+    # Everything the shapes are consistent with, variants and other block counts included (FLUX.1's class
+    # holds Chroma for an attention-only LoRA): a declaration inside it is no contradiction.
+    compatible_families: tuple[str, ...] = ()
+    compatible_repo_ids: tuple[str, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        """Every module fits at least one entry (whether or not the entries share a family)."""
+        return self.total > 0 and self.fitted == self.total
 
 
 @dataclass(frozen=True)
@@ -122,6 +131,13 @@ def _folded_template(path: str) -> tuple[str, tuple[int, ...]]:
     return _NUMBER.sub("{}", folded), tuple(int(n) for n in _NUMBER.findall(folded))
 
 
+def _block_list(folded_template: str) -> str:
+    """The numbered list a template's first index counts in (`transformer_blocks_`); CLIP's `text_model_` is
+    dropped because one checkpoint is spelled with and without it (see `_readings`)."""
+    prefix = folded_template.split("{}", 1)[0]
+    return prefix.removeprefix("text_model_")
+
+
 def _build_indexes():
     by_shape: dict[tuple[str, int, int], list[_Row]] = defaultdict(list)
     by_template: dict[str, list[_Row]] = defaultdict(list)
@@ -142,7 +158,7 @@ def _build_indexes():
     last_block: dict[tuple[str, str], int] = {}
     for folded, rows in by_template.items():
         if "{}" in folded:
-            prefix = folded.split("{}", 1)[0]
+            prefix = _block_list(folded)
             for row in rows:
                 last = max(box[0][1] for box in row.boxes)
                 last_block[(row.table, prefix)] = max(last, last_block.get((row.table, prefix), last))
@@ -209,6 +225,15 @@ def _readings(name: str) -> list[tuple[str, str]]:
         readings += [(MODEL, new + name[len(old) :]) for old, new in _LLM_RENAMES if name.startswith(old)]
     # Legacy attention-processor LoRAs name the output projection `to_out` (diffusers: `to_out.0`).
     readings += [(c, p + ".0") for c, p in readings if p.endswith("to_out")]
+    # CLIP text encoders: transformers 4.x (what trainers wrote for years) nests them as `text_model.…`;
+    # transformers 5 flattens CLIPTextModel, while the WithProjection class keeps the prefix.
+    readings += [
+        (c, p[len(prefix) :])
+        for c, p in readings
+        if c.startswith(TEXT_ENCODER)
+        for prefix in ("text_model.", "text_model_")
+        if p.startswith(prefix)
+    ]
     return readings
 
 
@@ -290,7 +315,7 @@ def _keep_exact_block_counts(positions: list[int], places: Sequence[_Place]) -> 
     reached: dict[tuple[str, str], int] = {}
     for component, template, indices in places:
         if indices:
-            key = (component, template.replace(".", "_").split("{}", 1)[0])
+            key = (component, _block_list(template.replace(".", "_")))
             reached[key] = max(indices[0], reached.get(key, 0))
     exact = [
         p
@@ -354,7 +379,13 @@ def match(modules: Sequence[ObservedModule]) -> SignatureMatch:
         per_module.append((bits, place))
         fitting &= bits
     if fitting:
-        return _complete_fit(_drop_variants(fitting), per_module, total)
+        everything = _positions(fitting)
+        found = _complete_fit(_drop_variants(fitting), per_module, total)
+        return replace(
+            found,
+            compatible_families=tuple(dict.fromkeys(ENTRIES[p].family for p in everything)),
+            compatible_repo_ids=_repo_ids(everything),
+        )
     return _partial_fit(modules, per_module, total)
 
 
@@ -413,6 +444,27 @@ def _partial_fit(
         + (f"; {unknown} modules fit no known base" if unknown else "")
     )
     return SignatureMatch(None, (), evidence, fitted, total, (entry.label,))
+
+
+def misfit_against(modules: Sequence[ObservedModule], family: str) -> str | None:
+    """Why the modules are not `family`'s, as a person can check it: the first module whose layer exists in a
+    base of that family with other widths, e.g. `…attn2.to_k is 768→640 here but 2048→640 in SDXL base`."""
+    positions = [p for p, entry in enumerate(ENTRIES) if entry.family == family]
+    for module in modules:
+        if module.in_features is None or module.out_features is None:
+            continue
+        for component, template, indices in _folded_readings(module.name):
+            for row in _BY_TEMPLATE.get(template, ()):
+                if len(row.boxes[0]) != len(indices) or not row.holds(indices):
+                    continue
+                bits = _ENTRY_BITS.get((component, row.table), 0)
+                hit = [p for p in positions if bits >> p & 1]
+                if hit and (row.in_features, row.out_features) != (module.in_features, module.out_features):
+                    return (
+                        f"{module.name} is {module.in_features}→{module.out_features} here but "
+                        f"{row.in_features}→{row.out_features} in {ENTRIES[hit[0]].label}"
+                    )
+    return None
 
 
 # ------------------------------------------------------------------------------------------------- README
