@@ -25,6 +25,13 @@ def test_status_table_is_the_vocabulary():
     assert all(f"`{status}`" in table for status in Status)
 
 
+def test_families_table_is_the_signature_data():
+    from bot.core.signatures import recognised_markdown
+
+    table = README.split("<!-- families-table:start -->\n", 1)[1].split("\n<!-- families-table:end -->", 1)[0]
+    assert table == recognised_markdown()
+
+
 def test_every_command_is_documented():
     commands = build_parser()._subparsers._group_actions[0].choices
     for name in commands:

@@ -541,7 +541,7 @@ def _base_model_flags(base: BaseModel, modules: Sequence[Module]) -> list[Flag]:
         if "shapes" in base.source:
             fits = FAMILY_NAMES.get(base.family, base.family) if base.family else "other bases"
             candidates = f" ({', '.join(base.candidates[:6])})" if base.candidates else ""
-            misfit = misfit_against(observed, conflict.family)
+            misfit = misfit_against(observed, conflict.family, conflict.repo_id)
             message = (
                 f"{conflict.source} is {conflict.value!r} ({declared}) but the shapes fit {fits}{candidates}"
                 + (f"; {misfit}" if misfit else "")

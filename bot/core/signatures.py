@@ -446,10 +446,13 @@ def _partial_fit(
     return SignatureMatch(None, (), evidence, fitted, total, (entry.label,))
 
 
-def misfit_against(modules: Sequence[ObservedModule], family: str) -> str | None:
-    """Why the modules are not `family`'s, as a person can check it: the first module whose layer exists in a
-    base of that family with other widths, e.g. `…attn2.to_k is 768→640 here but 2048→640 in SDXL base`."""
-    positions = [p for p, entry in enumerate(ENTRIES) if entry.family == family]
+def misfit_against(modules: Sequence[ObservedModule], family: str, repo_id: str | None = None) -> str | None:
+    """Why the modules are not the declared base's, as a person can check it: the first module whose layer
+    exists in that base (the entry listing `repo_id`, else any of `family`) with other widths, e.g.
+    `…attn2.to_k is 768→640 here but 2048→640 in SDXL base`."""
+    wanted = (repo_id or "").lower()
+    positions = [p for p, e in enumerate(ENTRIES) if wanted in {r.lower() for r in e.repo_ids}]
+    positions = positions or [p for p, entry in enumerate(ENTRIES) if entry.family == family]
     for module in modules:
         if module.in_features is None or module.out_features is None:
             continue

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import yaml
 
 from bot.core.card import parse_card
+from bot.core.fingerprints import declared_repo_id
 from bot.core.selection import is_repo_id
 from bot.report.text import code_span, escape_markdown, human_size
 
@@ -67,7 +68,8 @@ def plan_additions(
     existing = card_data.get("tags")
     wanted = ["lora"]
     base = card_data.get("base_model") or base_repo
-    if isinstance(base, str) and is_repo_id(base):
+    # The owner's own base_model may be a local path (`models/Qwen2_5-1_5b-Instruct`): no tag is made of it.
+    if isinstance(base, str) and declared_repo_id(base):
         wanted.append(f"base_model:adapter:{base}")
     if isinstance(existing, str):
         tags = ()  # a scalar `tags:` would have to be rewritten; leave the owner's formatting alone

@@ -71,10 +71,14 @@ class FileChange:
         return self.new_text.encode("utf-8") if self.is_text else self.source.read_bytes()
 
     def diff(self) -> str:
+        """A unified diff `patch` applies: a last line without a newline is marked as git marks it."""
         old = (self.old_text or "").splitlines(keepends=True)
         new = self.new_text.splitlines(keepends=True)
         label_old = f"a/{self.path}" if self.old_text is not None else "/dev/null"
-        return "".join(difflib.unified_diff(old, new, label_old, f"b/{self.path}"))
+        lines = difflib.unified_diff(old, new, label_old, f"b/{self.path}")
+        return "".join(
+            line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines
+        )
 
 
 @dataclass(frozen=True)
