@@ -4,7 +4,6 @@ through the sandbox with its request counts and caches. (Agreement with the real
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -77,7 +76,7 @@ def test_cli_json_has_the_documented_fields(files, capsys):
 
 
 def test_cli_usage_errors_are_one_line(files, capsys, tmp_path):
-    code, out, err = run(capsys, "check", str(files["fits"]), "--base", str(tmp_path / "nowhere"))
+    code, _, err = run(capsys, "check", str(files["fits"]), "--base", str(tmp_path / "nowhere"))
     assert code == 2 and "not a Hub repo id" in err and "Traceback" not in err
     empty = tmp_path / "empty"
     empty.mkdir()
