@@ -76,7 +76,9 @@ def write_adapter(path: Path, rank: int = 16) -> int:
         shapes[f"{key}.lora_up.weight"] = ("F16", (fan_out, rank))
         shapes[f"{key}.alpha"] = ("F16", ())
         values[f"{key}.alpha"] = float(rank)
-    write_sparse_safetensors(path, shapes, {"ss_network_dim": str(rank), "ss_network_alpha": str(rank)}, values)
+    write_sparse_safetensors(
+        path, shapes, {"ss_network_dim": str(rank), "ss_network_alpha": str(rank)}, values
+    )
     return len(sdxl_sgm_shapes())
 
 
@@ -89,24 +91,33 @@ def main() -> None:
         shard_files = write_base(root / "base", args.shards)
         modules = write_adapter(root / "lora.safetensors")
         with SandboxHub() as hub:
-            base_files = {p.relative_to(root / "base").as_posix(): p for p in (root / "base").rglob("*") if p.is_file()}
+            base_files = {
+                p.relative_to(root / "base").as_posix(): p for p in (root / "base").rglob("*") if p.is_file()
+            }
             hub.add_repo("stabilityai/sdxl-bench", base_files)
             hub.add_repo("someone/sdxl-kohya-lora", {"lora.safetensors": root / "lora.safetensors"})
             cache = root / "cache"
-            print(f"adapter: {modules} modules (kohya SGM names); base: SDXL UNet in {len(shard_files)} shards + index")
+            print(
+                f"adapter: {modules} modules (kohya SGM names); base: SDXL UNet in {len(shard_files)} shards + index"
+            )
             print(f"{'run':<34} {'verdict':<8} {'adapter req':>11} {'base req':>9} {'base shard reads':>17}")
             for label in ("1 cold", "2 same process", "3 new process (disk cache)"):
                 if label.startswith("3"):
                     base_source._CACHES.clear()  # what a new process starts with: nothing in memory
                 before = len(hub.requests)
                 result = check(
-                    "someone/sdxl-kohya-lora", "stabilityai/sdxl-bench", endpoint=hub.endpoint, cache_dir=cache
+                    "someone/sdxl-kohya-lora",
+                    "stabilityai/sdxl-bench",
+                    endpoint=hub.endpoint,
+                    cache_dir=cache,
                 )
                 log = hub.requests[before:]
                 adapter = [e for e in log if "someone/sdxl-kohya-lora" in e["path"]]
                 base = [e for e in log if "stabilityai/sdxl-bench" in e["path"]]
                 shard_reads = [e for e in base if e["path"].endswith(".safetensors")]
-                print(f"{label:<34} {result.verdict:<8} {len(adapter):>11} {len(base):>9} {len(shard_reads):>17}")
+                print(
+                    f"{label:<34} {result.verdict:<8} {len(adapter):>11} {len(base):>9} {len(shard_reads):>17}"
+                )
             applied = sum(m.status == "applies" for m in result.modules)
             print(f"modules applied: {applied} of {len(result.modules)}")
 

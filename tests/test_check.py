@@ -169,3 +169,45 @@ def test_hub_base_that_does_not_exist_is_a_usage_error(files, capsys):
             capsys, "check", str(files["fits"]), "--base", "nobody/nothing", "--endpoint", hub.endpoint
         )
     assert code == 2 and "cannot read the base" in err and "nobody/nothing" in err
+
+
+def test_scan_verifies_a_declared_hub_base_and_names_the_module_that_does_not_fit(files, tmp_path, capsys):
+    import yaml
+
+    base_files = {p.relative_to(files["base"]).as_posix(): p for p in files["base"].rglob("*") if p.is_file()}
+    card = b"---\nbase_model: acme/tiny-pipeline\ntags: [lora]\n---\n# a LoRA\n"
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "hub": {"verify_base": True, "retries": 2, "max_retry_wait": 0.2},
+                "discovery": {"queries": [], "incremental": False, "state_file": str(tmp_path / "s.json")},
+                "proposals": {
+                    "card": False,
+                    "config_fix": False,
+                    "variants": False,
+                    "flag_discussions": False,
+                },
+            }
+        )
+    )
+    with SandboxHub() as hub:
+        hub.add_repo("acme/tiny-pipeline", base_files)
+        hub.add_repo("someone/fits", {"lora.safetensors": files["fits"], "README.md": card})
+        hub.add_repo("someone/too-wide", {"lora.safetensors": files["wide"], "README.md": card})
+        argv = ["scan", "--config", str(config), "--endpoint", hub.endpoint, "--json", "--dry-run"]
+        code = main([*argv, "--repo", "someone/fits", "--repo", "someone/too-wide"])
+        report = json.loads(capsys.readouterr().out)
+        base_listings = [e for e in hub.requests if e["path"].startswith("/api/models/acme/tiny-pipeline")]
+    assert code == 0
+    by_repo = {r["repo_id"]: r["files"][0] for r in report["repos"]}
+    fits, wide = by_repo["someone/fits"], by_repo["someone/too-wide"]
+    assert fits["base_model"]["source"] == "card base_model + verified"
+    assert "base-model-mismatch" not in {f["code"] for f in fits["flags"]}
+    assert wide["base_model"]["source"] == "card base_model"
+    mismatch = next(f for f in wide["flags"] if f["code"] == "base-model-mismatch")
+    assert "acme/tiny-pipeline" in mismatch["message"] and "attn2_to_k" in mismatch["message"]
+    assert (
+        "in 48" in mismatch["message"] and "32]" in mismatch["message"]
+    )  # the adapter's and the base's widths
+    assert len(base_listings) == 1  # two adapters, one base: read once

@@ -21,9 +21,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bot.core import flags as F
+from bot.core.flags import flag
 from bot.core.inspect import FileInspection, ModuleReport
 from bot.core.signatures import DENOISER, MODEL, TEXT_ENCODER, TEXT_ENCODER_2, TEXT_ENCODER_3, readings
 from bot.vocab import FlagCode, ModuleStatus, Severity, Verdict
@@ -483,3 +484,34 @@ def mismatch_evidence(result: CheckResult) -> str | None:
     if first is None:
         return None
     return f"{first.name} is {_shape_words(first)}"
+
+
+# ------------------------------------------------------------------------------------- the scan's use
+
+
+def declared_base_repo(inspection: FileInspection) -> str | None:
+    """The Hub repo a source declares as the base (card, adapter_config.json, metadata), if the inspection
+    kept one: the base the scan may verify. A repo id the shapes alone suggested is not a declaration."""
+    base = inspection.base_model
+    if base.repo_id and base.source not in ("shapes", "none"):
+        return base.repo_id
+    return None
+
+
+def amend_with_check(inspection: FileInspection, result: CheckResult) -> FileInspection:
+    """The inspection after checking it against its declared base: `+ verified` in `base_model.source` when
+    every module fits, a `base-model-mismatch` naming the module and both shapes when a weight does not.
+    Anything less clear (modules the base lacks, names only a converter maps) changes nothing."""
+    if result.verdict == Verdict.LOADS:
+        base = replace(inspection.base_model, source=f"{inspection.base_model.source} + verified")
+        return replace(inspection, base_model=base)
+    evidence = mismatch_evidence(result)
+    if evidence is None:
+        return inspection
+    found = flag(
+        FlagCode.BASE_MODEL_MISMATCH,
+        f"{inspection.base_model.source} declares {result.base.label}, but its weights do not fit the adapter: "
+        f"{evidence} ({sum(m.status == ModuleStatus.SHAPE_MISMATCH for m in result.modules)} of "
+        f"{len(result.modules)} modules differ)",
+    )
+    return replace(inspection, flags=(*inspection.flags, found))

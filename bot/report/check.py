@@ -15,6 +15,7 @@ _VERDICT_WORDS = {
 }
 _SEVERITY_LETTER = {"error": "E", "warning": "W", "info": "I"}
 SHOWN_ROWS = 20
+PROBLEMS_PER_CODE = 2  # a terminal shows the first few of a kind; --json has them all
 
 
 def render_check_json(result: CheckResult) -> str:
@@ -31,7 +32,14 @@ def render_check_text(result: CheckResult, all_modules: bool = False) -> str:
         f"base: {len(result.base.files)} file(s), "
         + ", ".join(f"{c.folder or c.component} {len(c.weights)} tensors" for c in result.base.components),
     ]
-    lines += [f"  {_SEVERITY_LETTER.get(p.severity, '?')} {p.code}: {p.message}" for p in result.problems]
+    shown_per_code: dict[str, int] = {}
+    for problem in result.problems:
+        shown_per_code[problem.code] = shown_per_code.get(problem.code, 0) + 1
+        if shown_per_code[problem.code] <= PROBLEMS_PER_CODE:
+            lines.append(f"  {_SEVERITY_LETTER.get(problem.severity, '?')} {problem.code}: {problem.message}")
+    for code, count in shown_per_code.items():
+        if count > PROBLEMS_PER_CODE:
+            lines.append(f"    … {count - PROBLEMS_PER_CODE} more {code} (the table and --json list them)")
     rows = (
         list(result.modules)
         if all_modules
