@@ -5,7 +5,7 @@ transformers on tiny models, predicted by `bot.check` from the headers, then loa
 fails ↔ the loader raises; partial ↔ it loads with exactly the predicted number of modules left unused
 (unexpected keys); loads ↔ no unexpected keys.
 
-Run with `-s` to see the table of pairs (name, prediction, real outcome).
+Run with `-s -p no:xdist` to see each pair as a table row (name, prediction, real outcome).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 import torch
 
 import bot
@@ -26,7 +25,6 @@ from tests.helpers_adapters import tiny_llama_config, tiny_unet_config
 
 ATTENTION = ["to_k", "to_q", "to_v", "to_out.0"]
 LLM_ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
-TABLE: list[tuple[str, str, str]] = []
 
 
 @dataclass(frozen=True)
@@ -227,7 +225,7 @@ def pipeline_base(directory: Path, unet=None, text_encoder=None) -> Path:
 def _agree(name: str, adapter: Path, base: Path, real: Outcome) -> None:
     predicted = bot.check(adapter, base=base)
     ignored = sum(1 for m in predicted.modules if m.status == "missing")
-    TABLE.append((name, f"{predicted.verdict} (ignores {ignored})", f"{real.verdict}: {real.detail}"))
+    print(f"\n| {name} | {predicted.verdict} (ignores {ignored}) | {real.verdict}: {real.detail} |", end="")
     assert predicted.verdict == real.verdict, (name, predicted.reason, real.detail)
     if real.verdict == Verdict.PARTIAL:
         assert ignored == real.ignored, (name, ignored, real.ignored)
@@ -436,13 +434,3 @@ def test_unet_lora_on_an_sd3_transformer_fails(tmp_path):
     # A UNet LoRA in an SD3 pipeline: diffusers' UNet loader on the SD3 transformer, as a user's script would.
     real = diffusers_load(lora, SD3Transformer2DModel(**tiny_sd3_config()), "unet")
     _agree("unet lora → SD3 transformer", lora, base, real)
-
-
-def test_zz_print_table():
-    """The pairs and their outcomes (pytest -s shows it)."""
-    if not TABLE:
-        pytest.skip("run with the pairs above")
-    width = max(len(name) for name, _, _ in TABLE)
-    print(f"\n{'pair':<{width}}  {'lora-bot check':<22}  real loader")
-    for name, predicted, real in TABLE:
-        print(f"{name:<{width}}  {predicted:<22}  {real}")
