@@ -55,6 +55,28 @@ def _inspect_hub_repo(repo_id: str, revision: str | None, endpoint: str | None, 
     return list(result.files)
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from bot.checking import CheckInputError, check
+    from bot.report.check import render_check_json, render_check_text
+    from bot.vocab import Verdict
+
+    try:
+        result = check(
+            args.adapter,
+            args.base,
+            file=args.file,
+            revision=args.revision,
+            base_revision=args.base_revision,
+            endpoint=args.endpoint,
+            token=args.token,
+            cache_dir=args.cache_dir,
+        )
+    except CheckInputError as error:
+        raise UsageError(str(error)) from None
+    print(render_check_json(result) if args.json else render_check_text(result, all_modules=args.modules))
+    return EXIT_OK if result.verdict == Verdict.LOADS else EXIT_FINDINGS
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from bot.core.flags import CODES, explain, flag_table_markdown
 
@@ -252,6 +274,34 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--token", help="Hub token for a repo id (default: HF_TOKEN)")
     inspect.add_argument("--revision", help="branch, tag or commit for a repo id")
     inspect.set_defaults(handler=cmd_inspect)
+
+    check = commands.add_parser(
+        "check",
+        help="will this adapter load on this base, and apply fully? (headers only)",
+        description="Map every module of a LoRA adapter onto the base model's weights and say whether "
+        "PEFT / diffusers loading succeeds, ignores part of the adapter, or fails, and why. ADAPTER: a file, "
+        "a folder or a Hub repo; BASE: a local file or folder (sharded, or a diffusers pipeline) or a Hub "
+        "repo. Exit 0 loads, 1 partial, fails or unknown, 2 usage error.",
+    )
+    check.add_argument("adapter", metavar="ADAPTER", help="a LoRA file, a folder, or a Hub repo id")
+    check.add_argument(
+        "--base", required=True, metavar="BASE", help="the base model: a local path or a Hub repo id"
+    )
+    check.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    check.add_argument(
+        "--modules", action="store_true", help="list every module, not only those that do not apply"
+    )
+    check.add_argument("--file", help="the LoRA file to check when ADAPTER holds several")
+    check.add_argument("--endpoint", help="Hub endpoint for repo ids (default: HF_ENDPOINT, else the Hub)")
+    check.add_argument("--token", help="Hub token for repo ids (default: HF_TOKEN)")
+    check.add_argument("--revision", help="branch, tag or commit of the adapter repo")
+    check.add_argument("--base-revision", help="branch, tag or commit of the base repo")
+    check.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="keep the base's parsed headers in DIR, by file sha (default: LORA_BOT_CACHE_DIR; else memory only)",
+    )
+    check.set_defaults(handler=cmd_check)
 
     scan = commands.add_parser(
         "scan",

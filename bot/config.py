@@ -38,6 +38,9 @@ class HubConfig:
     timeout: float = 60.0
     retries: int = 5
     max_retry_wait: float = 60.0
+    # Check each file against the Hub base its card or config declares (`lora-bot check`'s rules): one
+    # listing, one index and one read per shard for each distinct base per run.
+    verify_base: bool = False
 
 
 @dataclass(frozen=True)

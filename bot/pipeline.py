@@ -6,6 +6,7 @@ watermark). A repo that fails is reported with its reason and never stops the ot
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -15,9 +16,11 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
 from bot.config import Config
+from bot.core.compat import amend_with_check, check_compatibility, declared_base_repo
 from bot.core.repo import RepoInspection, RepoRef, inspect_repo
 from bot.hub.client import METER, RetryPolicy, make_api
 from bot.proposals.stage import run_proposals
+from bot.sources.base import BaseReadError, HubBaseReader
 from bot.sources.discovery import Shard, discover, opted_out
 from bot.sources.hub import RemoteReader
 from bot.state import next_watermark, read_watermark, write_watermark
@@ -105,6 +108,26 @@ def inspect_all(
     return [results[i] for i in range(len(refs))]
 
 
+def verify_declared_bases(repos: list[RepoInspection], reader: HubBaseReader) -> list[RepoInspection]:
+    """Each file with a declared Hub base, checked against that base's headers (read once per base, then
+    cached). A base that cannot be read leaves the file as inspection left it: unclear is never a finding."""
+    amended = []
+    for repo in repos:
+        files = []
+        for inspection in repo.files:
+            declared = declared_base_repo(inspection)
+            if declared and declared != repo.repo_id:
+                try:
+                    inspection = amend_with_check(
+                        inspection, check_compatibility(inspection, reader.read(declared))
+                    )
+                except BaseReadError as error:
+                    log.info("%s: base %s not verified: %s", repo.repo_id, declared, error)
+            files.append(inspection)
+        amended.append(dataclasses.replace(repo, files=tuple(files)))
+    return amended
+
+
 def _progress(
     total: int, enabled: bool
 ) -> tuple[Callable[[RepoInspection], None] | None, Callable[[], None]]:
@@ -134,6 +157,8 @@ def run_scan(config: Config, options: ScanOptions) -> ScanResult:
         inspected = inspect_all(RemoteReader(api, policy), found.refs, config.hub.workers, on_done)
     finally:
         close()
+    if config.hub.verify_base:
+        inspected = verify_declared_bases(inspected, HubBaseReader(RemoteReader(api, policy)))
     _, bytes_inspected, _ = METER.snapshot()
     kept, skipped = [], list(found.skipped)
     for result in inspected:

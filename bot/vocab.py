@@ -45,6 +45,10 @@ class FlagCode(StrEnum):
     NOT_AN_ADAPTER = "not-an-adapter"
     CONFIG_INVALID = "config-invalid"
     CARD_INVALID = "card-invalid"
+    # `lora-bot check`: the adapter against a given base's weights.
+    TARGET_MISSING_IN_BASE = "target-missing-in-base"
+    SHAPE_MISMATCH_BASE = "shape-mismatch-base"
+    UNMAPPED_NAMING = "unmapped-naming"
 
 
 class Format(StrEnum):
@@ -66,6 +70,24 @@ class ModuleKind(StrEnum):
     LOHA = "loha"
     LOKR = "lokr"
     OTHER = "other"
+
+
+class Verdict(StrEnum):
+    """`lora-bot check`: what loading the adapter onto the base does."""
+
+    LOADS = "loads"  # every module fits a weight of the base
+    PARTIAL = "partial"  # it loads, but the loader ignores some modules
+    FAILS = "fails"  # the loader raises
+    UNKNOWN = "unknown"  # some module names need a converter lora-bot does not model
+
+
+class ModuleStatus(StrEnum):
+    """`lora-bot check`: one adapter module against the base."""
+
+    APPLIES = "applies"
+    MISSING = "missing"  # the base has no such layer: the loader leaves the module unused
+    SHAPE_MISMATCH = "shape-mismatch"  # the layer exists with other widths: the load fails
+    UNMAPPED = "unmapped"  # an original-checkpoint name the base does not use
 
 
 class ProposalKind(StrEnum):

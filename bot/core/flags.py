@@ -182,6 +182,34 @@ _CODES = (
         "(base_model, tags, license), so the adapter is not linked to its base model and filters miss it. "
         "lora-bot never rewrites such a card; the owner has to fix the YAML.",
     ),
+    FlagDoc(
+        FlagCode.TARGET_MISSING_IN_BASE,
+        WARNING,
+        "adapter modules adapt layers the base does not have (`check`)",
+        "`lora-bot check` mapped the adapter's modules onto the base's weights and some have no layer there "
+        "(another model's names, more blocks than the base has, a vision tower the base lacks). PEFT and "
+        "diffusers create LoRA layers only where the base has them and leave the rest of the file unused: "
+        "the load succeeds, and that part of the adapter silently does nothing. When no module fits, loading "
+        "fails instead (`Target modules ... not found in the base model`) and the severity is error.",
+    ),
+    FlagDoc(
+        FlagCode.SHAPE_MISMATCH_BASE,
+        ERROR,
+        "an adapter module's widths differ from the base layer's (`check`)",
+        "The base has the layer the module adapts, but with other in/out features: the adapter was trained on "
+        "another size or family (an SD 1.5 LoRA, cross-attention in 768, on SDXL's 2048; a Wan 1.3B LoRA on "
+        "Wan 14B). The loader builds the LoRA layer from the base layer's widths and fails copying the factors "
+        "in: `size mismatch for ...lora_A.weight`. Use the adapter with the base it was trained on.",
+    ),
+    FlagDoc(
+        FlagCode.UNMAPPED_NAMING,
+        WARNING,
+        "module names in an original-checkpoint naming the base does not use (`check`)",
+        "The adapter names layers as the original checkpoint does (BFL/ComfyUI `double_blocks`, Wan "
+        "`blocks.N.self_attn`, SD3 `joint_blocks`) and the base uses diffusers names. Loaders convert such names "
+        "with per-family rules that lora-bot does not model, so `check` cannot say whether these modules "
+        "apply: its verdict is `unknown` rather than a guess.",
+    ),
 )
 
 CODES: dict[FlagCode, FlagDoc] = {c.code: c for c in _CODES}

@@ -247,6 +247,13 @@ def _folded_readings(name: str) -> list[tuple[str, str, tuple[int, ...]]]:
     return result
 
 
+def readings(module_name: str) -> list[tuple[str, str]]:
+    """Every (component, path in the base's naming) an adapter's module name can stand for, the likeliest
+    first: what `lora-bot check` looks up in a base's weights. kohya paths stay folded (`to_out_0`); compare
+    them with a base's names folded the same way."""
+    return list(dict.fromkeys(_readings(module_name)))
+
+
 def normalise(module_name: str) -> tuple[str, str]:
     """(component, path in the base's naming) for an adapter's module name in any format.
 

@@ -98,14 +98,15 @@ class RemoteReader:
         return found
 
     def header(
-        self, repo_id: str, path: str, revision: str, size: int | None
+        self, repo_id: str, path: str, revision: str, size: int | None, first_read: int = FIRST_READ
     ) -> tuple[SafetensorsHeader, bytes]:
-        """The parsed header and the raw bytes of the first read (they often hold the alpha scalars too)."""
+        """The parsed header and the raw bytes of the first read (they often hold the alpha scalars too).
+        `first_read` bytes are asked for first (a base model's shards ask for more: one read per shard)."""
         if (
             size == 0
         ):  # nothing to read, and a range read of no bytes is refused (416): the file's error, not ours
             return parse_header(b"", 0), b""
-        first = self._get(repo_id, path, revision, FIRST_READ, {"Range": f"bytes=0-{FIRST_READ - 1}"})
+        first = self._get(repo_id, path, revision, first_read, {"Range": f"bytes=0-{first_read - 1}"})
         prefix = first.content  # a server without range support sends the whole file; it is then all here
         length = declared_header_length(prefix, size)
         if 8 + length > len(prefix):
