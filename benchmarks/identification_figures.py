@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from test_identification import FAR_FAMILY_REPO, DEFAULT_FAR_REPO, PREFIX, card_pr_base, header_of, inspect  # noqa: E402
+from test_identification import DEFAULT_FAR_REPO, FAR_FAMILY_REPO, PREFIX, card_pr_base, header_of, inspect  # noqa: E402
 from test_signatures import IN_BLOCK, cut_llm_widths, in_blocks, model_widths  # noqa: E402
 
 from tests.signatures import generate  # noqa: E402
@@ -41,7 +41,7 @@ def main() -> None:
     outcome: dict[str, Counter] = {}
     mismatches_inside = wrong_pr = not_raised_outside = 0
     seconds, inspections = 0.0, 0
-    for entry, shape, header in cases():
+    for entry, _shape, header in cases():
         started = time.perf_counter()
         found = inspect(header)
         seconds += time.perf_counter() - started
@@ -68,7 +68,9 @@ def main() -> None:
         cases_ = sum(tally.values())
         totals.update(tally)
         print(f"{family:<16}{cases_:>7}{tally['right']:>7}{tally['abstained']:>11}{tally['wrong']:>7}")
-    print(f"{'all':<16}{sum(totals.values()):>7}{totals['right']:>7}{totals['abstained']:>11}{totals['wrong']:>7}")
+    print(
+        f"{'all':<16}{sum(totals.values()):>7}{totals['right']:>7}{totals['abstained']:>11}{totals['wrong']:>7}"
+    )
     print(f"base-model-mismatch on a declaration inside the class: {mismatches_inside}")
     print(f"named families whose outside declaration raised no mismatch: {not_raised_outside}")
     print(f"card PRs writing a base_model outside the entry's repos: {wrong_pr}")

@@ -204,8 +204,10 @@ def test_scan_verifies_a_declared_hub_base_and_names_the_module_that_does_not_fi
     fits, wide = by_repo["someone/fits"], by_repo["someone/too-wide"]
     assert fits["base_model"]["source"] == "card base_model + verified"
     assert "base-model-mismatch" not in {f["code"] for f in fits["flags"]}
-    assert wide["base_model"]["source"] == "card base_model"
+    # A toy UNet fits no known base: unknown, and the declared base's own weights contradict it.
+    assert (wide["base_model"]["source"], wide["base_model"]["repo_id"]) == ("unknown", None)
     mismatch = next(f for f in wide["flags"] if f["code"] == "base-model-mismatch")
+    assert mismatch["message"].startswith("card base_model declares acme/tiny-pipeline")
     assert "acme/tiny-pipeline" in mismatch["message"] and "attn2_to_k" in mismatch["message"]
     assert (
         "in 48" in mismatch["message"] and "32]" in mismatch["message"]

@@ -495,7 +495,7 @@ def declared_base_repo(inspection: FileInspection) -> str | None:
     base = inspection.base_model
     if base.repo_id and base.source not in ("shapes", "none"):
         return base.repo_id
-    return None
+    return base.unverified.repo_id if base.unverified is not None else None
 
 
 def amend_with_check(inspection: FileInspection, result: CheckResult) -> FileInspection:
@@ -503,14 +503,21 @@ def amend_with_check(inspection: FileInspection, result: CheckResult) -> FileIns
     every module fits, a `base-model-mismatch` naming the module and both shapes when a weight does not.
     Anything less clear (modules the base lacks, names only a converter maps) changes nothing."""
     if result.verdict == Verdict.LOADS:
-        base = replace(inspection.base_model, source=f"{inspection.base_model.source} + verified")
+        base = inspection.base_model
+        if base.repo_id is None and base.unverified is not None:
+            # No known base fits, but the declared one's own weights take every module: that settles it.
+            declared = base.unverified
+            base = replace(base, family=declared.family, repo_id=declared.repo_id, source=declared.source)
+        base = replace(base, source=f"{base.source} + verified")
         return replace(inspection, base_model=base)
     evidence = mismatch_evidence(result)
     if evidence is None:
         return inspection
+    base = inspection.base_model
+    source = base.unverified.source if base.repo_id is None and base.unverified is not None else base.source
     found = flag(
         FlagCode.BASE_MODEL_MISMATCH,
-        f"{inspection.base_model.source} declares {result.base.label}, but its weights do not fit the adapter: "
+        f"{source} declares {result.base.label}, but its weights do not fit the adapter: "
         f"{evidence} ({sum(m.status == ModuleStatus.SHAPE_MISMATCH for m in result.modules)} of "
         f"{len(result.modules)} modules differ)",
     )

@@ -62,6 +62,9 @@ class BaseModel:
     evidence: str
     conflicts: tuple[Declaration, ...]  # declarations the shapes contradict
     not_repos: tuple[Declaration, ...] = ()  # declarations that are no Hub repo id
+    # When the shapes fit no known base, the first declared repo: unclaimed until the scan checks the adapter
+    # against that repo's own weights (`bot.core.compat.amend_with_check`).
+    unverified: Declaration | None = None
 
     def to_json(self) -> dict:
         return {
@@ -284,7 +287,8 @@ def resolve(shape: ShapeFingerprint, declared: Sequence[Declaration]) -> BaseMod
     """Combine the shape fingerprint with the declarations; the shapes bound what a declaration may claim."""
     not_repos = tuple(d for d in declared if d.not_a_repo)
     if shape.abstains:
-        return BaseModel(None, None, (), "unknown", shape.evidence, (), not_repos)
+        unverified = next((d for d in declared if d.repo_id), None)
+        return BaseModel(None, None, (), "unknown", shape.evidence, (), not_repos, unverified)
     if shape.matched:
         return _within_shapes(shape, declared, not_repos)
     # No shapes to go by (a pickle, an unreadable header): the declarations alone, first with a family first.
