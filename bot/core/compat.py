@@ -278,6 +278,17 @@ _RESNET_RENAMES = {
 }
 
 
+# The UNet's layers outside the blocks, diffusers name → LDM / SGM name.
+_UNET_TOP_RENAMES = {
+    "conv_in": "input_blocks.0.0",
+    "conv_out": "out.2",
+    "time_embedding.linear_1": "time_embed.0",
+    "time_embedding.linear_2": "time_embed.2",
+    "add_embedding.linear_1": "label_emb.0.0",
+    "add_embedding.linear_2": "label_emb.0.2",
+}
+
+
 def sgm_aliases(paths: Iterable[str]) -> dict[str, str]:
     """SGM / LDM name → diffusers module path, for a diffusers UNet with two resnets per down level (SD1, SD2,
     SDXL): kohya writes SDXL LoRAs as `lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q`, and
@@ -309,6 +320,9 @@ def sgm_aliases(paths: Iterable[str]) -> dict[str, str]:
         elif found := re.match(r"mid_block\.(resnets|attentions)\.(\d+)\.(.+)$", path):
             kind, j, rest = found.groups()
             prefix = f"middle_block.{1 if kind == 'attentions' else 2 * int(j)}"
+        elif path in _UNET_TOP_RENAMES:
+            aliases[_UNET_TOP_RENAMES[path]] = path
+            continue
         else:
             continue
         if ".resnets." in path:

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from bot.core.compat import sgm_aliases
+
 OUTPUT = Path(__file__).resolve().parents[2] / "bot" / "core" / "signature_data.py"
 
 # Family code → human name. The order is the order of the README table.
@@ -428,65 +430,11 @@ SD3_ORIGINAL = (
     ),
 )
 
-# Inside a resnet, diffusers name → LDM / SGM name (diffusers `scripts/convert_diffusers_to_original_sdxl.py`
-# `unet_conversion_map_resnet`; kohya's `sdxl_model_util` and diffusers' `_maybe_map_sgm_blocks…` invert it).
-_RESNET_RENAMES = (
-    ("norm1", "in_layers.0"),
-    ("conv1", "in_layers.2"),
-    ("norm2", "out_layers.0"),
-    ("conv2", "out_layers.3"),
-    ("time_emb_proj", "emb_layers.1"),
-    ("conv_shortcut", "skip_connection"),
-)
-_UNET_TOP_RENAMES = {
-    "conv_in": "input_blocks.0.0",
-    "conv_out": "out.2",
-    "time_embedding.linear_1": "time_embed.0",
-    "time_embedding.linear_2": "time_embed.2",
-    "add_embedding.linear_1": "label_emb.0.0",
-    "add_embedding.linear_2": "label_emb.0.2",
-}
-
 
 def sgm_unet_names(widths: Mapping[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
-    """LDM / SGM names of a diffusers UNet with two resnets per down level (SD1, SD2, SDXL, SDXL refiner):
-    kohya writes SDXL LoRAs as `lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q`. Down level i,
-    layer j is input block 3i+j+1 (block 3(i+1) is the downsampler); up level i, layer j is output block
-    3i+j, whose upsampler follows the attention (index 2) or, in a level without attention, the resnet (1)."""
-    up_levels_with_attention = {
-        int(p.split(".")[1]) for p in widths if re.match(r"up_blocks\.\d+\.attentions\.", p)
-    }
-    extra = {}
-    for path, value in widths.items():
-        found = re.match(
-            r"(down|up)_blocks\.(\d+)\.(resnets|attentions|downsamplers|upsamplers)\.(\d+)\.(.+)$", path
-        )
-        if found:
-            side, level, kind, j, rest = found.groups()
-            level, j = int(level), int(j)
-            if side == "down":
-                block = 3 * (level + 1) if kind == "downsamplers" else 3 * level + j + 1
-                layer = {"resnets": "0", "attentions": "1", "downsamplers": "0"}[kind]
-                prefix = f"input_blocks.{block}.{layer}"
-                rest = "op" if kind == "downsamplers" and rest == "conv" else rest
-            else:
-                block = 3 * level + (2 if kind == "upsamplers" else j)
-                layer = {"resnets": "0", "attentions": "1"}.get(kind) or (
-                    "2" if level in up_levels_with_attention else "1"
-                )
-                prefix = f"output_blocks.{block}.{layer}"
-        elif match := re.match(r"mid_block\.(resnets|attentions)\.(\d+)\.(.+)$", path):
-            kind, j, rest = match.groups()
-            prefix = f"middle_block.{1 if kind == 'attentions' else 2 * int(j)}"
-        elif path in _UNET_TOP_RENAMES:
-            extra[_UNET_TOP_RENAMES[path]] = value
-            continue
-        else:
-            continue
-        if ".resnets." in path:
-            rest = dict(_RESNET_RENAMES).get(rest, rest)
-        extra[f"{prefix}.{rest}"] = value
-    return extra
+    """LDM / SGM names of a diffusers UNet (SD1, SD2, SDXL, SDXL refiner), as kohya writes SDXL LoRAs
+    (`lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q`): the mapping `lora-bot check` uses too."""
+    return {sgm: widths[path] for sgm, path in sgm_aliases(widths).items()}
 
 
 # --------------------------------------------------------------------------------------------------- tables
