@@ -246,6 +246,13 @@ def cmd_resize(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_repo_id_options(parser: argparse.ArgumentParser) -> None:
+    """For commands whose target may be a Hub repo id instead of a path."""
+    parser.add_argument("--endpoint", help="Hub endpoint for a repo id (default: HF_ENDPOINT, else the Hub)")
+    parser.add_argument("--token", help="Hub token for a repo id (default: HF_TOKEN)")
+    parser.add_argument("--revision", help="branch, tag or commit for a repo id (the adapter's, for check)")
+
+
 def _add_config_and_report_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="config file (default: the bundled config.yaml)")
     parser.add_argument("--json", action="store_true", help="print the report JSON on stdout")
@@ -270,9 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("target", help="a file, a folder, or a Hub repo id")
     inspect.add_argument("--json", action="store_true", help="one JSON object on stdout")
     inspect.add_argument("--modules", action="store_true", help="with --json: per-module details")
-    inspect.add_argument("--endpoint", help="Hub endpoint for a repo id (default: HF_ENDPOINT, else the Hub)")
-    inspect.add_argument("--token", help="Hub token for a repo id (default: HF_TOKEN)")
-    inspect.add_argument("--revision", help="branch, tag or commit for a repo id")
+    _add_repo_id_options(inspect)
     inspect.set_defaults(handler=cmd_inspect)
 
     check = commands.add_parser(
@@ -292,9 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--modules", action="store_true", help="list every module, not only those that do not apply"
     )
     check.add_argument("--file", help="the LoRA file to check when ADAPTER holds several")
-    check.add_argument("--endpoint", help="Hub endpoint for repo ids (default: HF_ENDPOINT, else the Hub)")
-    check.add_argument("--token", help="Hub token for repo ids (default: HF_TOKEN)")
-    check.add_argument("--revision", help="branch, tag or commit of the adapter repo")
+    _add_repo_id_options(check)
     check.add_argument("--base-revision", help="branch, tag or commit of the base repo")
     check.add_argument(
         "--cache-dir",
