@@ -164,6 +164,7 @@ def make_api(endpoint: str | None, token: str | None, timeout: float = 60.0) -> 
         # With telemetry on, huggingface_hub's user agent fetches an agent registry from constants.ENDPOINT
         # (huggingface.co): a scan of another Hub, the sandbox included, would send requests off to it.
         constants.HF_HUB_DISABLE_TELEMETRY = True
+    PACER.use_endpoint(endpoint)
     return HfApi(endpoint=endpoint, token=token or False, library_name="lora-bot")
 
 

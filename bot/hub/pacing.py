@@ -42,6 +42,13 @@ class Pacer:
         self.share = 1.0
         self.waited = 0.0  # seconds requests were held back, for the report
 
+    def use_endpoint(self, endpoint: str) -> None:
+        """What was learned about one Hub says nothing about another."""
+        with self._cond:
+            if getattr(self, "_endpoint", None) != endpoint:
+                self._buckets = {}
+                self._endpoint = endpoint
+
     def reset(self, share: float = 1.0) -> None:
         """Forget what was learned (a new run, maybe another Hub) and spend `share` of each quota."""
         with self._cond:
@@ -83,7 +90,9 @@ class Pacer:
         if not (spent_here or spent_there):
             return None
         if state.reset_at is None:
-            return 0.05  # an answer in flight will say when the window ends
+            # An answer in flight will say when the window ends; with none in flight, one request is sent to
+            # learn it (a server that stopped sending the headers must never stall the run).
+            return 0.05 if state.in_flight else None
         return max(0.0, state.reset_at - now) + 0.001
 
     def release(self, bucket: str, epoch: int, response) -> None:
