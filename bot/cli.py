@@ -96,6 +96,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
+    from bot.census.store import StoreError
     from bot.config import ConfigError, load_config
     from bot.hub.client import describe_error
     from bot.pipeline import ScanOptions, run_scan
@@ -117,9 +118,13 @@ def cmd_scan(args: argparse.Namespace) -> int:
         shard=shard,
         max_prs=args.max_prs,
         progress=sys.stderr.isatty() and not args.json,
+        store=args.store,
+        build_previews=args.build_previews,
     )
     try:
         result = run_scan(config, options)
+    except StoreError as error:
+        raise UsageError(str(error)) from None
     except Exception as error:  # noqa: BLE001 — discovery itself failed: nothing to report but the reason
         print(f"lora-bot: error: the scan could not list repos: {describe_error(error)}", file=sys.stderr)
         return EXIT_FINDINGS
@@ -321,6 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--shard", metavar="K/N", help="scan only shard K of N (stable by repo id)")
     scan.add_argument(
         "--max-prs", type=int, metavar="N", help="at most N PRs this run (overrides the config)"
+    )
+    scan.add_argument("--store", metavar="PATH", help="the census store (overrides census.store)")
+    scan.add_argument(
+        "--build-previews",
+        action="store_true",
+        help="dry run: download weights to preview variant and metadata-fix PRs (within the budget)",
     )
     scan.set_defaults(handler=cmd_scan)
 

@@ -76,10 +76,16 @@ class ProposalsConfig:
 
 
 @dataclass(frozen=True)
+class CensusConfig:
+    store: str = ".lora-bot/census.sqlite"  # the embedded store; `lora-bot scan --store PATH` overrides it
+
+
+@dataclass(frozen=True)
 class Config:
     hub: HubConfig = field(default_factory=HubConfig)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     proposals: ProposalsConfig = field(default_factory=ProposalsConfig)
+    census: CensusConfig = field(default_factory=CensusConfig)
 
 
 _POSITIVE = {

@@ -11,14 +11,18 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
 
+from bot.census.store import CensusStore, StoredRepos
 from bot.config import Config
 from bot.core.compat import amend_with_check, check_compatibility, declared_base_repo
 from bot.core.repo import RepoInspection, RepoRef, inspect_repo
 from bot.hub.client import METER, RetryPolicy, make_api
+from bot.hub.pacing import PACER
 from bot.proposals.stage import run_proposals
 from bot.sources.base import BaseReadError, HubBaseReader
 from bot.sources.discovery import Shard, discover, opted_out
@@ -37,6 +41,10 @@ class ScanOptions:
     repos: tuple[str, ...] = ()
     shard: Shard | None = None
     max_prs: int | None = None  # overrides proposals.max_prs_per_run
+    store: str | None = None  # overrides census.store
+    # A dry run reads headers only; with this it also downloads weights (within the budget) to preview
+    # variant and metadata-fix PRs.
+    build_previews: bool = False
     progress: bool = False
     # How retries wait (Retry-After, back-off). Tests pass a recording clock so faults cost no wall time.
     sleep: Callable[[float], None] = time.sleep
@@ -51,6 +59,8 @@ class ScanStats:
     write_requests: int
     seconds: float
     inspect_bytes: int = 0  # of `bytes`, what discovery and inspection read; the rest built proposals
+    reused: int = 0  # repos whose stored inspection was reused: the listing's sha had not changed
+    by_bucket: dict = field(default_factory=dict)  # requests per rate-limit bucket (api, resolvers, other)
 
     def to_json(self) -> dict:
         return {
@@ -61,6 +71,8 @@ class ScanStats:
             "write_requests": self.write_requests,
             "seconds": round(self.seconds, 3),
             "inspect_bytes": self.inspect_bytes,
+            "reused": self.reused,
+            "requests_by_bucket": dict(self.by_bucket),
         }
 
 
@@ -68,7 +80,7 @@ class ScanStats:
 class ScanResult:
     endpoint: str
     dry_run: bool
-    repos: tuple[RepoInspection, ...]
+    repos: Sequence[RepoInspection]  # a run's repos from the census store, loaded as they are iterated
     skipped: tuple[tuple[str, str], ...]
     stats: ScanStats
     outcomes: tuple = field(default=())  # what was proposed and done, filled by the proposal stage
@@ -84,48 +96,53 @@ def resolve_token(config: Config, options: ScanOptions) -> str | None:
 
 def inspect_all(
     reader: RemoteReader,
-    refs: tuple[RepoRef, ...],
+    refs: Iterable[RepoRef],
     workers: int,
-    on_done: Callable[[RepoInspection], None] | None = None,
-) -> list[RepoInspection]:
-    """Inspect repos in parallel; results come back in discovery order, whatever finished first."""
-    results: dict[int, RepoInspection] = {}
+    on_done: Callable[[RepoRef, RepoInspection], None],
+) -> None:
+    """Read and inspect repos in parallel, handing each result to `on_done` (in the calling thread) as it
+    finishes; nothing is kept here, so memory holds at most the repos in flight."""
+    pending: dict = {}
+    refs = iter(refs)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lora-bot") as pool:
-        futures = {
-            pool.submit(lambda ref: inspect_repo(reader.read(ref)), ref): i for i, ref in enumerate(refs)
-        }
-        for future in as_completed(futures):
-            index = futures[future]
-            try:
-                result = future.result()
-            except Exception as error:  # noqa: BLE001 — the source reports errors itself; belt and braces
-                result = RepoInspection(
-                    refs[index].repo_id, refs[index].sha, error=f"internal error: {error!r}"
-                )
-            results[index] = result
-            if on_done:
-                on_done(result)
-    return [results[i] for i in range(len(refs))]
+
+        def submit_next() -> bool:
+            ref = next(refs, None)
+            if ref is None:
+                return False
+            pending[pool.submit(lambda r: inspect_repo(reader.read(r)), ref)] = ref
+            return True
+
+        for _ in range(workers * 2):  # a short queue keeps every worker busy without holding all repos
+            if not submit_next():
+                break
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                ref = pending.pop(future)
+                try:
+                    result = future.result()
+                except Exception as error:  # noqa: BLE001 — the source reports errors itself; belt and braces
+                    result = RepoInspection(ref.repo_id, ref.sha, error=f"internal error: {error!r}")
+                on_done(ref, result)
+                submit_next()
 
 
-def verify_declared_bases(repos: list[RepoInspection], reader: HubBaseReader) -> list[RepoInspection]:
+def verify_declared_base(repo: RepoInspection, reader: HubBaseReader) -> RepoInspection:
     """Each file with a declared Hub base, checked against that base's headers (read once per base, then
     cached). A base that cannot be read leaves the file as inspection left it: unclear is never a finding."""
-    amended = []
-    for repo in repos:
-        files = []
-        for inspection in repo.files:
-            declared = declared_base_repo(inspection)
-            if declared and declared != repo.repo_id:
-                try:
-                    inspection = amend_with_check(
-                        inspection, check_compatibility(inspection, reader.read(declared))
-                    )
-                except BaseReadError as error:
-                    log.info("%s: base %s not verified: %s", repo.repo_id, declared, error)
-            files.append(inspection)
-        amended.append(dataclasses.replace(repo, files=tuple(files)))
-    return amended
+    files = []
+    for inspection in repo.files:
+        declared = declared_base_repo(inspection)
+        if declared and declared != repo.repo_id:
+            try:
+                inspection = amend_with_check(
+                    inspection, check_compatibility(inspection, reader.read(declared))
+                )
+            except BaseReadError as error:
+                log.info("%s: base %s not verified: %s", repo.repo_id, declared, error)
+        files.append(inspection)
+    return dataclasses.replace(repo, files=tuple(files))
 
 
 def _progress(
@@ -139,61 +156,135 @@ def _progress(
     return (lambda _result: bar.update(1)), bar.close
 
 
+def resolve_store(config: Config, options: ScanOptions) -> Path:
+    return Path(options.store or config.census.store)
+
+
+class _Marks:
+    """The watermark's inputs, folded as repos finish: the newest done, the oldest failed."""
+
+    def __init__(self) -> None:
+        self.done: datetime | None = None
+        self.failed: datetime | None = None
+
+    def add(self, when: datetime | None, ok: bool) -> None:
+        if when is None:
+            return
+        if ok:
+            self.done = when if self.done is None else max(self.done, when)
+        else:
+            self.failed = when if self.failed is None else min(self.failed, when)
+
+    def scanned(self) -> list[tuple[datetime, bool]]:
+        return [(w, ok) for w, ok in ((self.done, True), (self.failed, False)) if w is not None]
+
+
 def run_scan(config: Config, options: ScanOptions) -> ScanResult:
     started = time.monotonic()
     requests_before, bytes_before, writes_before = METER.snapshot()
+    buckets_before = METER.buckets()
     endpoint = resolve_endpoint(config, options)
     api = make_api(endpoint, resolve_token(config, options), timeout=config.hub.timeout)
     policy = RetryPolicy(attempts=config.hub.retries, max_wait=config.hub.max_retry_wait, sleep=options.sleep)
+    store = CensusStore(resolve_store(config, options))
+    # Shards share one token: each spends its share of every rate-limit window.
+    PACER.reset(share=1.0 / options.shard.count if options.shard else 1.0)
+    run = datetime.now(timezone.utc).isoformat()
     use_watermark = config.discovery.incremental and not options.repos
     watermark = read_watermark(config.discovery.state_file, options.shard) if use_watermark else None
     log.info("discovering repos%s", f" newer than {watermark.isoformat()}" if watermark else "")
     found = discover(
         api, config.discovery, policy, explicit=options.repos, shard=options.shard, watermark=watermark
     )
-    log.info("%d repos to read, %d skipped", len(found.refs), len(found.skipped))
-    on_done, close = _progress(len(found.refs), options.progress)
+    skipped = list(found.skipped)
+    # A repo whose listed sha is the one the store read it at costs nothing more: its inspection is reused.
+    reused = [r.repo_id for r in found.refs if r.sha and store.reusable_sha(r.repo_id) == r.sha]
+    place = {ref.repo_id: n for n, ref in enumerate(found.refs)}  # the report keeps discovery's order
+    store.touch(((r, place[r]) for r in reused), run)
+    reused_set = set(reused)
+    to_read = [r for r in found.refs if r.repo_id not in reused_set]
+    log.info(
+        "%d repos listed: %d unchanged since the store read them, %d to read; %d skipped",
+        len(found.refs),
+        len(reused),
+        len(to_read),
+        len(found.skipped),
+    )
+    marks = _Marks()
+    for ref in found.refs:
+        if ref.repo_id in reused_set:
+            marks.add(ref.last_modified, True)
+    on_progress, close = _progress(len(to_read), options.progress)
+
+    bases = HubBaseReader(RemoteReader(api, policy)) if config.hub.verify_base else None
+
+    def finished(ref: RepoRef, result: RepoInspection) -> None:
+        if bases is not None:
+            result = verify_declared_base(result, bases)
+        opted = opted_out(result.tags, result.card_data)
+        store.save(result, run, skipped=OPTED_OUT_IN_CARD if opted else None, seq=place[ref.repo_id])
+        marks.add(ref.last_modified, result.error is None)
+        if on_progress:
+            on_progress(result)
+
     try:
-        inspected = inspect_all(RemoteReader(api, policy), found.refs, config.hub.workers, on_done)
+        inspect_all(RemoteReader(api, policy), to_read, config.hub.workers, finished)
     finally:
         close()
-    if config.hub.verify_base:
-        inspected = verify_declared_bases(inspected, HubBaseReader(RemoteReader(api, policy)))
     _, bytes_inspected, _ = METER.snapshot()
-    kept, skipped = [], list(found.skipped)
-    for result in inspected:
-        if opted_out(result.tags, result.card_data):
-            log.info("%s: skipped, the owner opted out in the model card", result.repo_id)
-            # The owner asked to be left alone: no findings in the report, no proposals.
-            skipped.append((result.repo_id, "opted out in its model card (lora-bot: ignore)"))
-        else:
-            kept.append(result)
+    for repo_id in store.repo_ids(run, skipped=True):
+        log.info("%s: skipped, the owner opted out in the model card", repo_id)
+        # The owner asked to be left alone: no findings in the report, no proposals.
+        skipped.append((repo_id, OPTED_OUT_IN_CARD))
 
     outcomes = tuple(
-        run_proposals(api, config, kept, policy, dry_run=options.dry_run, max_prs=options.max_prs)
+        run_proposals(
+            api,
+            config,
+            _needing_proposals(store, run),
+            policy,
+            dry_run=options.dry_run,
+            max_prs=options.max_prs,
+            on_finished=None if options.dry_run else store.mark_proposed,
+            build_previews=options.build_previews,
+        )
     )
 
-    # A dry run leaves no trace anywhere, the watermark included: the next live run must see these repos.
+    # A dry run leaves no trace in the watermark: the next live run must see these repos. (The store keeps
+    # what was read: facts, not proposals; their proposals stay pending for a live run.)
     if use_watermark and not options.dry_run:
         unfinished = {o.repo_id for o in outcomes if o.status in UNFINISHED}
-        # The listing's lastModified, the value the next listing is compared with. Repos the listing did not
-        # return (`repos` of the config) carry none: they are scanned every run and must not move the mark.
-        scanned = [
-            (ref.last_modified, result.error is None and result.repo_id not in unfinished)
-            for ref, result in zip(found.refs, inspected, strict=True)
-        ]
-        new_mark = next_watermark(watermark, scanned)
+        for repo_id in unfinished:
+            loaded = store.load(repo_id)
+            if loaded is not None:
+                marks.add(loaded[0].last_modified, False)
+        new_mark = next_watermark(watermark, marks.scanned())
         if new_mark and new_mark != watermark:
             log.info("watermark moves to %s", new_mark.isoformat())
             write_watermark(config.discovery.state_file, new_mark, options.shard)
     requests_after, bytes_after, writes_after = METER.snapshot()
+    repos, files = store.count(run)
     stats = ScanStats(
-        repos=len(kept),
-        files=sum(len(r.files) for r in kept),
+        repos=repos,
+        files=files,
         requests=requests_after - requests_before,
         bytes=bytes_after - bytes_before,
         write_requests=writes_after - writes_before,
         seconds=time.monotonic() - started,
         inspect_bytes=bytes_inspected - bytes_before,
+        reused=len(reused),
+        by_bucket=METER.buckets_since(buckets_before),
     )
-    return ScanResult(api.endpoint, options.dry_run, tuple(kept), tuple(skipped), stats, outcomes)
+    return ScanResult(api.endpoint, options.dry_run, StoredRepos(store, run), tuple(skipped), stats, outcomes)
+
+
+OPTED_OUT_IN_CARD = "opted out in its model card (lora-bot: ignore)"
+
+
+def _needing_proposals(store: CensusStore, run: str) -> Iterator[RepoInspection]:
+    """This run's repos whose proposals are not done for their sha: those read this run, and those an
+    earlier run left unfinished (a PR limit, a failure, or a dry run). Loaded one at a time."""
+    for repo_id in store.repo_ids(run, skipped=False):
+        loaded = store.load(repo_id)
+        if loaded is not None and not loaded[2] and loaded[0].error is None:
+            yield loaded[0]

@@ -33,3 +33,10 @@ def sample_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("samples")
     write_sample_repos(root)
     return root
+
+
+@pytest.fixture(autouse=True)
+def _own_working_directory(tmp_path, monkeypatch):
+    """Each test runs in its own folder: the scan's default census store (.lora-bot/census.sqlite, relative
+    to the working directory) must not carry one test's inspections into another, or into the checkout."""
+    monkeypatch.chdir(tmp_path)

@@ -233,7 +233,9 @@ def test_dry_run_step_reports_through_summary_outputs_and_annotations(tmp_path, 
     assert more[1].startswith(f"{len(errors) - 2} more error flags")
 
     assert hub.write_request_count() == writes_before  # a dry run writes nothing to the Hub...
-    assert not (workspace / ".lora-bot").exists()  # ...and keeps the watermark as it was
+    assert not (workspace / ".lora-bot" / "state.json").exists()  # ...and keeps the watermark as it was
+    # The census store keeps what was read (facts, not proposals), in the workspace the cache step saves.
+    assert (workspace / ".lora-bot" / "census.sqlite").is_file()
 
 
 def test_token_is_masked_first_and_appears_nowhere_else(tmp_path, hub, capsys):

@@ -102,7 +102,14 @@ def test_live_scan_opens_exactly_the_expected_prs_and_discussions(hub, config_fi
 def test_second_scan_opens_nothing(hub, config_file, tmp_path):
     scan(hub, config_file, tmp_path)
     before = hub.write_request_count()
+    requests_before = len(hub.requests)
     report = scan(hub, config_file, tmp_path)
+    assert opened(report) == [] and report["proposals"] == []
+    # Nothing changed since the store read these repos: the listing is the only request.
+    assert [r["route"] for r in hub.requests[requests_before:]] == ["models"]
+    assert len(report["repos"]) == 8 and report["stats"]["reused"] == 9  # one opted out in its card
+    # The store lost (a new cache): the Hub's threads are the record, and nothing is opened twice.
+    report = scan(hub, config_file, tmp_path, "--store", str(tmp_path / "fresh.sqlite"))
     assert opened(report) == []
     assert {p["status"] for p in report["proposals"]} == {"exists"}
     assert hub.write_request_count() == before, "a scan with nothing new writes nothing"
@@ -141,9 +148,14 @@ def test_owner_close_is_final_and_a_moved_repo_gets_a_superseding_pr(hub, config
         for p in report["proposals"]
         if p["repo_id"] == "demo/flux-dog-r32" and p["status"] != "opened"
     ] == [("superseded", stale.num)]
+    # demo/loha-style did not change: its proposals were made at this sha, so they are not asked again.
+    assert not any(p["repo_id"] == "demo/loha-style" for p in report["proposals"])
+    # With the store lost, the owner's close is still final: the Hub's threads say so.
+    fresh = scan(hub, config_file, tmp_path, "--store", str(tmp_path / "fresh.sqlite"))
     assert any(
-        p["status"] == "closed-by-owner" and p["repo_id"] == "demo/loha-style" for p in report["proposals"]
+        p["status"] == "closed-by-owner" and p["repo_id"] == "demo/loha-style" for p in fresh["proposals"]
     )
+    assert opened(fresh) == []
     # The replacement is built on the owner's new README, so merging it keeps their edit.
     new_readme = Path(
         owner.hf_hub_download("demo/flux-dog-r32", "README.md", revision=f"refs/pr/{replacement}")

@@ -120,7 +120,10 @@ def _repo_ids(text: str) -> tuple[str, ...]:
 def _in_workspace(config: Config, workspace: Path) -> Config:
     state_file = workspace / config.discovery.state_file  # an absolute state_file stays as it is
     discovery = dataclasses.replace(config.discovery, state_file=str(state_file))
-    return dataclasses.replace(config, discovery=discovery)
+    census = dataclasses.replace(
+        config.census, store=str(workspace / config.census.store)
+    )  # cached per shard
+    return dataclasses.replace(config, discovery=discovery, census=census)
 
 
 def _annotate(report: dict, cap: int) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from bot.core import flags as F
 from bot.core.card import parse_card
-from bot.core.fingerprints import FAMILY_NAMES, BaseModel, declarations, fingerprint, resolve
+from bot.core.fingerprints import FAMILY_NAMES, BaseModel, Declaration, declarations, fingerprint, resolve
 from bot.core.flags import Flag, flag
 from bot.core.formats import (
     LOHA,
@@ -33,7 +33,7 @@ from bot.core.header import SafetensorsHeader
 from bot.core.peft_config import ConfigError, PeftConfig, config_from_mapping, lora_scale, parse_peft_config
 from bot.core.signatures import ObservedModule, misfit_against
 from bot.core.trainer_metadata import as_int, diffusers_adapter_metadata, network_args
-from bot.vocab import FlagCode, Format
+from bot.vocab import FlagCode, Format, Severity
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,9 @@ class FileEvidence:
     scalars: Mapping[str, float] = field(default_factory=dict)  # `.alpha` values by tensor name
     adapter_config_text: str | None = None
     card_text: str | None = None
+    # The card's metadata as the Hub's listing parsed it (`cardData`), used when README.md was not read:
+    # the Hub parsed it, so the front matter is valid and there is nothing to flag about it.
+    card_data: Mapping | None = None
     pickle: bool = False  # a .bin/.pt/.ckpt/.pth file: never opened
 
 
@@ -128,6 +131,54 @@ class FileInspection:
         return out
 
 
+def inspection_record(item: FileInspection) -> dict:
+    """Everything of a FileInspection as JSON values, so a stored inspection is the same value read back
+    (`inspection_from_record`): reports, proposals and the census use it as if it had just been made."""
+    record = item.to_json(with_modules=True)
+    record["unknown_keys"] = list(item.unknown_keys)
+    record["metadata"] = dict(item.metadata)
+    record["conflicts"] = [[c.source, c.value, c.family, c.repo_id] for c in item.base_model.conflicts]
+    record["module_details"] = [
+        [m.name, m.kind, m.rank, m.alpha, m.alpha_declared, m.in_features, m.out_features, m.conv, m.conv_dim]
+        for m in item.modules
+    ]
+    return record
+
+
+def inspection_from_record(record: Mapping) -> FileInspection:
+    base = record["base_model"]
+    return FileInspection(
+        path=record["path"],
+        format=record["format"],
+        variant=record["variant"],
+        rank=record["rank"],
+        ranks={int(rank): count for rank, count in record["ranks"].items()},
+        alpha=record["alpha"],
+        alpha_declared=record["alpha_declared"],
+        scale=record["scale"],
+        use_rslora=record["use_rslora"],
+        modules=tuple(ModuleReport(*fields) for fields in record["module_details"]),
+        target_modules=tuple(record["target_modules"]),
+        components=tuple(record["components"]),
+        base_model=BaseModel(
+            family=base["family"],
+            repo_id=base["repo_id"],
+            candidates=tuple(base["candidates"]),
+            source=base["source"],
+            evidence=base["evidence"],
+            conflicts=tuple(Declaration(*fields) for fields in record["conflicts"]),
+        ),
+        flags=tuple(
+            Flag(FlagCode(f["code"]), Severity(f["severity"]), f["message"]) for f in record["flags"]
+        ),
+        size=record["size"],
+        header_bytes=record["header_bytes"],
+        tensors=record["tensors"],
+        unknown_keys=tuple(record["unknown_keys"]),
+        metadata=dict(record["metadata"]),
+    )
+
+
 def inspect_evidence(evidence: FileEvidence) -> FileInspection:
     if evidence.pickle:
         return _empty(
@@ -180,7 +231,7 @@ def _context(evidence: FileEvidence) -> tuple[PeftConfig | None, dict, list[Flag
             config = parse_peft_config(evidence.adapter_config_text)
         except ConfigError as error:
             found.append(flag(FlagCode.CONFIG_INVALID, str(error)))
-    card_data: dict = {}
+    card_data: dict = dict(evidence.card_data or {})
     if evidence.card_text is not None:
         card = parse_card(evidence.card_text)
         if card.error:

@@ -20,6 +20,11 @@ class RepoRef:
     sha: str | None = None
     last_modified: datetime | None = None
     tags: tuple[str, ...] = ()
+    # The listing's `siblings` (file names only: the listing gives no sizes) and `cardData`. When both the
+    # sha and the file names are known the repo needs no per-repo API call; None: the listing did not say.
+    files: tuple[str, ...] | None = None
+    card_data: Mapping | None = field(default=None, compare=False)
+    gated: bool = False
 
 
 @dataclass(frozen=True)

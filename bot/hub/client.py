@@ -23,6 +23,8 @@ from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import get_session, set_client_factory
 from huggingface_hub.utils._http import hf_request_event_hook
 
+from bot.hub.pacing import PACER
+
 T = TypeVar("T")
 DEFAULT_ENDPOINT = "https://huggingface.co"
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -36,16 +38,47 @@ class HubMeter:
         self.requests = 0
         self.bytes = 0
         self.writes = 0
+        self.by_bucket: dict[str, int] = {}  # requests per rate-limit bucket (`bucket_of`)
+        self.throttled = 0  # 429 answers received
 
-    def add(self, requests: int = 0, nbytes: int = 0, writes: int = 0) -> None:
+    def add(
+        self,
+        requests: int = 0,
+        nbytes: int = 0,
+        writes: int = 0,
+        bucket: str | None = None,
+        throttled: int = 0,
+    ) -> None:
         with self._lock:
             self.requests += requests
             self.bytes += nbytes
             self.writes += writes
+            self.throttled += throttled
+            if bucket is not None:
+                self.by_bucket[bucket] = self.by_bucket.get(bucket, 0) + requests
 
     def snapshot(self) -> tuple[int, int, int]:
         with self._lock:
             return self.requests, self.bytes, self.writes
+
+    def buckets(self) -> dict[str, int]:
+        with self._lock:
+            return {**self.by_bucket, "429": self.throttled}
+
+    def buckets_since(self, before: dict[str, int]) -> dict[str, int]:
+        now = self.buckets()
+        return {name: count - before.get(name, 0) for name, count in sorted(now.items())}
+
+
+def bucket_of(url: httpx2.URL | str) -> str:
+    """The Hub's rate-limit bucket a request counts against (hub-scale.md): any URL with `/resolve/` is a
+    resolver request, `/api/` the Hub API; the rest (a CDN a file was redirected to, LFS uploads) neither."""
+    path = httpx2.URL(str(url)).path
+    if "/resolve/" in path:
+        return "resolvers"
+    if path.startswith("/api/"):
+        return "api"
+    return "other"
 
 
 METER = HubMeter()
@@ -69,8 +102,17 @@ class _MeteredTransport(httpx2.BaseTransport):
         self._inner = inner
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        METER.add(requests=1, writes=int(request.method not in ("GET", "HEAD")))
-        response = self._inner.handle_request(request)
+        bucket = bucket_of(request.url)
+        window = PACER.acquire(bucket)
+        METER.add(requests=1, writes=int(request.method not in ("GET", "HEAD")), bucket=bucket)
+        try:
+            response = self._inner.handle_request(request)
+        except BaseException:
+            PACER.release(bucket, window, None)
+            raise
+        PACER.release(bucket, window, response)
+        if response.status_code == 429:
+            METER.add(throttled=1)
         response.stream = _CountingStream(response.stream)
         return response
 
@@ -122,6 +164,7 @@ def make_api(endpoint: str | None, token: str | None, timeout: float = 60.0) -> 
         # With telemetry on, huggingface_hub's user agent fetches an agent registry from constants.ENDPOINT
         # (huggingface.co): a scan of another Hub, the sandbox included, would send requests off to it.
         constants.HF_HUB_DISABLE_TELEMETRY = True
+    PACER.use_endpoint(endpoint)
     return HfApi(endpoint=endpoint, token=token or False, library_name="lora-bot")
 
 

@@ -7,8 +7,9 @@ A live run publishes on the Hub; a dry run's publisher only says what it would d
 
 from __future__ import annotations
 
+import itertools
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from huggingface_hub import HfApi
 
 from bot.config import Config
 from bot.core.repo import RepoInspection
+from bot.core.selection import CARD_NAME
 from bot.hub.client import RetryPolicy, describe_error, with_retries
 from bot.hub.download import Downloader
 from bot.proposals.build import RepoFacts, build_proposals
@@ -26,7 +28,8 @@ from bot.proposals.variants import VariantBuilder
 from bot.publish.dry_run import DryRunPublisher
 from bot.publish.hub import HubPublisher
 from bot.publish.interface import PrBudget, Publisher, publish_plan
-from bot.vocab import ProposalKind, Status
+from bot.sources.hub import RemoteReader
+from bot.vocab import UNFINISHED, ProposalKind, Status
 
 
 def bot_user(api: HfApi, policy: RetryPolicy) -> str | None:
@@ -47,10 +50,15 @@ def enabled_kinds(config: Config) -> frozenset[str]:
     return frozenset(kind for kind, on in switches.items() if on)
 
 
-def facts_of(repo: RepoInspection) -> RepoFacts:
-    return RepoFacts(
-        repo.repo_id, repo.sha, repo.files, dict(repo.texts), dict(repo.card_data), tuple(repo.sizes)
-    )
+def facts_of(
+    repo: RepoInspection, read_text: Callable[[str, str, str], str] | None = None, card: bool = True
+) -> RepoFacts:
+    """The builders' view of a repo, with the texts inspection read. README.md is not read by inspection
+    when the listing carried the card's metadata: a card proposal needs its text, so it is read here, once."""
+    texts = dict(repo.texts)
+    if card and read_text is not None and CARD_NAME in repo.sizes and CARD_NAME not in texts:
+        texts[CARD_NAME] = read_text(repo.repo_id, CARD_NAME, repo.sha)
+    return RepoFacts(repo.repo_id, repo.sha, repo.files, texts, dict(repo.card_data), tuple(repo.sizes))
 
 
 def run_proposals(
@@ -61,10 +69,27 @@ def run_proposals(
     *,
     dry_run: bool,
     max_prs: int | None,
+    on_finished: Callable[[str, str | None], None] | None = None,
+    build_previews: bool = False,
 ) -> list[Outcome]:
-    """Proposals for every fully inspected repo, in discovery order; a failure is reported as the failed
-    repo's own outcome (every eligible repo's, when the bot cannot even learn its own name), never raised."""
-    eligible = [r for r in repos if r.error is None]  # a partial picture is no ground for writing
+    """Proposals for every fully inspected repo, in the order given; a failure is reported as the failed
+    repo's own outcome (every eligible repo's, when the bot cannot even learn its own name), never raised.
+
+    Repos are taken a few at a time (`repos` may be a census streamed from the store). `on_finished` hears
+    of each repo whose proposals are all done, none held back by a limit or a failure."""
+    policy_switches = config.proposals
+    if not (
+        policy_switches.card
+        or policy_switches.config_fix
+        or policy_switches.variants
+        or policy_switches.flag_discussions
+    ):
+        return []  # nothing to propose: not even the bot's name is asked for
+    eligible = (r for r in repos if r.error is None)  # a partial picture is no ground for writing
+    first = next(eligible, None)
+    if first is None:
+        return []
+    eligible = itertools.chain([first], eligible)
     try:
         me = bot_user(api, policy)
     except Exception as error:  # noqa: BLE001 — the findings stand; these repos are proposed next run
@@ -75,33 +100,46 @@ def run_proposals(
         per_repo=config.proposals.max_prs_per_repo,
     )
     kinds = enabled_kinds(config)
+    reader = RemoteReader(api, policy)
     outcomes: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="lora-bot-weights-") as scratch:
         downloader = Downloader(api, policy, Path(scratch) / "cache")
+        # A dry run reads headers only: proposals built from whole weight files (metadata fixes, variants)
+        # are previewed only when asked for (`--build-previews`), never as a side effect.
+        downloads = not dry_run or build_previews
         metadata_builder = (
-            MetadataFixBuilder(downloader, Path(scratch)) if config.proposals.config_fix else None
+            MetadataFixBuilder(downloader, Path(scratch))
+            if config.proposals.config_fix and downloads
+            else None
         )
         variant_builder = (
             VariantBuilder(downloader, config.proposals.variant_policy, Path(scratch))
-            if config.proposals.variants
+            if config.proposals.variants and downloads
             else None
         )
 
         def prepare(repo: RepoInspection):
-            proposals = build_proposals(facts_of(repo), config.proposals, metadata_builder, variant_builder)
+            facts = facts_of(repo, reader.read_text, card=config.proposals.card)
+            proposals = build_proposals(facts, config.proposals, metadata_builder, variant_builder)
             return plan_repo(proposals, publisher.threads(repo.repo_id), config.proposals.title_prefix, kinds)
 
-        with ThreadPoolExecutor(
-            max_workers=config.hub.workers, thread_name_prefix="lora-bot-propose"
-        ) as pool:
-            plans = [pool.submit(prepare, repo) for repo in eligible]
-            for repo, future in zip(eligible, plans, strict=True):
-                try:
-                    outcomes += publish_plan(
-                        repo.repo_id, future.result(), publisher, budget, config.proposals.title_prefix
-                    )
-                except Exception as error:  # noqa: BLE001 — one repo's failure never stops the run
-                    outcomes.append(_failed(repo, error))
+        workers = config.hub.workers
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lora-bot-propose") as pool:
+            while True:
+                chunk = list(itertools.islice(eligible, workers * 2))
+                if not chunk:
+                    break
+                plans = [pool.submit(prepare, repo) for repo in chunk]
+                for repo, future in zip(chunk, plans, strict=True):
+                    try:
+                        done = publish_plan(
+                            repo.repo_id, future.result(), publisher, budget, config.proposals.title_prefix
+                        )
+                    except Exception as error:  # noqa: BLE001 — one repo's failure never stops the run
+                        done = [_failed(repo, error)]
+                    outcomes += done
+                    if on_finished and not any(o.status in UNFINISHED for o in done):
+                        on_finished(repo.repo_id, repo.sha)
     return outcomes
 
 

@@ -14,7 +14,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from bot.sandbox.faults import FaultSpec
+from bot.sandbox.faults import FaultSpec, QuotaSpec
 
 PROG = "lora-bot sandbox"
 DESCRIPTION = "Serve a local Hub emulator for tests and demos."
@@ -38,12 +38,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--request-log", type=Path, help="append one JSON line per request")
     parser.add_argument("--latency-ms", type=int, default=0)
     parser.add_argument("--faults", default=None, help='e.g. "429:0.1,drop:0.03@write,seed=7,retry-after=1"')
+    parser.add_argument(
+        "--quota",
+        default=None,
+        help='rate limits as the Hub counts them, e.g. "api=1000/300,resolvers=5000/300" (Q requests per W '
+        "seconds, fixed windows; RateLimit headers on every response, 429 + Retry-After past Q)",
+    )
     parser.add_argument("--state-out", type=Path, help="write the final state as JSON on exit")
     parser.add_argument("--user", default="lora-bot", help="user name every token maps to")
 
 
 def _check(args: argparse.Namespace) -> FaultSpec | None:
-    """What the parser cannot check; returns the parsed --faults. Raises _UsageError."""
+    """What the parser cannot check; returns the parsed --faults (--quota is parsed into args.quota_spec).
+    Raises _UsageError."""
+    try:
+        args.quota_spec = QuotaSpec.parse(args.quota) if args.quota else None
+    except ValueError as error:
+        raise _UsageError(f"--quota: {error}") from None
     if args.repos is not None and not args.repos.is_dir():
         raise _UsageError(f"--repos {args.repos}: not a directory")
     if not 0 <= args.port <= 65535:
@@ -80,7 +91,13 @@ def run(args: argparse.Namespace) -> int:
         return _usage_error(error)
     from bot.sandbox.hub import SandboxHub  # the server's imports, only when it serves
 
-    hub = SandboxHub(user=args.user, latency_ms=args.latency_ms, faults=faults, request_log=args.request_log)
+    hub = SandboxHub(
+        user=args.user,
+        latency_ms=args.latency_ms,
+        faults=faults,
+        request_log=args.request_log,
+        quotas=args.quota_spec,
+    )
     with tempfile.TemporaryDirectory(prefix="lora-bot-sandbox-") as scratch:
         if args.repos is not None:
             hub.load_directory(args.repos)

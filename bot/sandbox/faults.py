@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 from dataclasses import dataclass
@@ -129,3 +130,92 @@ class FaultInjector:
                     self._injected[index] += 1
                     return rule
         return None
+
+
+# ------------------------------------------------------------------------------------------ rate limits
+
+# The Hub's buckets (hub-scale.md): any `/resolve/` URL is a resolver request; the API routes are the API.
+# The sandbox's CDN (`cdn`, where LFS files are redirected) and LFS transfers count against neither.
+RESOLVER_ROUTES = frozenset({"resolve"})
+UNMETERED_ROUTES = frozenset({"lfs", "cdn", "unknown"})
+
+
+@dataclass(frozen=True)
+class Quota:
+    bucket: str
+    requests: int  # Q requests ...
+    window: int  # ... per W seconds, in fixed windows
+
+
+@dataclass(frozen=True)
+class QuotaSpec:
+    """Parsed form of `api=1000/300,resolvers=5000/300`: the buckets the sandbox meters, as the Hub does."""
+
+    quotas: tuple[Quota, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> QuotaSpec:
+        quotas = []
+        for token in (part.strip() for part in text.split(",")):
+            if not token:
+                continue
+            name, _, rest = token.partition("=")
+            count, _, window = rest.partition("/")
+            if name not in ("api", "resolvers") or not count.isdigit() or not window.isdigit():
+                raise ValueError(
+                    f"bad quota {token!r}: expected api=Q/W or resolvers=Q/W (Q requests per W seconds)"
+                )
+            if int(count) < 1 or int(window) < 1:
+                raise ValueError(f"bad quota {token!r}: Q and W must be at least 1")
+            quotas.append(Quota(name, int(count), int(window)))
+        return cls(tuple(quotas))
+
+
+@dataclass(frozen=True)
+class Metered:
+    """One request's standing in its bucket: the headers every response carries, and whether it is over."""
+
+    headers: dict
+    over: bool
+    retry_after: int
+
+
+class RateLimiter:
+    """Fixed windows per bucket, as the Hub counts them: the Nth request of a window gets r = Q - N; past Q,
+    429 with Retry-After until the window ends. Windows start at the limiter's creation."""
+
+    def __init__(self, spec: QuotaSpec, clock=None):
+        import time
+
+        self.spec = spec
+        self._clock = clock or time.monotonic
+        self._start = self._clock()
+        self._lock = threading.Lock()
+        self._counts: dict[str, tuple[int, int]] = {}  # bucket → (window index, requests in it)
+        self.throttled = 0
+
+    @staticmethod
+    def bucket_of(route: str) -> str | None:
+        if route in UNMETERED_ROUTES:
+            return None
+        return "resolvers" if route in RESOLVER_ROUTES else "api"
+
+    def take(self, route: str) -> Metered | None:
+        bucket = self.bucket_of(route)
+        quota = next((q for q in self.spec.quotas if q.bucket == bucket), None)
+        if quota is None:
+            return None
+        with self._lock:
+            elapsed = self._clock() - self._start
+            window = int(elapsed // quota.window)
+            current, used = self._counts.get(bucket, (window, 0))
+            used = used + 1 if current == window else 1
+            self._counts[bucket] = (window, used)
+            over = used > quota.requests
+            self.throttled += over
+        reset = max(1, math.ceil((window + 1) * quota.window - elapsed))
+        headers = {
+            "RateLimit": f'"{bucket}";r={max(0, quota.requests - used)};t={reset}',
+            "RateLimit-Policy": f'"fixed window";"{bucket}";q={quota.requests};w={quota.window}',
+        }
+        return Metered(headers, over, reset)

@@ -15,12 +15,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Protocol
 from urllib.parse import parse_qs, urlencode
 
-from bot.sandbox.faults import DROP_KINDS, HANDLED_KINDS, FaultInjector, FaultRule
+from bot.sandbox.faults import DROP_KINDS, HANDLED_KINDS, FaultInjector, FaultRule, RateLimiter
 from bot.sandbox.store import CHUNK_SIZE, Blob, HubError
 
 _BYTE_RANGE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
@@ -232,6 +232,7 @@ class ServedHub(Protocol):
 
     latency_ms: int
     faults: FaultInjector
+    limiter: RateLimiter
     routes: Router
 
     @property
@@ -323,12 +324,25 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
         try:
             if hub.latency_ms:
                 time.sleep(hub.latency_ms / 1000)
-            fault = hub.faults.pick(route_name, self.command)
+            metered = hub.limiter.take(route_name)
+            fault = (
+                None if metered is not None and metered.over else hub.faults.pick(route_name, self.command)
+            )
             request.ignore_range = fault is not None and fault.kind == "ignore-range"
-            if fault is None or fault.kind in HANDLED_KINDS:
+            if metered is not None and metered.over:
+                for _ in request.body_source:
+                    pass
+                reply = json_reply(
+                    {"error": "You have exceeded the rate limit (sandbox quota)"},
+                    429,
+                    {"Retry-After": str(metered.retry_after)},
+                )
+            elif fault is None or fault.kind in HANDLED_KINDS:
                 reply = self._dispatch(hub, request, route, path_known)
             if fault is not None and fault.kind != "ignore-range":
                 reply = self._fault_reply(request, fault, hub.faults.spec.retry_after)
+            if reply is not None and metered is not None:  # the Hub sends both headers on every response
+                reply = replace(reply, headers={**reply.headers, **metered.headers})
             sent = 0 if reply is None else self._send(reply)
         finally:
             hub.record_request(

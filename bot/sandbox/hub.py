@@ -19,7 +19,7 @@ import threading
 from datetime import datetime
 from pathlib import Path
 
-from bot.sandbox.faults import FaultInjector, FaultSpec
+from bot.sandbox.faults import FaultInjector, FaultSpec, QuotaSpec, RateLimiter
 from bot.sandbox.http import SandboxHTTPServer
 from bot.sandbox.routes import SandboxRoutes
 from bot.sandbox.store import EXTRA_KEYS, MAIN_REF, Blob, DeleteFile, HubStore, PutFile, StoredFile
@@ -37,6 +37,7 @@ class SandboxHub:
         faults: FaultSpec | str | None = None,
         request_log: str | Path | None = None,
         discussions_page_size: int = 50,
+        quotas: QuotaSpec | str | None = None,
     ):
         if discussions_page_size < 1:
             raise ValueError("discussions_page_size must be at least 1")
@@ -45,6 +46,10 @@ class SandboxHub:
         self.latency_ms = latency_ms
         spec = FaultSpec.parse(faults) if isinstance(faults, str) else (faults or FaultSpec())
         self.faults = FaultInjector(spec)
+        # The Hub's rate-limit buckets (`api=Q/W,resolvers=Q/W`); none by default: nothing is metered.
+        self.limiter = RateLimiter(
+            QuotaSpec.parse(quotas) if isinstance(quotas, str) else (quotas or QuotaSpec())
+        )
         self.request_log = Path(request_log) if request_log else None
         self.store = HubStore()
         self.routes = SandboxRoutes(self.store, discussions_page_size=discussions_page_size)

@@ -237,7 +237,9 @@ class HubBaseReader:
         if cached is not None:
             return cached
         try:
-            header, _ = self.reader.header(repo_id, entry.path, sha, entry.size, first_read=BASE_FIRST_READ)
+            header = self.reader.header(
+                repo_id, entry.path, sha, entry.size, first_read=BASE_FIRST_READ
+            ).header
         except HeaderError as error:
             raise BaseReadError(f"{repo_id}/{entry.path}: {error}") from None
         weights = _table(header)

@@ -59,6 +59,25 @@ def opted_out(tags: Iterable[str], card_data: dict | None) -> bool:
 
 # ------------------------------------------------------------------------------------------- discovery
 
+LISTING_FIELDS = ("lastModified", "sha", "tags", "siblings", "cardData", "gated")
+
+
+def listed_ref(model, modified: datetime | None) -> RepoRef:
+    """A listing entry as a RepoRef; `files` only when the listing carried siblings (None: read model_info)."""
+    siblings = getattr(model, "siblings", None)
+    card = getattr(model, "card_data", None)
+    if card is not None and hasattr(card, "to_dict"):
+        card = card.to_dict()
+    return RepoRef(
+        model.id,
+        sha=model.sha,
+        last_modified=modified,
+        tags=tuple(model.tags or ()),
+        files=None if siblings is None else tuple(s.rfilename for s in siblings),
+        card_data=card,
+        gated=bool(getattr(model, "gated", False)),
+    )
+
 
 def _aware(when: datetime | None) -> datetime | None:
     if when is not None and when.tzinfo is None:
@@ -125,7 +144,9 @@ def _list(
             search=query.search,
             sort=_SORT_ARGUMENT[config.sort],
             limit=config.limit,
-            expand=["lastModified", "sha", "tags"],
+            # Everything the reader needs, so a listed repo costs no model_info (hub-scale.md: listing
+            # siblings carry names only; the header read's Content-Range gives each file's size).
+            expand=list(LISTING_FIELDS),
         )
         for model in models:
             modified = _aware(model.last_modified)
@@ -133,9 +154,7 @@ def _list(
                 if newest_first:
                     break  # everything after this was scanned already
                 continue
-            refs.append(
-                RepoRef(model.id, sha=model.sha, last_modified=modified, tags=tuple(model.tags or ()))
-            )
+            refs.append(listed_ref(model, modified))
         return refs
 
     # A failed page restarts the listing: the first page is not retried by huggingface_hub itself.

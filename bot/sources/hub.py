@@ -12,8 +12,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from urllib.parse import urlparse
 
-from huggingface_hub import HfApi, hf_hub_url
+from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_url
 from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
 
 from bot.core.header import (
@@ -49,6 +50,16 @@ class Fetched:
     status_code: int
     headers: Mapping[str, str]
     content: bytes
+    url: str | None = None  # where the read was redirected to, when it was
+
+    @property
+    def total_size(self) -> int | None:
+        """The whole file's size: a 206's `Content-Range: bytes a-b/TOTAL`, or a 200's Content-Length."""
+        if self.status_code == 206:
+            found = re.match(r"bytes \d+-\d+/(\d+)", self.headers.get("Content-Range", ""))
+            return int(found.group(1)) if found else None
+        length = self.headers.get("Content-Length")
+        return int(length) if self.status_code == 200 and length and length.isdigit() else None
 
 
 class RemoteReader:
@@ -59,15 +70,27 @@ class RemoteReader:
         self.policy = policy or RetryPolicy()
 
     def _get(
-        self, repo_id: str, path: str, revision: str, limit: int, headers: Mapping[str, str] | None = None
+        self,
+        repo_id: str,
+        path: str,
+        revision: str,
+        limit: int,
+        headers: Mapping[str, str] | None = None,
+        url: str | None = None,
     ) -> Fetched:
         """GET a file, reading at most `limit` body bytes. A server that ignores `Range` and starts sending
-        the whole file is cut off there, so no answer can turn a header read into a download."""
-        url = hf_hub_url(repo_id, path, revision=revision, endpoint=self.api.endpoint)
-        all_headers = {**build_hf_headers(token=self.api.token, library_name="lora-bot"), **(headers or {})}
+        the whole file is cut off there, so no answer can turn a header read into a download.
+
+        `url`: where an earlier read of the same file was redirected (the Hub sends LFS files to a CDN). Reads
+        sent there directly skip the `/resolve/` URL, which is what the Hub's resolver rate limit counts."""
+        resolve_url = hf_hub_url(repo_id, path, revision=revision, endpoint=self.api.endpoint)
+        target = url or resolve_url
+        all_headers = dict(headers or {})
+        if _same_origin(target, self.api.endpoint):  # the token never goes to another host
+            all_headers = {**build_hf_headers(token=self.api.token, library_name="lora-bot"), **all_headers}
 
         def call() -> Fetched:
-            with session().stream("GET", url, headers=all_headers) as response:
+            with session().stream("GET", target, headers=all_headers) as response:
                 if response.status_code >= 400:
                     response.read()
                     hf_raise_for_status(response)
@@ -76,22 +99,41 @@ class RemoteReader:
                     body += chunk
                     if len(body) >= limit:
                         break
-                return Fetched(response.status_code, response.headers, bytes(body[:limit]))
+                final = str(response.url)
+                return Fetched(
+                    response.status_code,
+                    response.headers,
+                    bytes(body[:limit]),
+                    url=final if final != resolve_url else None,
+                )
 
         return with_retries(self.policy, call)
+
+    def file_size(self, repo_id: str, path: str, revision: str) -> int | None:
+        url = hf_hub_url(repo_id, path, revision=revision, endpoint=self.api.endpoint)
+        return with_retries(
+            self.policy, lambda: get_hf_file_metadata(url, token=self.api.token, endpoint=self.api.endpoint)
+        ).size
 
     def read_text(self, repo_id: str, path: str, revision: str) -> str:
         response = self._get(repo_id, path, revision, limit=MAX_TEXT_BYTES)
         return response.content.decode("utf-8", errors="replace")
 
-    def read_ranges(self, repo_id: str, path: str, revision: str, ranges: list[tuple[int, int]]) -> dict:
+    def read_ranges(
+        self,
+        repo_id: str,
+        path: str,
+        revision: str,
+        ranges: list[tuple[int, int]],
+        url: str | None = None,
+    ) -> dict:
         """Bytes of each [start, end) range, in as few requests as the server allows."""
         found: dict[tuple[int, int], bytes] = {}
         for batch in _range_batches(ranges):
             spec = ",".join(f"{a}-{b - 1}" for a, b in batch)
             # A 206 answer is about as long as the ranges; a 200 (Range ignored) must be read up to the last one.
             limit = max(b for _, b in batch) if len(batch) == 1 else MAX_IGNORED_RANGE_READ
-            response = self._get(repo_id, path, revision, limit, {"Range": f"bytes={spec}"})
+            response = self._get(repo_id, path, revision, limit, {"Range": f"bytes={spec}"}, url=url)
             pieces = _split_range_response(response)
             for a, b in batch:
                 found[(a, b)] = _slice(pieces, a, b)
@@ -99,28 +141,39 @@ class RemoteReader:
 
     def header(
         self, repo_id: str, path: str, revision: str, size: int | None, first_read: int = FIRST_READ
-    ) -> tuple[SafetensorsHeader, bytes]:
-        """The parsed header and the raw bytes of the first read (they often hold the alpha scalars too).
+    ) -> HeaderRead:
+        """The parsed header, the raw bytes of the first read (they often hold the alpha scalars too), the
+        file's size (from the read itself when the listing did not give it) and where later reads go.
         `first_read` bytes are asked for first (a base model's shards ask for more: one read per shard)."""
         if (
             size == 0
         ):  # nothing to read, and a range read of no bytes is refused (416): the file's error, not ours
-            return parse_header(b"", 0), b""
+            return HeaderRead(parse_header(b"", 0), b"", 0, None)
         first = self._get(repo_id, path, revision, first_read, {"Range": f"bytes=0-{first_read - 1}"})
+        size = size if size is not None else first.total_size
         prefix = first.content  # a server without range support sends the whole file; it is then all here
-        length = declared_header_length(prefix, size)
-        if 8 + length > len(prefix):
-            rest = self.read_ranges(repo_id, path, revision, [(len(prefix), 8 + length)])
-            prefix = prefix + rest[(len(prefix), 8 + length)]
-        return parse_header(prefix, size), prefix
+        try:
+            length = declared_header_length(prefix, size)
+            if 8 + length > len(prefix):
+                rest = self.read_ranges(repo_id, path, revision, [(len(prefix), 8 + length)], url=first.url)
+                prefix = prefix + rest[(len(prefix), 8 + length)]
+            return HeaderRead(parse_header(prefix, size), prefix, size, first.url)
+        except HeaderError as error:
+            raise SizedHeaderError(str(error), size) from None
 
     def alpha_scalars(
-        self, repo_id: str, path: str, revision: str, header: SafetensorsHeader, prefix: bytes
+        self,
+        repo_id: str,
+        path: str,
+        revision: str,
+        header: SafetensorsHeader,
+        prefix: bytes,
+        url: str | None = None,
     ) -> dict[str, float]:
         names = scalar_names(header)
         spans = {name: header.absolute_range(name) for name in names}
         missing = sorted({span for span in spans.values() if span[1] > len(prefix)})
-        fetched = self.read_ranges(repo_id, path, revision, _coalesce(missing)) if missing else {}
+        fetched = self.read_ranges(repo_id, path, revision, _coalesce(missing), url=url) if missing else {}
         pieces = [(start, data) for (start, _), data in fetched.items()]
         values = {}
         for name, (a, b) in spans.items():
@@ -129,25 +182,45 @@ class RemoteReader:
         return values
 
     def read(self, ref: RepoRef) -> RepoSnapshot:
-        """Evidence for every LoRA file of the repo; a failure becomes the snapshot's `error`, never an exception."""
-        try:
-            info = with_retries(
-                self.policy, lambda: self.api.model_info(ref.repo_id, revision=ref.sha, files_metadata=True)
+        """Evidence for every LoRA file of the repo; a failure becomes the snapshot's `error`, never an exception.
+
+        A repo the listing described (sha and file names) costs no API call: only resolver reads of its
+        headers and adapter configs. README.md is read only when the listing had no `cardData` for it."""
+        if ref.sha and ref.files is not None:
+            sizes: dict[str, int | None] = dict.fromkeys(ref.files)
+            base = RepoSnapshot(
+                ref.repo_id,
+                ref.sha,
+                ref.last_modified,
+                tags=ref.tags,
+                card_data=dict(ref.card_data or {}),
+                sizes=sizes,
             )
-        except Exception as error:  # noqa: BLE001 — a report line, the scan goes on
-            return RepoSnapshot(
-                ref.repo_id, ref.sha, ref.last_modified, error=describe_error(error), tags=ref.tags
+            card_listed = ref.card_data is not None
+        else:
+            try:
+                info = with_retries(
+                    self.policy,
+                    lambda: self.api.model_info(ref.repo_id, revision=ref.sha, files_metadata=True),
+                )
+            except Exception as error:  # noqa: BLE001 — a report line, the scan goes on
+                return RepoSnapshot(
+                    ref.repo_id, ref.sha, ref.last_modified, error=describe_error(error), tags=ref.tags
+                )
+            sizes = {s.rfilename: s.size for s in (info.siblings or [])}  # None: the Hub did not say
+            base = RepoSnapshot(
+                ref.repo_id,
+                info.sha or ref.sha,
+                info.last_modified or ref.last_modified,
+                tags=tuple(info.tags or ref.tags),
+                card_data=_card_data(info),
+                sizes=sizes,
             )
-        sha = info.sha or ref.sha
-        sizes = {s.rfilename: s.size for s in (info.siblings or [])}  # None: the Hub did not say
-        base = RepoSnapshot(
-            ref.repo_id,
-            sha,
-            info.last_modified or ref.last_modified,
-            tags=tuple(info.tags or ref.tags),
-            card_data=_card_data(info),
-            sizes=sizes,
-        )
+            card_listed = False  # model_info's cardData: the README is read as before, the reads cost alike
+        return self._read_files(base, card_listed)
+
+    def _read_files(self, base: RepoSnapshot, card_listed: bool) -> RepoSnapshot:
+        repo_id, sha, sizes = base.repo_id, base.sha, dict(base.sizes)
         unsafe = [p for p in sizes if not is_safe_repo_path(p)]
         if unsafe:
             return replace(base, error=f"refused: the repo lists unsafe file names ({unsafe[0]!r})")
@@ -158,27 +231,72 @@ class RemoteReader:
             wanted = {c.config_path for c in candidates} | {c.card_path for c in candidates}
             if CARD_NAME in sizes:
                 wanted.add(CARD_NAME)
+            if card_listed:
+                # The Hub parsed the card's metadata for the listing: it is valid, and what inspection needs
+                # from it is in `card_data`. The text is read later only if a card proposal needs it.
+                wanted.discard(CARD_NAME)
             for path in sorted(p for p in wanted if p):
-                texts[path] = self.read_text(ref.repo_id, path, sha)
+                texts[path] = self.read_text(repo_id, path, sha)
+            card_data = base.card_data if card_listed else None
             for candidate in candidates:
-                evidence.append(self._evidence(ref.repo_id, sha, candidate, sizes.get(candidate.path), texts))
+                item = self._evidence(repo_id, sha, candidate, sizes.get(candidate.path), texts, card_data)
+                evidence.append(item)
+                if item.size is not None:
+                    sizes[candidate.path] = item.size
         except Exception as error:  # noqa: BLE001 — keep what was found, report why the rest is missing
-            return replace(base, evidence=tuple(evidence), texts=texts, error=describe_error(error))
-        return replace(base, evidence=tuple(evidence), texts=texts)
+            return replace(
+                base, evidence=tuple(evidence), texts=texts, sizes=sizes, error=describe_error(error)
+            )
+        return replace(base, evidence=tuple(evidence), texts=texts, sizes=sizes)
 
-    def _evidence(self, repo_id: str, sha: str, candidate, size: int | None, texts: Mapping[str, str]):
+    def _evidence(
+        self,
+        repo_id: str,
+        sha: str,
+        candidate,
+        size: int | None,
+        texts: Mapping[str, str],
+        card_data: Mapping | None = None,
+    ):
         context = {
             "adapter_config_text": texts.get(candidate.config_path or ""),
             "card_text": texts.get(candidate.card_path or ""),
+            "card_data": card_data if candidate.card_path == CARD_NAME else None,
         }
         if candidate.pickle:
+            if size is None:  # never opened, but its size is reported: one HEAD, as model_info would cost
+                size = self.file_size(repo_id, candidate.path, sha)
             return FileEvidence(path=candidate.path, size=size, pickle=True, **context)
         try:
-            header, prefix = self.header(repo_id, candidate.path, sha, size)
-            scalars = self.alpha_scalars(repo_id, candidate.path, sha, header, prefix)
+            read = self.header(repo_id, candidate.path, sha, size)
+            scalars = self.alpha_scalars(repo_id, candidate.path, sha, read.header, read.prefix, read.url)
         except HeaderError as error:
+            size = getattr(error, "size", size)
             return FileEvidence(path=candidate.path, size=size, header_error=str(error), **context)
-        return FileEvidence(path=candidate.path, size=size, header=header, scalars=scalars, **context)
+        return FileEvidence(
+            path=candidate.path, size=read.size, header=read.header, scalars=scalars, **context
+        )
+
+
+class SizedHeaderError(HeaderError):
+    """A bad header, with the file's size as the read learned it (the report shows it)."""
+
+    def __init__(self, message: str, size: int | None) -> None:
+        super().__init__(message)
+        self.size = size
+
+
+@dataclass(frozen=True)
+class HeaderRead:
+    header: SafetensorsHeader
+    prefix: bytes  # the bytes of the first read
+    size: int | None  # the file's size, as the listing or the read's Content-Range said
+    url: str | None  # where the file's reads were redirected (a CDN), for the file's later reads
+
+
+def _same_origin(url: str, endpoint: str) -> bool:
+    a, b = urlparse(url), urlparse(endpoint)
+    return (a.scheme, a.netloc) == (b.scheme, b.netloc)
 
 
 def _card_data(info) -> dict:

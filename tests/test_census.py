@@ -1,0 +1,144 @@
+"""The census: a store that makes reruns free, pacing under the Hub's rate limits, the sandbox's quotas."""
+
+from __future__ import annotations
+
+import json
+
+import httpx2
+import pytest
+from huggingface_hub.utils import parse_ratelimit_headers
+
+from bot.cli import main
+from bot.sandbox import SandboxHub
+from bot.sandbox.faults import QuotaSpec
+from bot.sandbox.layouts import write_sparse_safetensors
+
+
+def peft_repo(folder, rank: int) -> dict:
+    shapes = {}
+    for layer in range(2):
+        for proj in ("q_proj", "v_proj"):
+            key = f"base_model.model.model.layers.{layer}.self_attn.{proj}"
+            shapes[f"{key}.lora_A.weight"] = ("F32", (rank, 64))
+            shapes[f"{key}.lora_B.weight"] = ("F32", (64, rank))
+    folder.mkdir(parents=True, exist_ok=True)
+    write_sparse_safetensors(folder / "adapter_model.safetensors", shapes)
+    config = {"peft_type": "LORA", "r": rank, "lora_alpha": rank, "target_modules": ["q_proj", "v_proj"]}
+    card = "---\nlibrary_name: peft\ntags: [lora]\n---\n\n# an adapter\n"
+    return {
+        "adapter_model.safetensors": folder / "adapter_model.safetensors",
+        "adapter_config.json": json.dumps(config).encode(),
+        "README.md": card.encode(),
+    }
+
+
+CENSUS_ONLY = "proposals: {card: false, config_fix: false, variants: false, flag_discussions: false}\n"
+
+
+def scan(hub, tmp_path, *extra: str, config_text: str = CENSUS_ONLY, exit_code: int = 0) -> dict:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"discovery: {{incremental: false, state_file: {tmp_path / 's.json'}, queries: [{{filter: []}}]}}\n"
+        + config_text
+        + "hub: {retries: 3, max_retry_wait: 5, workers: 4}\n"
+    )
+    out = tmp_path / "report.json"
+    code = main(
+        ["scan", "--endpoint", hub.endpoint, "--config", str(config), "--report-json", str(out), *extra]
+    )
+    assert code == exit_code
+    return json.loads(out.read_text())
+
+
+def test_a_rerun_reads_only_the_repo_that_changed_and_reports_them_all(tmp_path):
+    with SandboxHub() as hub:
+        for n in range(4):
+            hub.add_repo(f"u/adapter-{n}", peft_repo(tmp_path / f"a{n}", rank=4 + n))
+        first = scan(hub, tmp_path)
+        assert sorted(r["files"][0]["rank"] for r in first["repos"]) == [4, 5, 6, 7]
+        # The listing carries sha, files and card metadata: no per-repo API call, and the README is not read.
+        routes = [e["route"] for e in hub.requests]
+        assert routes.count("model_info") == 0 and routes.count("models") == 1
+        assert not any(e["path"].endswith("/README.md") for e in hub.requests)
+
+        before = len(hub.requests)
+        hub.commit_files("u/adapter-2", peft_repo(tmp_path / "a2-new", rank=16), message="retrained")
+        second = scan(hub, tmp_path)
+        read = [e for e in hub.requests[before:] if e["route"] != "models"]
+        assert {e["path"].split("/resolve/")[0] for e in read} == {"/u/adapter-2"}
+        assert {r["repo_id"]: r["files"][0]["rank"] for r in second["repos"]}["u/adapter-2"] == 16
+        assert second["stats"]["reused"] == 3
+
+        before = len(hub.requests)
+        third = scan(
+            hub, tmp_path, "--store", str(tmp_path / "other.sqlite")
+        )  # another store: all read again
+        assert len([e for e in hub.requests[before:] if e["route"] == "resolve"]) == 8
+        assert third["repos"] == second["repos"]
+
+
+def test_a_repo_whose_read_failed_is_read_again_next_run(tmp_path):
+    with SandboxHub(faults="503:1.0@resolve,limit=3") as hub:
+        hub.add_repo("u/flaky", peft_repo(tmp_path / "a", rank=8))
+        first = scan(hub, tmp_path, exit_code=1)  # no repo could be read
+        assert first["repos"][0]["error"] is not None  # 3 tries, 3 faults
+        second = scan(hub, tmp_path)
+        assert second["repos"][0]["error"] is None and second["repos"][0]["files"][0]["rank"] == 8
+
+
+def test_pacing_keeps_a_scan_under_the_sandbox_quota_without_a_429(tmp_path):
+    # 12 repos, 2 resolver reads each: 24 reads against 10 per 2-second window.
+    with SandboxHub(quotas="api=5/2,resolvers=10/2") as hub:
+        for n in range(12):
+            hub.add_repo(f"u/adapter-{n:02d}", peft_repo(tmp_path / f"a{n}", rank=4))
+        report = scan(hub, tmp_path)
+        statuses = [e["status"] for e in hub.requests]
+    assert len(report["repos"]) == 12 and all(r["error"] is None for r in report["repos"])
+    assert 429 not in statuses and hub.limiter.throttled == 0
+    assert report["stats"]["requests_by_bucket"]["resolvers"] == 24
+    assert report["stats"]["requests_by_bucket"]["429"] == 0
+
+
+def test_the_sandbox_quota_answers_like_the_hub(tmp_path):
+    with SandboxHub(quotas="api=2/60") as hub:
+        hub.add_repo("u/a", peft_repo(tmp_path / "a", rank=4))
+        # A plain client: lora-bot's own session would pace the third request instead of sending it.
+        with httpx2.Client() as client:
+            first = client.get(f"{hub.endpoint}/api/models/u/a")
+            info = parse_ratelimit_headers(first.headers)
+            assert (info.resource_type, info.remaining, info.limit, info.window_seconds) == ("api", 1, 2, 60)
+            client.get(f"{hub.endpoint}/api/models/u/a")
+            third = client.get(f"{hub.endpoint}/api/models/u/a")
+        assert third.status_code == 429 and 0 < int(third.headers["Retry-After"]) <= 60
+        assert parse_ratelimit_headers(third.headers).remaining == 0
+
+
+@pytest.mark.parametrize("text", ["api=10", "pages=1/5", "api=0/5", "api=x/y"])
+def test_a_bad_quota_is_one_clear_message(text, capsys):
+    with pytest.raises(ValueError, match="bad quota"):
+        QuotaSpec.parse(text)
+    assert main(["sandbox", "--quota", text]) == 2
+    assert "--quota: bad quota" in capsys.readouterr().err
+
+
+def test_a_dry_run_reads_headers_only_unless_asked_to_build_previews(sample_dir, tmp_path):
+    with SandboxHub() as hub:
+        hub.load_directory(sample_dir)
+        proposals_on = "proposals: {card: true, config_fix: true, variants: true, flag_discussions: true}\n"
+        plain = scan(hub, tmp_path, "--dry-run", config_text=proposals_on)
+        before = len(hub.requests)
+        previews = scan(
+            hub,
+            tmp_path,
+            "--dry-run",
+            "--build-previews",
+            "--store",
+            str(tmp_path / "b.sqlite"),
+            config_text=proposals_on,
+        )
+        downloads = [e for e in hub.requests[before:] if e["route"] == "resolve" and e["method"] == "HEAD"]
+    kinds = {p["kind"] for p in plain["proposals"]}
+    assert "variant" not in kinds and "metadata-fix" not in kinds
+    assert plain["stats"]["bytes"] - plain["stats"]["inspect_bytes"] < 20_000  # READMEs for card previews
+    assert previews["stats"]["bytes"] - previews["stats"]["inspect_bytes"] > 1_000_000  # whole weight files
+    assert downloads, "previews download the weights they convert"
