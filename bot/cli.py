@@ -171,8 +171,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 state_file=str(Path(scratch) / "state.json"),
             )
             config = dataclasses.replace(config, discovery=discovery)
+            # The demo leaves nothing behind: its census store lives in the scratch folder too.
             options = ScanOptions(
-                endpoint=hub.endpoint, token="hf_sandbox_demo", dry_run=True, progress=sys.stderr.isatty()
+                endpoint=hub.endpoint,
+                token="hf_sandbox_demo",
+                dry_run=True,
+                progress=sys.stderr.isatty(),
+                store=str(Path(scratch) / "census.sqlite"),
             )
             result = run_scan(config, options)
             writes = hub.write_request_count()

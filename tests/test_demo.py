@@ -56,3 +56,9 @@ def test_decisions_are_logged_with_v_and_quiet_without(capsys):
     err = capsys.readouterr().err
     assert "DRY-RUN demo/facechain-style-lora: would open a PR" in err
     assert "demo/no-bots-please: skipped, the owner opted out" in err
+
+
+def test_demo_leaves_nothing_in_the_working_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo"]) == 0
+    assert list(tmp_path.iterdir()) == []
