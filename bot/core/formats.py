@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from bot.core.header import TensorInfo
+from bot.vocab import Format, ModuleKind
 
-FORMATS = ("peft", "diffusers", "diffusers-legacy", "kohya", "lycoris", "unknown")
+FORMATS = tuple(Format)
 
 # Writer families a suffix belongs to. "ab" is lora_A/lora_B, shared by PEFT and diffusers; the prefix decides.
 AB, DIFFUSERS, LEGACY, KOHYA, LYCORIS, CONTROL = "ab", "diffusers", "legacy", "kohya", "lycoris", "control"
@@ -76,7 +77,13 @@ _SUFFIXES: tuple[tuple[re.Pattern[str], str, str | None], ...] = tuple(
 _ROLE_ALIASES = {"A": "down", "B": "up"}
 
 # Module kinds. Only "lora" (and its Tucker-mid variant) is a rank-r product B·A that can be resized.
-LORA, LORA_TUCKER, LOHA, LOKR, OTHER = "lora", "lora-tucker", "loha", "lokr", "other"
+LORA, LORA_TUCKER, LOHA, LOKR, OTHER = (
+    ModuleKind.LORA,
+    ModuleKind.LORA_TUCKER,
+    ModuleKind.LOHA,
+    ModuleKind.LOKR,
+    ModuleKind.OTHER,
+)
 
 
 def _axis(factor: TensorInfo | None, axis: int) -> int | None:
@@ -313,26 +320,26 @@ def _name_format(
     modules: tuple[Module, ...], families: Counter, metadata: Mapping[str, str]
 ) -> tuple[str, str | None]:
     if not modules:
-        return "unknown", None
+        return Format.UNKNOWN, None
     kinds = {m.kind for m in modules}
     network_module = metadata.get("ss_network_module", "")
     lycoris_kind = kinds & {LOHA, LOKR, LORA_TUCKER} or families.get(LYCORIS)
     if lycoris_kind or "lycoris" in network_module:
         variant = "loha" if LOHA in kinds else "lokr" if LOKR in kinds else "locon"
-        return "lycoris", variant
+        return Format.LYCORIS, variant
     top = families.most_common(1)[0][0]
     variant = "mixed" if len(families) > 1 else None
     if top == AB:
         peft = all(m.name.startswith("base_model.model.") for m in modules if m.family == AB)
-        fmt = "peft" if peft else "diffusers"
+        fmt = Format.PEFT if peft else Format.DIFFUSERS
     elif top == CONTROL:
-        fmt, variant = "diffusers", "control-lora"
+        fmt, variant = Format.DIFFUSERS, "control-lora"
     elif top == LEGACY:
-        fmt = "diffusers-legacy"
+        fmt = Format.DIFFUSERS_LEGACY
         if any(m.name.startswith(("double_blocks", "single_blocks")) for m in modules):
             variant = "xlabs"
     else:
-        fmt = {DIFFUSERS: "diffusers", KOHYA: "kohya"}[top]
+        fmt = {DIFFUSERS: Format.DIFFUSERS, KOHYA: Format.KOHYA}[top]
     if any("magnitude" in m.tensors or "dora_scale" in m.tensors for m in modules):
         variant = variant or "dora"
     return fmt, variant
