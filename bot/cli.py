@@ -165,7 +165,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 incremental=False,
                 state_file=str(Path(scratch) / "state.json"),
             )
-            config = dataclasses.replace(config, discovery=discovery)
+            # The demo's repos were uploaded a moment ago and its owner "demo" has them all: the cooldown,
+            # the per-owner cap and the operator's variant list would hide what the bot does, so the demo
+            # shows them lifted (variants as if "demo" were listed).
+            proposals = dataclasses.replace(
+                config.proposals, cooldown_hours=0, max_prs_per_owner=100, variant_repos=("demo",)
+            )
+            config = dataclasses.replace(config, discovery=discovery, proposals=proposals)
             options = ScanOptions(
                 endpoint=hub.endpoint, token="hf_sandbox_demo", dry_run=True, progress=sys.stderr.isatty()
             )
