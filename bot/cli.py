@@ -370,6 +370,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     merge.set_defaults(handler=cmd_merge_reports)
 
+    from bot.serve import cli as serve_cli  # imports Starlette/uvicorn only when it runs
+
+    serve = commands.add_parser(
+        "serve",
+        help="the webhook service: scan a repo when it is pushed or commented",
+        description=serve_cli.DESCRIPTION,
+    )
+    serve_cli.add_arguments(serve)
+    serve.set_defaults(handler=serve_cli.run)
+
     from bot.sandbox import cli as sandbox_cli  # stdlib only: the sandbox's serving code, no torch
 
     sandbox = commands.add_parser(
