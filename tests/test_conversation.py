@@ -326,3 +326,42 @@ def test_variants_by_the_policy_only_for_listed_repos(hub, tmp_path, portrait):
     outcomes = scan(hub, tmp_path, "alice/big", "carol/big", **policy)
     kinds = {o["repo_id"]: o["kind"] for o in outcomes if o["status"] == "opened"}
     assert kinds == {"carol/big": "variant"}
+
+
+def _lora_file(path: Path, names: list[str], metadata: dict) -> bytes:
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(1)
+    tensors = {}
+    for down, up in names:
+        tensors[down] = torch.randn(4, 320, generator=generator)
+        tensors[up] = torch.randn(320, 4, generator=generator)
+    save_file(tensors, path, metadata=metadata)
+    return path.read_bytes()
+
+
+def test_weights_are_rewritten_only_for_load_breaking_metadata(hub, tmp_path):
+    module = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
+    kohya = _lora_file(
+        tmp_path / "k.safetensors",
+        [
+            (
+                f"lora_unet_{module.replace('.', '_')}.lora_down.weight",
+                f"lora_unet_{module.replace('.', '_')}.lora_up.weight",
+            )
+        ],
+        {"ss_network_dim": "16", "ss_network_alpha": "4"},
+    )
+    diffusers = _lora_file(
+        tmp_path / "d.safetensors",
+        [(f"unet.{module}.lora_A.weight", f"unet.{module}.lora_B.weight")],
+        {"lora_adapter_metadata": json.dumps({"unet.r": 16, "unet.lora_alpha": 4})},
+    )
+    hub.add_repo("alice/kohya", {"style.safetensors": kohya}, last_modified=OLD)
+    hub.add_repo("alice/diffusers", {"pytorch_lora_weights.safetensors": diffusers}, last_modified=OLD)
+    outcomes = scan(hub, tmp_path, "alice/kohya", "alice/diffusers", card=False)
+    opened = {o["repo_id"]: o for o in outcomes if o["status"] == "opened"}
+    assert "alice/kohya" not in opened, (
+        "ss_network_dim is cosmetic: no PR replaces the owner's weights for it"
+    )
+    assert opened["alice/diffusers"]["kind"] == "metadata-fix"
