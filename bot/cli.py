@@ -170,7 +170,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 incremental=False,
                 state_file=str(Path(scratch) / "state.json"),
             )
-            config = dataclasses.replace(config, discovery=discovery)
+            # The demo's repos were uploaded a moment ago and its owner "demo" has them all: the cooldown,
+            # the per-owner cap and the operator's variant list would hide what the bot does, so the demo
+            # shows them lifted (variants as if "demo" were listed).
+            proposals = dataclasses.replace(
+                config.proposals, cooldown_hours=0, max_prs_per_owner=100, variant_repos=("demo",)
+            )
+            config = dataclasses.replace(config, discovery=discovery, proposals=proposals)
             # The demo leaves nothing behind: its census store lives in the scratch folder too.
             options = ScanOptions(
                 endpoint=hub.endpoint,
@@ -382,6 +388,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--expect", type=int, metavar="N", help="N shards ran: say so, and exit 1, if reports are missing"
     )
     merge.set_defaults(handler=cmd_merge_reports)
+
+    from bot.serve import cli as serve_cli  # imports Starlette/uvicorn only when it runs
+
+    serve = commands.add_parser(
+        "serve",
+        help="the webhook service: scan a repo when it is pushed or commented",
+        description=serve_cli.DESCRIPTION,
+    )
+    serve_cli.add_arguments(serve)
+    serve.set_defaults(handler=serve_cli.run)
 
     from bot.sandbox import cli as sandbox_cli  # stdlib only: the sandbox's serving code, no torch
 

@@ -73,6 +73,15 @@ class ProposalsConfig:
     max_prs_per_run: int = 10
     max_prs_per_repo: int = 1
     title_prefix: str = "[lora-bot]"
+    # Manners (bot/manners.py). Variants by the policy only for these repos (or namespaces); any repo's
+    # owner can still ask for one with `@lora-bot variant rN`.
+    variant_repos: tuple[str, ...] = ()
+    cooldown_hours: float = 1.0  # no writes to a repo modified less than this long ago; 0 turns it off
+    max_prs_per_hour: int = 10  # across all repos, counted over the last hour (manners file)
+    max_prs_per_owner: int = 5  # per namespace, counted over the last 24 hours (manners file)
+    disabled_retry_days: int = 30  # a repo whose PRs/discussions are disabled is tried again after this
+    mode: Literal["all", "opt-in"] = "all"
+    opt_in: tuple[str, ...] = ()  # repos or namespaces that asked for lora-bot (mode opt-in)
 
 
 @dataclass(frozen=True)
@@ -97,7 +106,15 @@ _POSITIVE = {
     "max_variant_bytes",
     "timeout",
 }
-_NON_NEGATIVE = {"max_prs_per_run", "reduce_above_rank", "max_retry_wait"}
+_NON_NEGATIVE = {
+    "max_prs_per_run",
+    "reduce_above_rank",
+    "max_retry_wait",
+    "cooldown_hours",
+    "max_prs_per_hour",
+    "max_prs_per_owner",
+    "disabled_retry_days",
+}
 
 
 def load_config(path: str | Path | None = None) -> Config:

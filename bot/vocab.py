@@ -99,6 +99,19 @@ class ProposalKind(StrEnum):
     GROUP = "group"  # one PR holding proposals of several kinds
     REPO = "repo"  # an outcome about the whole repo (its proposal stage failed)
     PR = "pr"  # closing a PR of any kind
+    COMMAND = "command"  # an owner's comment command, acted on and answered
+
+
+class Command(StrEnum):
+    """What an owner can ask in a comment on the bot's own threads (`@lora-bot <command>`)."""
+
+    IGNORE = "ignore"  # this proposal, forever
+    IGNORE_REPO = "ignore-repo"  # opt the whole repo out
+    RECREATE = "recreate"  # rebuild from the current head
+    EXPLAIN = "explain"  # explain a flag code
+    VARIANT = "variant"  # build and add a rank-N variant now
+    CHECK = "check"  # re-inspect now
+    UNKNOWN = "unknown"  # `@lora-bot` followed by words lora-bot does not know: answered with the list
 
 
 class Status(StrEnum):
@@ -118,6 +131,12 @@ class Status(StrEnum):
     WOULD_RESOLVE = "would-resolved"
     LIMIT_REACHED = "limit-reached"
     FAILED = "failed"
+    REPLIED = "replied"
+    WOULD_REPLY = "would-reply"
+    OPTED_OUT = "opted-out"
+    COOLDOWN = "cooldown"
+    DISABLED = "discussions-disabled"
+    NOT_OPTED_IN = "not-opted-in"
 
     @property
     def dry_run_form(self) -> Status:
@@ -135,6 +154,7 @@ _WOULD = {
     Status.SUPERSEDED: Status.WOULD_SUPERSEDE,
     Status.CLOSED_STALE: Status.WOULD_CLOSE_STALE,
     Status.RESOLVED: Status.WOULD_RESOLVE,
+    Status.REPLIED: Status.WOULD_REPLY,
 }
 
 STATUS_MEANINGS: dict[Status, str] = {
@@ -152,10 +172,18 @@ STATUS_MEANINGS: dict[Status, str] = {
     Status.WOULD_RESOLVE: "dry run: the flags discussion would be closed as resolved",
     Status.LIMIT_REACHED: "a PR limit (per run or per repo) held it back; proposed again next run",
     Status.FAILED: "the write failed (the reason is in `detail`); tried again next run",
+    Status.REPLIED: "an owner's `@lora-bot` command was acted on and answered in its thread (once per comment)",
+    Status.WOULD_REPLY: "dry run: an owner's command would be acted on and answered",
+    Status.OPTED_OUT: "the owner opted the repo out (`@lora-bot ignore repo`); nothing is written there",
+    Status.COOLDOWN: "the repo changed less than `proposals.cooldown_hours` ago (it may be mid-upload); "
+    "proposed again later",
+    Status.DISABLED: "the repo's pull requests or discussions are disabled; recorded, not retried for "
+    "`proposals.disabled_retry_days`",
+    Status.NOT_OPTED_IN: "`proposals.mode: opt-in` and the owner has not asked for lora-bot; nothing is written",
 }
 
 # A later run must make these proposals again: their repos hold the scan's watermark back.
-UNFINISHED = frozenset({Status.FAILED, Status.LIMIT_REACHED})
+UNFINISHED = frozenset({Status.FAILED, Status.LIMIT_REACHED, Status.COOLDOWN})
 
 
 def status_table_markdown() -> str:

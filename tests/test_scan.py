@@ -26,7 +26,15 @@ from bot.sandbox.layouts import sdxl_sgm_shapes, write_sparse_safetensors
 TOKEN = "hf_scanTestSecret9xQ27"
 FIRST_READ = 100_000
 # Proposals are another stage; with them off a scan only reads, and a live run writes nothing.
-NO_PROPOSALS = {"card": False, "config_fix": False, "variants": False, "flag_discussions": False}
+NO_PROPOSALS = {
+    "card": False,
+    "config_fix": False,
+    "variants": False,
+    "flag_discussions": False,
+    # The sandbox's repos were uploaded a moment ago, many by one owner: no manners hold them back here.
+    "cooldown_hours": 0,
+    "max_prs_per_owner": 100,
+}
 CARDS_ONLY = dict(NO_PROPOSALS, card=True)  # the wm repos have no card: each gets a card PR
 # What each sample repo was built to show (bot/sandbox/samples.py docstrings).
 SAMPLE_FINDINGS = {

@@ -1,5 +1,10 @@
-"""Metadata-fix proposals: trainer metadata (kohya `ss_network_dim`, diffusers `lora_adapter_metadata`) made
-to agree with the weights. The file is re-uploaded with a new header over byte-identical tensor data."""
+"""Metadata-fix proposals: diffusers' `lora_adapter_metadata` made to agree with the weights. The file is
+re-uploaded with a new header over byte-identical tensor data.
+
+Only load-breaking metadata is worth re-uploading a weight file for: diffusers builds the LoraConfig from
+`lora_adapter_metadata`, so a wrong rank there fails the load. kohya's `ss_network_dim` is read by info
+panels, never by a loader: the card's "LoRA details" (the card proposal) states the rank the weights have,
+and the finding stays in the scan report; no PR replaces the owner's weights for it."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from pathlib import Path
 
 from bot.core.inspect import inspect_evidence
 from bot.core.metadata import corrected_metadata
+from bot.core.trainer_metadata import DIFFUSERS_KEY
 from bot.files.safetensors import file_sha256, read_local_header, rewrite_metadata
 from bot.hub.download import Downloader
 from bot.proposals.build import RepoFacts
@@ -29,6 +35,14 @@ def _digests(path: Path, data_start: int) -> tuple[str, str]:
     return whole.hexdigest(), data.hexdigest()
 
 
+def load_breaking(metadata, fixed: dict | None) -> dict | None:
+    """The correction limited to what a loader reads (`lora_adapter_metadata`), or None when only cosmetic
+    keys were wrong."""
+    if fixed is None or fixed.get(DIFFUSERS_KEY) == metadata.get(DIFFUSERS_KEY):
+        return None
+    return {**metadata, DIFFUSERS_KEY: fixed[DIFFUSERS_KEY]}
+
+
 class MetadataFixBuilder:
     def __init__(self, downloader: Downloader, scratch: Path) -> None:
         self.downloader = downloader
@@ -42,7 +56,7 @@ class MetadataFixBuilder:
             )
             if FlagCode.RANK_MISMATCH_METADATA not in item.codes() or other_errors:
                 continue  # nothing to correct, or a file broken in ways a metadata fix would hide
-            fixed = corrected_metadata(item.metadata, item.modules)
+            fixed = load_breaking(item.metadata, corrected_metadata(item.metadata, item.modules))
             if fixed is not None:
                 proposals.append(self._build(facts, item, fixed))
         return [p for p in proposals if p is not None]

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bot.conversation.commands import CommandRequest, parse_records, thread_commands
 from bot.proposals.model import PR_KINDS, Outcome, Proposal, Submission, parse_markers, slot_of
 from bot.report.bodies import pr_body
-from bot.vocab import ProposalKind, Status
+from bot.vocab import Command, ProposalKind, Status
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class BotThread:
     closed_by_owner: bool
     markers: tuple[dict, ...]  # the latest record of {key, base} per key
     url: str
+    commands: tuple[CommandRequest, ...] = ()  # `@lora-bot ...` comments by others (bot.conversation)
+    records: tuple[dict, ...] = ()  # the bot's records of the commands it answered here
 
     @property
     def keys(self) -> set[str]:
@@ -42,18 +45,27 @@ class BotThread:
 
 
 def bot_thread(discussion, details, me: str) -> BotThread:
-    """A thread as the bot recorded it: only its own comments count, and who changed its status last."""
+    """A thread as the bot recorded it: only its own comments count, and who changed its status last.
+    An owner's `@lora-bot ignore` counts as the owner closing it; a later `recreate` undoes both."""
     markers: dict[str, dict] = {}
-    last_status_author = None
+    # Closed with no status change on record counts as the owner's act, as before: never reopened.
+    closed_by_other, ignored = True, False
     for event in details.events:
         if event.type == "comment" and event.author == me:
-            for marker in parse_markers(getattr(event, "content", "")):
+            content = getattr(event, "content", "")
+            for marker in parse_markers(content):
                 markers[marker["key"]] = marker
+            for record in parse_records(content):
+                if record.get("command") == Command.IGNORE:
+                    ignored = True
+                elif record.get("command") == Command.RECREATE:
+                    ignored = closed_by_other = False
         elif event.type == "status-change":
-            last_status_author = event.author
+            closed_by_other = event.author != me
     if discussion.is_pull_request is False and markers:
         markers = _latest_flags_marker(details.events, me)
-    closed_by_owner = details.status == "closed" and last_status_author != me
+    closed_by_owner = details.status == "closed" and (closed_by_other or ignored)
+    commands, records = thread_commands(details.events, discussion.num, me)
     return BotThread(
         discussion.num,
         discussion.is_pull_request,
@@ -61,6 +73,8 @@ def bot_thread(discussion, details, me: str) -> BotThread:
         closed_by_owner,
         tuple(markers.values()),
         details.url,
+        commands,
+        records,
     )
 
 

@@ -7,19 +7,25 @@ A live run publishes on the Hub; a dry run's publisher only says what it would d
 
 from __future__ import annotations
 
+import functools
 import itertools
 import tempfile
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from pathlib import Path
 
 from huggingface_hub import HfApi
+from huggingface_hub.errors import HfHubHTTPError
 
 from bot.config import Config
+from bot.conversation.act import Prepared, Responder, carry_out
+from bot.conversation.talk import Owners, apply_pending, read_conversation
 from bot.core.repo import RepoInspection
 from bot.core.selection import CARD_NAME
 from bot.hub.client import RetryPolicy, describe_error, with_retries
 from bot.hub.download import Downloader
+from bot.manners import MannersFile, cooling_down, listed, opted_in
 from bot.proposals.build import RepoFacts, build_proposals
 from bot.proposals.metadata import MetadataFixBuilder
 from bot.proposals.model import Outcome
@@ -27,7 +33,7 @@ from bot.proposals.plan import plan_repo
 from bot.proposals.variants import VariantBuilder
 from bot.publish.dry_run import DryRunPublisher
 from bot.publish.hub import HubPublisher
-from bot.publish.interface import PrBudget, Publisher, publish_plan
+from bot.publish.interface import PrBudget, Publisher
 from bot.sources.hub import RemoteReader
 from bot.vocab import UNFINISHED, ProposalKind, Status
 
@@ -71,6 +77,7 @@ def run_proposals(
     max_prs: int | None,
     on_finished: Callable[[str, str | None], None] | None = None,
     build_previews: bool = False,
+    now: datetime | None = None,
 ) -> list[Outcome]:
     """Proposals for every fully inspected repo, in the order given; a failure is reported as the failed
     repo's own outcome (every eligible repo's, when the bot cannot even learn its own name), never raised.
@@ -102,6 +109,10 @@ def run_proposals(
     kinds = enabled_kinds(config)
     reader = RemoteReader(api, policy)
     outcomes: list[Outcome] = []
+    now = now or datetime.now(timezone.utc)
+    manners = MannersFile.beside(config.discovery.state_file, now)
+    owners = Owners(api, policy)
+    responder = Responder(api, policy, me, dry_run)
     with tempfile.TemporaryDirectory(prefix="lora-bot-weights-") as scratch:
         downloader = Downloader(api, policy, Path(scratch) / "cache")
         # A dry run reads headers only: proposals built from whole weight files (metadata fixes, variants)
@@ -118,29 +129,112 @@ def run_proposals(
             else None
         )
 
-        def prepare(repo: RepoInspection):
-            facts = facts_of(repo, reader.read_text, card=config.proposals.card)
-            proposals = build_proposals(facts, config.proposals, metadata_builder, variant_builder)
-            return plan_repo(proposals, publisher.threads(repo.repo_id), config.proposals.title_prefix, kinds)
+        def prepare(repo: RepoInspection) -> Prepared:
+            return _prepare(
+                repo,
+                config,
+                publisher,
+                owners,
+                manners,
+                now,
+                kinds,
+                metadata_builder,
+                variant_builder,
+                reader,
+            )
 
         workers = config.hub.workers
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lora-bot-propose") as pool:
-            while True:
+            while True:  # a few repos at a time: `eligible` may stream a whole census from the store
                 chunk = list(itertools.islice(eligible, workers * 2))
                 if not chunk:
                     break
                 plans = [pool.submit(prepare, repo) for repo in chunk]
                 for repo, future in zip(chunk, plans, strict=True):
                     try:
-                        done = publish_plan(
-                            repo.repo_id, future.result(), publisher, budget, config.proposals.title_prefix
+                        done = carry_out(
+                            future.result(),
+                            publisher,
+                            responder,
+                            budget,
+                            config.proposals.title_prefix,
+                            manners,
+                            config.proposals,
                         )
                     except Exception as error:  # noqa: BLE001 — one repo's failure never stops the run
                         done = [_failed(repo, error)]
                     outcomes += done
                     if on_finished and not any(o.status in UNFINISHED for o in done):
                         on_finished(repo.repo_id, repo.sha)
+    if not dry_run:
+        manners.save()
     return outcomes
+
+
+def _held(repo: RepoInspection, status: Status, detail: str) -> Prepared:
+    return Prepared(
+        repo, held=Outcome(repo.repo_id, ProposalKind.REPO, status, "proposals", (), detail=detail)
+    )
+
+
+def _disabled(error: BaseException) -> bool:
+    """The Hub refuses to list a repo's discussions: its PRs and discussions are disabled (a 403 on a read
+    of a public repo's discussions means nothing else the bot could fix by asking again)."""
+    response = getattr(error, "response", None)
+    return isinstance(error, HfHubHTTPError) and response is not None and response.status_code == 403
+
+
+def _prepare(
+    repo: RepoInspection,
+    config: Config,
+    publisher: Publisher,
+    owners: Owners,
+    manners: MannersFile,
+    now: datetime,
+    kinds: frozenset[str],
+    metadata_builder,
+    variant_builder,
+    reader: RemoteReader,
+) -> Prepared:
+    """Read the repo's threads and its owners' commands, apply the manners, build and plan the proposals."""
+    policy = config.proposals
+    since = manners.disabled_since(repo.repo_id, policy)
+    if since is not None:
+        return _held(repo, Status.DISABLED, f"PRs/discussions disabled (recorded {since.date().isoformat()})")
+    try:
+        threads = publisher.threads(repo.repo_id)
+    except Exception as error:
+        if not _disabled(error):
+            raise
+        manners.record_disabled(repo.repo_id)
+        return _held(repo, Status.DISABLED, "PRs/discussions disabled; not asked again for a while")
+    conversation = read_conversation(threads, lambda author: owners.may_command(author, repo.repo_id))
+    if conversation.opted_out:
+        return Prepared(repo, tuple(threads), conversation)
+    if not opted_in(repo.repo_id, repo.tags, policy, conversation.asked):
+        return _held(repo, Status.NOT_OPTED_IN, "mode opt-in: the owner has not asked for lora-bot")
+    writes_anything = bool(kinds) or policy.flag_discussions
+    rest = (
+        cooling_down(repo.last_modified, policy, now)
+        if writes_anything and not conversation.pending
+        else None
+    )
+    if rest is not None:
+        minutes = int(rest.total_seconds() // 60) + 1
+        return _held(repo, Status.COOLDOWN, f"modified recently; writes wait {minutes} more minute(s)")
+    variants = (
+        functools.partial(
+            variant_builder,
+            requested=conversation.variant_ranks,
+            by_policy=listed(repo.repo_id, policy.variant_repos),
+        )
+        if variant_builder is not None
+        else None
+    )
+    facts = facts_of(repo, reader.read_text, card=policy.card)
+    proposals = build_proposals(facts, policy, metadata_builder, variants)
+    plan = plan_repo(proposals, apply_pending(threads, conversation), policy.title_prefix, kinds)
+    return Prepared(repo, tuple(threads), conversation, tuple(proposals), plan)
 
 
 def _failed(repo: RepoInspection, error: BaseException) -> Outcome:

@@ -43,7 +43,7 @@ BLOCKING = {
 @dataclass(frozen=True)
 class Target:
     rank: int
-    reason: str  # "reduce" or "pad"
+    reason: str  # "reduce", "pad", or "request" (an owner's `@lora-bot variant rN`)
 
 
 def declared_rank(facts: RepoFacts, item: FileInspection) -> int | None:
@@ -59,19 +59,36 @@ def declared_rank(facts: RepoFacts, item: FileInspection) -> int | None:
     return config.r if config.r and not config.rank_pattern and config.r != item.rank else None
 
 
-def targets_for(facts: RepoFacts, item: FileInspection, policy: VariantPolicy) -> list[Target]:
+def targets_for(
+    facts: RepoFacts,
+    item: FileInspection,
+    policy: VariantPolicy,
+    requested: tuple[int, ...] = (),
+    by_policy: bool = True,
+) -> list[Target]:
+    """The ranks to build: the policy's (only for repos the operator listed, `by_policy`) and the ranks the
+    owner asked for in a comment, which are built whatever the policy says."""
     if item.format not in RESIZABLE_FORMATS or item.rank is None or item.codes() & BLOCKING:
         return []
     if item.size is not None and item.size > policy.max_variant_bytes:
         return []
+    single_rank = len(item.ranks) == 1
+    # Padding a mixed-rank file to one rank is not a copy of it; reducing it is.
+    asked = [
+        Target(rank, "request")
+        for rank in sorted(set(requested))
+        if rank != item.rank and (single_rank or rank < item.rank)
+    ]
+    if not by_policy:
+        return asked
     found = []
     if item.rank > policy.reduce_above_rank and policy.reduce_to_rank < item.rank:
         found.append(Target(policy.reduce_to_rank, "reduce"))
     declared = declared_rank(facts, item)
-    single_rank = len(item.ranks) == 1
     if policy.pad_to_declared_rank and declared and declared > item.rank and single_rank:
         found.append(Target(declared, "pad"))
-    return found
+    ranks = {t.rank for t in found}
+    return found + [t for t in asked if t.rank not in ranks]
 
 
 def variant_path(item: FileInspection, rank: int) -> str:
@@ -104,10 +121,12 @@ class VariantBuilder:
         self.policy = policy
         self.scratch = scratch
 
-    def __call__(self, facts: RepoFacts) -> list[Proposal]:
+    def __call__(
+        self, facts: RepoFacts, requested: tuple[int, ...] = (), by_policy: bool = True
+    ) -> list[Proposal]:
         proposals = []
         for item in facts.files:
-            for target in targets_for(facts, item, self.policy):
+            for target in targets_for(facts, item, self.policy, requested, by_policy):
                 path = variant_path(item, target.rank)
                 if path in facts.paths:
                     continue  # the owner already has a file there; never overwrite it
@@ -172,6 +191,9 @@ class VariantBuilder:
             f"`max_lora_rank` 16, and a smaller file loads faster. Rank {target.rank} keeps "
             f"{energy:.2%} of the update's energy (the best any rank-{target.rank} LoRA can keep)."
             if target.reason == "reduce"
+            else f"The owner asked for a rank-{target.rank} copy (`@lora-bot variant r{target.rank}`); it keeps "
+            f"{energy:.2%} of the update's energy."
+            if target.reason == "request"
             else f"The adapter's config declares rank {declared_rank(facts, item)} while the weights have rank "
             f"{item.rank}; code written for rank {target.rank} gets a file of that rank that computes "
             "exactly the same update (the new ranks are zero)."

@@ -21,6 +21,13 @@ OPT_OUT = (
     "Flag codes are explained by `lora-bot explain CODE`."
 )
 
+COMMANDS_HELP = (
+    "**Commands** (from the repo's owner or a member of the owning organisation, on a line of their own in a "
+    "comment here): `@lora-bot ignore` (never propose this again), `@lora-bot ignore repo` (leave this repo "
+    "alone), `@lora-bot recreate` (rebuild from the current head), `@lora-bot variant r8` (add a rank-8 "
+    "copy), `@lora-bot check` (inspect again now), `@lora-bot explain CODE`."
+)
+
 
 def _files_table(members: Sequence[Proposal]) -> str:
     rows = ["| file | change | size |", "|---|---|---|"]
@@ -62,6 +69,8 @@ def pr_body(members: Sequence[Proposal], supersedes: Sequence[int] = ()) -> str:
         "",
         OPT_OUT,
         "",
+        COMMANDS_HELP,
+        "",
         render_marker(members),
     ]
     return "\n".join(parts) + "\n"
@@ -85,6 +94,8 @@ def discussion_body(proposal: Proposal) -> str:
                 "---",
                 "",
                 OPT_OUT,
+                "",
+                COMMANDS_HELP,
                 "",
                 render_marker([proposal]),
             ]

@@ -45,7 +45,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "seconds, fixed windows; RateLimit headers on every response, 429 + Retry-After past Q)",
     )
     parser.add_argument("--state-out", type=Path, help="write the final state as JSON on exit")
-    parser.add_argument("--user", default="lora-bot", help="user name every token maps to")
+    parser.add_argument("--user", default="lora-bot", help="user name every other token maps to")
+    parser.add_argument(
+        "--token-user",
+        action="append",
+        default=[],
+        metavar="TOKEN=NAME",
+        help="this token acts as this user (repeatable: the bot, an owner, an org member, a stranger)",
+    )
+    parser.add_argument(
+        "--org",
+        action="append",
+        default=[],
+        metavar="ORG=USER,USER",
+        help="an organisation and its members (repeatable); members administer the org's repos",
+    )
+    parser.add_argument("--webhook", metavar="URL", help="POST a webhook here on pushes to main and comments")
+    parser.add_argument("--webhook-secret", metavar="S", help="sent as X-Webhook-Secret with every webhook")
 
 
 def _check(args: argparse.Namespace) -> FaultSpec | None:
@@ -61,10 +77,21 @@ def _check(args: argparse.Namespace) -> FaultSpec | None:
         raise _UsageError(f"--port {args.port}: must be between 0 and 65535")
     if args.latency_ms < 0:
         raise _UsageError("--latency-ms must not be negative")
+    for option, values in (("--token-user", args.token_user), ("--org", args.org)):
+        for value in values:
+            name, _, rest = value.partition("=")
+            if not name or not rest:
+                raise _UsageError(f"{option} {value!r}: expected {option[2:].upper().replace('-', '_')}=...")
+    if args.webhook_secret and not args.webhook:
+        raise _UsageError("--webhook-secret needs --webhook URL")
     try:
         return FaultSpec.parse(args.faults) if args.faults else None
     except ValueError as error:
         raise _UsageError(f"--faults: {error}") from None
+
+
+def _pairs(values: list[str]) -> dict[str, str]:
+    return dict(value.partition("=")[::2] for value in values)
 
 
 def _usage_error(error: _UsageError) -> int:
@@ -93,10 +120,14 @@ def run(args: argparse.Namespace) -> int:
 
     hub = SandboxHub(
         user=args.user,
+        users=_pairs(args.token_user),
+        orgs={org: [m for m in members.split(",") if m] for org, members in _pairs(args.org).items()},
         latency_ms=args.latency_ms,
         faults=faults,
         request_log=args.request_log,
         quotas=args.quota_spec,
+        webhook_url=args.webhook,
+        webhook_secret=args.webhook_secret,
     )
     with tempfile.TemporaryDirectory(prefix="lora-bot-sandbox-") as scratch:
         if args.repos is not None:

@@ -23,6 +23,7 @@ from bot.sandbox.faults import FaultInjector, FaultSpec, QuotaSpec, RateLimiter
 from bot.sandbox.http import SandboxHTTPServer
 from bot.sandbox.routes import SandboxRoutes
 from bot.sandbox.store import EXTRA_KEYS, MAIN_REF, Blob, DeleteFile, HubStore, PutFile, StoredFile
+from bot.sandbox.webhooks import WebhookSender
 
 
 class SandboxHub:
@@ -38,6 +39,9 @@ class SandboxHub:
         request_log: str | Path | None = None,
         discussions_page_size: int = 50,
         quotas: QuotaSpec | str | None = None,
+        orgs: dict[str, list[str] | tuple[str, ...] | set[str]] | None = None,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
     ):
         if discussions_page_size < 1:
             raise ValueError("discussions_page_size must be at least 1")
@@ -52,7 +56,11 @@ class SandboxHub:
         )
         self.request_log = Path(request_log) if request_log else None
         self.store = HubStore()
+        self.store.orgs = {org: frozenset(members) for org, members in (orgs or {}).items()}
         self.routes = SandboxRoutes(self.store, discussions_page_size=discussions_page_size)
+        self.webhook_url = webhook_url
+        self.webhook_secret = webhook_secret
+        self.webhooks: WebhookSender | None = None
         self._requests: list[dict] = []
         self._in_flight = 0
         self._log_changed = threading.Condition()
@@ -72,11 +80,18 @@ class SandboxHub:
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="sandbox-hub", daemon=True
         )
         self._thread.start()
+        if self.webhook_url:
+            self.webhooks = WebhookSender(self.webhook_url, self.webhook_secret, lambda: self.endpoint)
+            self.store.listeners.append(self.webhooks.on_store_event)
         return self._endpoint
 
     def stop(self) -> None:
         if self._server is None:
             return
+        if self.webhooks is not None:
+            self.store.listeners.remove(self.webhooks.on_store_event)
+            self.webhooks.close()
+            self.webhooks = None
         self._server.shutdown()
         self._server.close_open_connections()
         self._server.server_close()
@@ -149,6 +164,11 @@ class SandboxHub:
             for path, value in files.items()
         ]
         return self.store.commit(repo_id, "main", ops, title=message, actor=None, author=author).oid
+
+    def disable_discussions(self, repo_id: str) -> None:
+        """The owner turns the repo's PRs and discussions off: listing and opening them answer 403."""
+        self.store.repo(repo_id)
+        self.store.discussions_disabled.add(repo_id)
 
     def load_directory(self, root: Path) -> list[str]:
         """Serve root/<namespace>/<name>/... as repos; files are referenced by path, never read whole."""

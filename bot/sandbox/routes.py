@@ -70,9 +70,21 @@ class SandboxRoutes:
                 "id": name,
                 "name": name,
                 "fullname": name,
-                "orgs": [],
+                "orgs": [
+                    {"type": "org", "name": org, "fullname": org}
+                    for org, members in sorted(self.store.orgs.items())
+                    if name in members
+                ],
                 "auth": {"type": "access_token", "accessToken": {"displayName": "sandbox", "role": "write"}},
             }
+        )
+
+    def org_members(self, request: Request) -> Reply:
+        members = self.store.orgs.get(request.params["org"])
+        if members is None:
+            raise HubError(404, f"Organization {request.params['org']} not found")
+        return json_reply(
+            [{"user": name, "fullname": name, "type": "user", "avatarUrl": ""} for name in sorted(members)]
         )
 
     def models(self, request: Request) -> Reply:
@@ -514,6 +526,7 @@ def _route(name: str, methods: str, pattern: str, handler: str | None = None) ->
 ROUTES = (
     _route("whoami", "GET", r"/api/whoami-v2"),
     _route("models", "GET", r"/api/models/?"),
+    _route("org_members", "GET", r"/api/organizations/(?P<org>[^/]+)/members"),
     _route("create_repo", "POST", r"/api/repos/create"),
     _route("validate_yaml", "POST", r"/api/validate-yaml"),
     _route("tree", "GET", r"/api/models/{repo}/tree/{rev}(?:/(?P<path>.*))?"),

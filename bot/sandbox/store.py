@@ -18,7 +18,7 @@ import re
 import secrets
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -423,6 +423,22 @@ class HubStore:
         self.lfs_objects: dict[str, Blob] = {}
         self._cards: dict[str, dict | None] = {}
         self._spool_dir: tempfile.TemporaryDirectory | None = None
+        self.orgs: dict[str, frozenset[str]] = {}  # organisation → its members
+        self.discussions_disabled: set[str] = set()  # repos whose owners turned PRs and discussions off
+        # Called with {"kind": "push"|"comment", ...} after a push to main or a comment (the webhooks).
+        self.listeners: list[Callable[[dict], None]] = []
+
+    def _notify(self, event: dict) -> None:
+        for listener in list(self.listeners):
+            listener(event)
+
+    def may_administer(self, repo: Repo, actor: str | None) -> bool:
+        """The namespace's user, or a member of the namespace's organisation."""
+        return actor == repo.owner or actor in self.orgs.get(repo.owner, ())
+
+    def _check_discussions(self, repo_id: str) -> None:
+        if repo_id in self.discussions_disabled:
+            raise HubError(403, "Discussions are disabled for this repo", "DiscussionsDisabled")
 
     # ----- repos and revisions -----------------------------------------------------------------
 
@@ -496,12 +512,14 @@ class HubStore:
             repo, base = self.resolve(repo_id, revision)
             author = author or actor or repo.owner
             if create_pr:
+                self._check_discussions(repo_id)
                 return self._commit_as_new_pr(repo, base, ops, title, message, author)
             ref = revision if revision.startswith("refs/") else f"refs/heads/{revision}"
             if ref not in repo.refs:
                 raise HubError(400, f"Cannot commit to {revision}: not a branch or a pull request ref")
             pr = self._pr_for_ref(repo, ref)
             self._check_may_push(repo, pr, actor)
+            old_head = repo.refs[ref]
             if parent_commit and not pr and parent_commit != base.oid:
                 raise HubError(
                     412, f"Parent commit {parent_commit} is not the head of {revision} ({base.oid})"
@@ -517,7 +535,10 @@ class HubStore:
             )
             if pr:
                 pr.events.append(make_event("commit", author, subject=title, oid=commit.oid))
-            return CommitResult(commit.oid, pr.num if pr else None)
+            result = CommitResult(commit.oid, pr.num if pr else None)
+        if ref == MAIN_REF:
+            self._notify({"kind": "push", "repo_id": repo_id, "ref": ref, "old": old_head, "new": commit.oid})
+        return result
 
     def _commit_as_new_pr(
         self, repo: Repo, base: Commit, ops: list[CommitOp], title: str, message: str, author: str
@@ -547,9 +568,8 @@ class HubStore:
             raise HubError(400, f"Pull request #{pr.num} is already merged")
         return pr
 
-    @staticmethod
-    def _check_may_push(repo: Repo, pr: Discussion | None, actor: str | None) -> None:
-        allowed = actor is None or actor == repo.owner or (pr is not None and actor == pr.author)
+    def _check_may_push(self, repo: Repo, pr: Discussion | None, actor: str | None) -> None:
+        allowed = actor is None or self.may_administer(repo, actor) or (pr is not None and actor == pr.author)
         if not allowed:
             target = f"pull request #{pr.num}" if pr else "a branch"
             raise HubError(403, f"{actor} is not allowed to push to {target} of {repo.repo_id}")
@@ -643,6 +663,7 @@ class HubStore:
     ) -> Discussion:
         if not title.strip():
             raise HubError(400, "A title is required")
+        self._check_discussions(repo_id)
         with self.lock:
             repo = self.repo(repo_id)
             # An empty PR is a draft whose ref starts at the head of main.
@@ -670,6 +691,7 @@ class HubStore:
         self, repo_id: str, *, kind: str, status: str, author: str | None
     ) -> list[Discussion]:
         """Newest first. The `open` filter also lists drafts, which are not closed either."""
+        self._check_discussions(repo_id)
         wanted_status = {"all": None, "open": {"open", "draft"}}.get(status, {status})
         with self.lock:
             found = [
@@ -688,10 +710,11 @@ class HubStore:
             discussion = self.discussion(repo_id, num)
             event = comment_event(author, text)
             discussion.events.append(event)
-            return event
+        self._notify({"kind": "comment", "repo_id": repo_id, "discussion": discussion, "event": event})
+        return event
 
     def _check_may_moderate(self, repo_id: str, discussion: Discussion, actor: str) -> None:
-        if actor not in (discussion.author, self.repo(repo_id).owner):
+        if actor != discussion.author and not self.may_administer(self.repo(repo_id), actor):
             raise HubError(403, f"{actor} may not change discussion #{discussion.num} of {repo_id}")
 
     def change_status(self, repo_id: str, num: int, actor: str, status: str, comment: str | None) -> Event:

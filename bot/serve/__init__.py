@@ -1,0 +1,1 @@
+"""`lora-bot serve`: the webhook service (optional extra `serve`: Starlette + uvicorn)."""
