@@ -62,3 +62,14 @@ def test_demo_leaves_nothing_in_the_working_folder(tmp_path, monkeypatch, capsys
     monkeypatch.chdir(tmp_path)
     assert main(["demo"]) == 0
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cosmetic_trainer_metadata_goes_into_the_card_not_a_rewritten_weight_file(capsys):
+    """kohya's ss_network_dim breaks no loader: no PR replaces the weights for it; the card says which rank."""
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    section = out.split("would open a pull request on demo/pixel-style-sdxl", 1)[1].split(
+        "--- would open", 1
+    )[0]
+    assert "ss\\_network\\_dim says 16 but the weights have rank 8" in section
+    assert "binary file pixel_style.safetensors" not in section

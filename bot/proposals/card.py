@@ -17,6 +17,7 @@ from bot.core.card import parse_card
 from bot.core.fingerprints import declared_repo_id
 from bot.core.selection import is_repo_id
 from bot.report.text import code_span, escape_markdown, human_size
+from bot.vocab import FlagCode, Severity
 
 DETAILS_HEADING = "## LoRA details"
 _DETAILS_RE = re.compile(r"^#{1,6}\s*LoRA details\s*$", re.MULTILINE | re.IGNORECASE)
@@ -105,6 +106,21 @@ def details_section(inspections) -> str:
         lines.append(
             f"| {code_span(item.path)} | {fmt} | {rank} | {alpha} | {escape_markdown(targets)} | {size} |"
         )
+    # Trainer metadata that states another rank breaks no loader (only info panels read it), so the weight
+    # file is not rewritten for it; the card says which number to trust instead.
+    stale = [
+        (item, flag)
+        for item in inspections
+        for flag in item.flags
+        if flag.code == FlagCode.RANK_MISMATCH_METADATA and flag.severity != Severity.ERROR
+    ]
+    if stale:
+        lines.append("")
+        lines += [
+            f"Note: {code_span(item.path)}'s trainer metadata is out of date: {escape_markdown(flag.message)}. "
+            "The rank above is the one the weights have."
+            for item, flag in stale
+        ]
     return "\n".join(lines) + "\n"
 
 
