@@ -44,6 +44,7 @@ class FlagCode(StrEnum):
     NOT_AN_ADAPTER = "not-an-adapter"
     CONFIG_INVALID = "config-invalid"
     CARD_INVALID = "card-invalid"
+    PATTERN_UNCHECKED = "pattern-unchecked"
 
 
 class Format(StrEnum):

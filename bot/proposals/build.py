@@ -66,6 +66,8 @@ def fixed_config_text(old_text: str, inspection: FileInspection) -> tuple[str, d
         config = parse_peft_config(old_text)
     except ConfigError:
         return None
+    if config.unchecked:
+        return None  # a refused pattern key: what PEFT declares for some modules is unknown
     lora = [m for m in inspection.modules if m.rank is not None and m.kind in ("lora", "lora-tucker")]
     if not lora or config.r is None or all(config.declared_rank(m.name) == m.rank for m in lora):
         return None
@@ -77,6 +79,12 @@ def fixed_config_text(old_text: str, inspection: FileInspection) -> tuple[str, d
         raw["rank_pattern"] = pattern
     new_text = _minimal_json_edit(old_text, config.raw, raw)
     check = parse_peft_config(new_text)
+    written = json.loads(new_text)
+    # PEFT wants an int `r` (a float `8.0` fails its checks): the written value must be the int itself.
+    if type(written.get("r")) is not int or any(
+        type(v) is not int for v in (written.get("rank_pattern") or {}).values()
+    ):
+        return None
     if any(check.declared_rank(m.name) != m.rank for m in lora):
         return None  # never propose a config we could not verify
     return new_text, {"r": new_r, "rank_pattern": pattern}
@@ -85,7 +93,13 @@ def fixed_config_text(old_text: str, inspection: FileInspection) -> tuple[str, d
 def _minimal_json_edit(old_text: str, old: Mapping, new: Mapping) -> str:
     """Change only `"r": N` in place when that is all; otherwise re-serialise in the file's own indent."""
     if {k for k in new if new.get(k) != old.get(k)} == {"r"}:
-        edited, count = re.subn(r'("r"\s*:\s*)\d+', lambda m: f"{m.group(1)}{new['r']}", old_text, count=1)
+        # The whole number token: `8.0` or `8e0` replaced by `4`, never left as `4.0`.
+        edited, count = re.subn(
+            r'("r"\s*:\s*)-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?',
+            lambda m: f"{m.group(1)}{new['r']}",
+            old_text,
+            count=1,
+        )
         if count == 1 and json.loads(edited) == new:
             return edited
     indent_match = re.search(r'\n([ \t]+)"', old_text)
@@ -153,8 +167,14 @@ def known_base(files: tuple[FileInspection, ...]) -> str | None:
 
 def card_proposal(facts: RepoFacts) -> Proposal | None:
     inspected = tuple(f for f in facts.files if f.format != "unknown")
-    if not inspected or any(FlagCode.BASE_MODEL_MISMATCH in f.codes() for f in inspected):
-        return None  # nothing to describe, or a contradiction the owner must settle (flags discussion)
+    if not inspected or any(
+        FlagCode.BASE_MODEL_MISMATCH in f.codes() or FlagCode.PATTERN_UNCHECKED in f.codes()
+        for f in inspected
+    ):
+        # nothing to describe, a contradiction the owner must settle (flags discussion), or ranks/alphas unknown
+        return None
+    if CARD_NAME in facts.paths and CARD_NAME not in facts.texts:
+        return None  # the card exists but was not read whole and exactly: it is never rewritten
     old_text = facts.texts.get(CARD_NAME)
     if old_text is not None and parse_card(old_text).error:
         return None  # flagged as card-invalid, never rewritten

@@ -37,6 +37,7 @@ BLOCKING = {
     FlagCode.NOT_AN_ADAPTER,
     FlagCode.PICKLE_ONLY,
     FlagCode.CONFIG_INVALID,
+    FlagCode.PATTERN_UNCHECKED,
 }
 
 
