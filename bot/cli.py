@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bot import __version__
+from bot.report.text import json_text
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
@@ -45,10 +46,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def _inspect_hub_repo(repo_id: str, revision: str | None, endpoint: str | None, token: str | None) -> list:
     """`lora-bot inspect OWNER/NAME`: the scan's source and engine on one repo; a failed read is a usage error."""
     from bot.core.repo import RepoRef, inspect_repo
-    from bot.hub.client import make_api
+    from bot.hub.client import TokenError, make_api
     from bot.sources.hub import RemoteReader
 
-    api = make_api(endpoint or os.environ.get("HF_ENDPOINT"), token or os.environ.get("HF_TOKEN"))
+    try:
+        api = make_api(endpoint or os.environ.get("HF_ENDPOINT"), token or os.environ.get("HF_TOKEN"))
+    except TokenError as error:
+        raise UsageError(str(error)) from None
     result = inspect_repo(RemoteReader(api).read(RepoRef(repo_id, sha=revision)))
     if result.error and not result.files:
         raise UsageError(f"{repo_id}: {result.error}")
@@ -75,7 +79,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_scan(args: argparse.Namespace) -> int:
     from bot.config import ConfigError, load_config
-    from bot.hub.client import describe_error
+    from bot.hub.client import TokenError, describe_error
     from bot.pipeline import ScanOptions, run_scan
     from bot.report.scan import render_scan_text, scan_report, scan_report_markdown
     from bot.sources.discovery import Shard
@@ -98,15 +102,17 @@ def cmd_scan(args: argparse.Namespace) -> int:
     )
     try:
         result = run_scan(config, options)
+    except TokenError as error:
+        raise UsageError(str(error)) from None
     except Exception as error:  # noqa: BLE001 — discovery itself failed: nothing to report but the reason
         print(f"lora-bot: error: the scan could not list repos: {describe_error(error)}", file=sys.stderr)
         return EXIT_FINDINGS
     report = scan_report(result)
     if args.report_json:
-        _write(args.report_json, json.dumps(report, indent=2) + "\n")
+        _write(args.report_json, json_text(report) + "\n")
     if args.report_md:
         _write(args.report_md, scan_report_markdown(result))
-    print(json.dumps(report, indent=2) if args.json else render_scan_text(result))
+    print(json_text(report) if args.json else render_scan_text(result))
     # Findings are the scan's product, not a failure; only a run where no repo could be read fails.
     all_failed = result.repos and all(r.error and not r.files for r in result.repos)
     return EXIT_FINDINGS if all_failed else EXIT_OK
@@ -151,7 +157,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             writes = hub.write_request_count()
     if args.report_md:
         _write(args.report_md, scan_report_markdown(result))
-    print(json.dumps(scan_report(result), indent=2) if args.json else render_scan_text(result))
+    print(json_text(scan_report(result)) if args.json else render_scan_text(result))
     print(f"dry run: {writes} write requests reached the sandbox Hub", file=sys.stderr)
     return EXIT_OK
 
@@ -177,7 +183,7 @@ def cmd_merge_reports(args: argparse.Namespace) -> int:
     else:
         print(markdown, end="")
     if args.output:
-        _write(args.output, json.dumps(merged, indent=2) + "\n")
+        _write(args.output, json_text(merged) + "\n")
     return EXIT_FINDINGS if args.expect is not None and len(reports) < args.expect else EXIT_OK
 
 

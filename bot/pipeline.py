@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from bot.config import Config
 from bot.core.repo import RepoInspection, RepoRef, inspect_repo
-from bot.hub.client import METER, RetryPolicy, make_api
+from bot.hub.client import METER, RetryPolicy, describe_error, make_api
 from bot.proposals.stage import run_proposals
 from bot.sources.discovery import Shard, discover, opted_out
 from bot.sources.hub import RemoteReader
@@ -97,7 +97,7 @@ def inspect_all(
                 result = future.result()
             except Exception as error:  # noqa: BLE001 — the source reports errors itself; belt and braces
                 result = RepoInspection(
-                    refs[index].repo_id, refs[index].sha, error=f"internal error: {error!r}"
+                    refs[index].repo_id, refs[index].sha, error=f"internal error: {describe_error(error)}"
                 )
             results[index] = result
             if on_done:

@@ -96,6 +96,7 @@ class Status(StrEnum):
     WOULD_RESOLVE = "would-resolved"
     LIMIT_REACHED = "limit-reached"
     FAILED = "failed"
+    UNBUILDABLE = "unbuildable"
 
     @property
     def dry_run_form(self) -> Status:
@@ -130,6 +131,8 @@ STATUS_MEANINGS: dict[Status, str] = {
     Status.WOULD_RESOLVE: "dry run: the flags discussion would be closed as resolved",
     Status.LIMIT_REACHED: "a PR limit (per run or per repo) held it back; proposed again next run",
     Status.FAILED: "the write failed (the reason is in `detail`); tried again next run",
+    Status.UNBUILDABLE: "this proposal could not be built from the repo's files (the reason is in `detail`); "
+    "the repo's other proposals go on",
 }
 
 # A later run must make these proposals again: their repos hold the scan's watermark back.

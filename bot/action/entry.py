@@ -11,7 +11,6 @@ step restores the watermark and its upload step looks for the report.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import sys
@@ -31,6 +30,7 @@ from bot.core.selection import is_repo_id
 from bot.hub.client import describe_error
 from bot.pipeline import ScanOptions, run_scan
 from bot.report.scan import error_flags, render_scan_text, report_counts, scan_report, scan_report_markdown
+from bot.report.text import json_text
 from bot.sources.discovery import Shard
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -179,7 +179,7 @@ def _scan(config: Config, inputs: ActionInputs, token: str | None, environ: Mapp
         return EXIT_FAILED
     report = scan_report(result)
     inputs.report_path.parent.mkdir(parents=True, exist_ok=True)
-    inputs.report_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    inputs.report_path.write_text(json_text(report) + "\n", encoding="utf-8")
     append_summary(environ.get("GITHUB_STEP_SUMMARY"), scan_report_markdown(result))
     counts = report_counts(report)
     write_outputs(

@@ -13,8 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 
 from bot.config import ProposalsConfig
 from bot.core.card import parse_card
@@ -280,25 +280,61 @@ def flags_proposal(facts: RepoFacts, fixed: set[tuple[str, str]] = frozenset()) 
 # ------------------------------------------------------------------------------------------ all
 
 
-def build_proposals(
+@dataclass(frozen=True)
+class BuildFailure:
+    """One proposal that could not be built: it costs only itself, and the report says why."""
+
+    kind: ProposalKind
+    about: str  # the file it was about (README.md, the weights file), or "repo"
+    error: BaseException = field(compare=False)
+
+
+@dataclass(frozen=True)
+class BuiltProposals:
+    proposals: tuple[Proposal, ...]
+    failures: tuple[BuildFailure, ...] = ()
+
+
+def build_repo_proposals(
     facts: RepoFacts, policy: ProposalsConfig, metadata_builder=None, variant_builder=None
-) -> list[Proposal]:
+) -> BuiltProposals:
     """Every proposal for one repo, in the order they appear in a grouped PR; the flags discussion last.
 
-    The two builders download weights (bot.proposals.metadata, bot.proposals.variants); the rest is pure."""
+    Each builder runs per file (card and flags per repo), and an exception in one becomes that proposal's
+    `BuildFailure`: one odd file or one unbuildable change never costs the repo its other proposals.
+    The two weight builders download (bot.proposals.metadata, bot.proposals.variants); the rest is pure."""
     proposals: list[Proposal | None] = []
+    failures: list[BuildFailure] = []
+
+    def attempt(kind: ProposalKind, about: str, build: Callable[[], list]) -> None:
+        try:
+            proposals.extend(build())
+        except Exception as error:  # noqa: BLE001 — reported as this proposal's outcome
+            failures.append(BuildFailure(kind, about, error))
+
     if policy.config_fix:
-        proposals += [config_fix_proposal(facts, item) for item in facts.files]
+        for item in facts.files:
+            attempt(ProposalKind.CONFIG_FIX, item.path, lambda item=item: [config_fix_proposal(facts, item)])
         if metadata_builder is not None:
-            proposals += metadata_builder(facts)
+            for item in facts.files:  # the weight builders walk facts.files: one file at a time
+                alone = replace(facts, files=(item,))
+                attempt(ProposalKind.METADATA_FIX, item.path, lambda alone=alone: metadata_builder(alone))
     if policy.card:
-        proposals.append(card_proposal(facts))
+        attempt(ProposalKind.CARD, CARD_NAME, lambda: [card_proposal(facts)])
     if policy.variants and variant_builder is not None:
-        proposals += variant_builder(facts)
+        for item in facts.files:
+            alone = replace(facts, files=(item,))
+            attempt(ProposalKind.VARIANT, item.path, lambda alone=alone: variant_builder(alone))
     built = [p for p in proposals if p is not None]
     if policy.flag_discussions:
         fixed = {fix for p in built for fix in p.fixes}
-        flag_discussion = flags_proposal(facts, fixed)
-        if flag_discussion is not None:
-            built.append(flag_discussion)
-    return built
+        attempt(ProposalKind.FLAGS, "repo", lambda: [flags_proposal(facts, fixed)])
+        built = [p for p in proposals if p is not None]
+    return BuiltProposals(tuple(built), tuple(failures))
+
+
+def build_proposals(
+    facts: RepoFacts, policy: ProposalsConfig, metadata_builder=None, variant_builder=None
+) -> list[Proposal]:
+    """The proposals `build_repo_proposals` could build (its failures are the proposal stage's to report)."""
+    return list(build_repo_proposals(facts, policy, metadata_builder, variant_builder).proposals)

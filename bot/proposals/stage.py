@@ -7,6 +7,7 @@ A live run publishes on the Hub; a dry run's publisher only says what it would d
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -16,12 +17,12 @@ from huggingface_hub import HfApi
 
 from bot.config import Config
 from bot.core.repo import RepoInspection
-from bot.hub.client import RetryPolicy, describe_error, with_retries
+from bot.hub.client import RetryPolicy, describe_error, is_transient, with_retries
 from bot.hub.download import Downloader
-from bot.proposals.build import RepoFacts, build_proposals
+from bot.proposals.build import BuildFailure, RepoFacts, build_repo_proposals
 from bot.proposals.metadata import MetadataFixBuilder
 from bot.proposals.model import Outcome
-from bot.proposals.plan import plan_repo
+from bot.proposals.plan import RepoPlan, plan_repo
 from bot.proposals.variants import VariantBuilder
 from bot.publish.dry_run import DryRunPublisher
 from bot.publish.hub import HubPublisher
@@ -87,9 +88,20 @@ def run_proposals(
             else None
         )
 
-        def prepare(repo: RepoInspection):
-            proposals = build_proposals(facts_of(repo), config.proposals, metadata_builder, variant_builder)
-            return plan_repo(proposals, publisher.threads(repo.repo_id), config.proposals.title_prefix, kinds)
+        def prepare(repo: RepoInspection) -> tuple[RepoPlan, tuple[BuildFailure, ...]]:
+            built = build_repo_proposals(facts_of(repo), config.proposals, metadata_builder, variant_builder)
+            failed_kinds = {f.kind for f in built.failures}
+            # An open PR of a kind that failed to build this run is not "no longer needed": it is left alone,
+            # like a kind switched off; a findings discussion is never closed as resolved on a failed build.
+            plan = plan_repo(
+                list(built.proposals),
+                publisher.threads(repo.repo_id),
+                config.proposals.title_prefix,
+                kinds - failed_kinds,
+            )
+            if ProposalKind.FLAGS in failed_kinds:
+                plan = dataclasses.replace(plan, flags_thread=None)
+            return plan, built.failures
 
         with ThreadPoolExecutor(
             max_workers=config.hub.workers, thread_name_prefix="lora-bot-propose"
@@ -97,12 +109,28 @@ def run_proposals(
             plans = [pool.submit(prepare, repo) for repo in eligible]
             for repo, future in zip(eligible, plans, strict=True):
                 try:
+                    plan, failures = future.result()
+                    outcomes += [_unbuilt(repo, failure) for failure in failures]
                     outcomes += publish_plan(
-                        repo.repo_id, future.result(), publisher, budget, config.proposals.title_prefix
+                        repo.repo_id, plan, publisher, budget, config.proposals.title_prefix
                     )
                 except Exception as error:  # noqa: BLE001 — one repo's failure never stops the run
                     outcomes.append(_failed(repo, error))
     return outcomes
+
+
+def _unbuilt(repo: RepoInspection, failure: BuildFailure) -> Outcome:
+    """A proposal that could not be built. A Hub failure (a download) is tried again next run and holds the
+    watermark; anything else is about the repo's files and would fail the same way next run."""
+    status = Status.FAILED if is_transient(failure.error) else Status.UNBUILDABLE
+    return Outcome(
+        repo.repo_id,
+        failure.kind,
+        status,
+        f"{failure.kind} for {failure.about}",
+        (),
+        detail=f"not built: {describe_error(failure.error)}",
+    )
 
 
 def _failed(repo: RepoInspection, error: BaseException) -> Outcome:

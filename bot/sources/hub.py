@@ -25,12 +25,12 @@ from bot.core.header import (
     scalar_names,
 )
 from bot.core.inspect import FileEvidence
+from bot.core.limits import MAX_TEXT_BYTES
 from bot.core.repo import RepoRef, RepoSnapshot
 from bot.core.selection import CARD_NAME, is_safe_repo_path, select_candidates
-from bot.hub.client import RetryPolicy, describe_error, session, with_retries
+from bot.hub.client import RetryPolicy, describe_error, is_transient, session, with_retries
 
 FIRST_READ = 100_000  # bytes of the first range read, as huggingface_hub reads them
-MAX_TEXT_BYTES = 1_000_000  # adapter_config.json and README.md are read up to this many bytes
 # Several ranges in one request: a server that ignores Range sends the file from byte 0; past this, give up.
 MAX_IGNORED_RANGE_READ = 16_000_000
 # Longest Range header value sent: nginx and Apache refuse a header line above 8 KB by default. A kohya
@@ -40,6 +40,10 @@ MAX_RANGE_HEADER = 7_900
 
 class RangeReadError(OSError):
     """The server's answer to a range read is unusable: a failure of the read, not of the file."""
+
+
+class TextRefused(ValueError):
+    """A README.md or adapter_config.json that cannot be read whole and exactly: too large, or not UTF-8."""
 
 
 @dataclass(frozen=True)
@@ -80,9 +84,18 @@ class RemoteReader:
 
         return with_retries(self.policy, call)
 
-    def read_text(self, repo_id: str, path: str, revision: str) -> str:
-        response = self._get(repo_id, path, revision, limit=MAX_TEXT_BYTES)
-        return response.content.decode("utf-8", errors="replace")
+    def read_text(self, repo_id: str, path: str, revision: str, size: int | None = None) -> str:
+        """The whole file, exactly: a file over MAX_TEXT_BYTES or not valid UTF-8 is refused, never cut or
+        repaired (a cut config reads as invalid JSON, a repaired card would be written back changed)."""
+        if size is not None and size > MAX_TEXT_BYTES:
+            raise TextRefused(f"{size:,} bytes, over the {MAX_TEXT_BYTES:,}-byte limit for a text file")
+        response = self._get(repo_id, path, revision, limit=MAX_TEXT_BYTES + 1)
+        if len(response.content) > MAX_TEXT_BYTES:
+            raise TextRefused(f"over the {MAX_TEXT_BYTES:,}-byte limit for a text file")
+        try:
+            return response.content.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise TextRefused(f"not valid UTF-8 (byte {error.start:,})") from None
 
     def read_ranges(self, repo_id: str, path: str, revision: str, ranges: list[tuple[int, int]]) -> dict:
         """Bytes of each [start, end) range, in as few requests as the server allows."""
@@ -138,7 +151,15 @@ class RemoteReader:
                 ref.repo_id, ref.sha, ref.last_modified, error=describe_error(error), tags=ref.tags
             )
         sha = info.sha or ref.sha
-        sizes = {s.rfilename: s.size for s in (info.siblings or [])}  # None: the Hub did not say
+        listed = {s.rfilename: s.size for s in (info.siblings or [])}  # None: the Hub did not say
+        # A name that could smuggle another path into a request is never requested nor written; it costs
+        # only itself: the repo's other files are read as usual.
+        skipped = [
+            (p, "refused: not a plain relative path inside the repo")
+            for p in listed
+            if not is_safe_repo_path(p)
+        ]
+        sizes = {p: size for p, size in listed.items() if is_safe_repo_path(p)}
         base = RepoSnapshot(
             ref.repo_id,
             sha,
@@ -147,23 +168,47 @@ class RemoteReader:
             card_data=_card_data(info),
             sizes=sizes,
         )
-        unsafe = [p for p in sizes if not is_safe_repo_path(p)]
-        if unsafe:
-            return replace(base, error=f"refused: the repo lists unsafe file names ({unsafe[0]!r})")
         texts: dict[str, str] = {}
         evidence: list[FileEvidence] = []
+        refused: dict[str, str] = {}
         try:
             candidates = select_candidates(sizes)
             wanted = {c.config_path for c in candidates} | {c.card_path for c in candidates}
             if CARD_NAME in sizes:
                 wanted.add(CARD_NAME)
             for path in sorted(p for p in wanted if p):
-                texts[path] = self.read_text(ref.repo_id, path, sha)
+                try:
+                    texts[path] = self.read_text(ref.repo_id, path, sha, sizes.get(path))
+                except TextRefused as why:
+                    refused[path] = f"refused: {why}"
+            skipped += refused.items()
             for candidate in candidates:
-                evidence.append(self._evidence(ref.repo_id, sha, candidate, sizes.get(candidate.path), texts))
+                if candidate.config_path in refused:
+                    # Judged without its config, the file could be misjudged in public: left out instead.
+                    skipped.append(
+                        (
+                            candidate.path,
+                            f"not inspected: {candidate.config_path} was {refused[candidate.config_path]}",
+                        )
+                    )
+                    continue
+                try:
+                    evidence.append(
+                        self._evidence(ref.repo_id, sha, candidate, sizes.get(candidate.path), texts)
+                    )
+                except Exception as error:
+                    if is_transient(error) or isinstance(error, RangeReadError):
+                        raise  # the Hub failed, not the file: the repo is read again next run
+                    skipped.append((candidate.path, f"not inspected: {describe_error(error)}"))
         except Exception as error:  # noqa: BLE001 — keep what was found, report why the rest is missing
-            return replace(base, evidence=tuple(evidence), texts=texts, error=describe_error(error))
-        return replace(base, evidence=tuple(evidence), texts=texts)
+            return replace(
+                base,
+                evidence=tuple(evidence),
+                texts=texts,
+                error=describe_error(error),
+                skipped_files=tuple(skipped),
+            )
+        return replace(base, evidence=tuple(evidence), texts=texts, skipped_files=tuple(skipped))
 
     def _evidence(self, repo_id: str, sha: str, candidate, size: int | None, texts: Mapping[str, str]):
         context = {
