@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bot import __version__
-from bot.report.text import json_text
+from bot.report.text import json_text, terminal_line
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
@@ -388,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except UsageError as error:
-        print(f"lora-bot: error: {error}", file=sys.stderr)
+        print(terminal_line(f"lora-bot: error: {error}"), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("lora-bot: interrupted", file=sys.stderr)
@@ -397,3 +397,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (`lora-bot inspect DIR | head`); point stdout at devnull so the exit is quiet.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    except (Exception, RecursionError) as error:  # noqa: BLE001 — the last guard: one line, never a traceback
+        from bot.hub.client import describe_error
+
+        print(terminal_line(f"lora-bot: internal error: {describe_error(error)}"), file=sys.stderr)
+        return EXIT_FINDINGS

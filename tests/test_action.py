@@ -382,7 +382,8 @@ def test_repo_controlled_text_cannot_inject_workflow_commands(tmp_path, hub, cap
     result = Step(workspace, hub, {"config": "config.yaml", "repos": "evil/inject"}).run(capsys)
 
     assert result.code == 0, result.stdout
-    assert "x\\x0a::error title=pwned::fake" in result.stdout  # the log shows the name, its newline escaped...
+    # The log shows the name with its newline escaped...
+    assert "x\\x0a::error title=pwned::fake" in result.stdout
     assert "\n::error title=pwned" not in result.stdout
     assert not any(props.get("title") == "pwned" for _, props, _ in result.commands)  # ...fenced off
 

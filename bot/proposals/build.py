@@ -20,6 +20,7 @@ from bot.config import ProposalsConfig
 from bot.core.card import parse_card
 from bot.core.flags import CODES, ERROR
 from bot.core.inspect import FileInspection
+from bot.core.limits import MAX_CARD_BYTES
 from bot.core.peft_config import ConfigError, parse_peft_config, peft_module_key
 from bot.core.selection import CARD_NAME, select_candidates
 from bot.proposals import card as card_edit
@@ -184,7 +185,7 @@ def card_proposal(facts: RepoFacts) -> Proposal | None:
     if additions.empty:
         return None
     new_text = card_edit.apply_additions(old_text, additions, facts.repo_id)
-    if new_text is None or new_text == old_text:
+    if new_text is None or new_text == old_text or len(new_text.encode("utf-8")) > MAX_CARD_BYTES:
         return None
     added = [code_span(f"{k}: {v}") for k, v in additions.keys.items()]
     added += [f"tag {code_span(t)}" for t in additions.tags]
