@@ -97,6 +97,7 @@ class Status(StrEnum):
     LIMIT_REACHED = "limit-reached"
     FAILED = "failed"
     UNBUILDABLE = "unbuildable"
+    DUPLICATE_CLOSED = "closed-duplicate"
 
     @property
     def dry_run_form(self) -> Status:
@@ -131,6 +132,8 @@ STATUS_MEANINGS: dict[Status, str] = {
     Status.WOULD_RESOLVE: "dry run: the flags discussion would be closed as resolved",
     Status.LIMIT_REACHED: "a PR limit (per run or per repo) held it back; proposed again next run",
     Status.FAILED: "the write failed (the reason is in `detail`); tried again next run",
+    Status.DUPLICATE_CLOSED: "two lora-bot runs raced: the newer of two open threads proposing the same "
+    "change was closed with a link to the older",
     Status.UNBUILDABLE: "this proposal could not be built from the repo's files (the reason is in `detail`); "
     "the repo's other proposals go on",
 }
