@@ -30,6 +30,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from bot.sources import local
 
     target = Path(args.target)
+    if target.exists() and not (target.is_file() or target.is_dir()):
+        raise UsageError(f"{args.target} is not a regular file or folder (a FIFO or a device is never read)")
     if target.exists():
         inspections = [inspect_evidence(e) for e in local.collect(target)]
     elif is_repo_id(args.target):
@@ -91,6 +93,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     if args.max_prs is not None and args.max_prs < 0:
         raise UsageError("--max-prs must be 0 or more")
+    from bot.core.selection import is_repo_id
+
+    for repo_id in args.repo or ():
+        if not is_repo_id(repo_id, namespace=False):
+            raise UsageError(f"--repo {repo_id!r} is not a repo id (owner/name)")
     options = ScanOptions(
         endpoint=args.endpoint,
         token=args.token,
@@ -198,8 +205,11 @@ def _read_json(path: str):
 
 def _write(path: str, text: str) -> None:
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text, encoding="utf-8")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise UsageError(f"cannot write {path}: {error.strerror}") from None
 
 
 def cmd_resize(args: argparse.Namespace) -> int:

@@ -7,7 +7,9 @@ regex is parsed with Python's own regex parser (identical syntax and meaning) an
 whose state sets are cached as a lazy DFA: each character of a name costs at most one pass over the
 pattern's states, whatever the pattern. What an NFA cannot decide the same way `re` does is refused, not
 guessed: backreferences, lookarounds, conditionals, atomic groups and possessive repeats, inline flags,
-keys over `MAX_PATTERN_CHARS`, and patterns whose bounded repeats expand past `MAX_PATTERN_STATES`. A refused
+keys over `MAX_PATTERN_CHARS`, and patterns whose bounded repeats expand past `MAX_PATTERN_STATES`. So is a
+repeat nested in an unbounded repeat (`(.*.*)*y`, `(a+)+`): the NFA runs it in linear time, but PEFT's own
+backtracking matcher may never finish, so no rank can be said to be what PEFT declares. A refused
 key makes the modules it could match "unknown" (see `PatternUnchecked`), and lora-bot claims nothing about them.
 
 Pure: strings in, booleans out.
@@ -110,6 +112,18 @@ def _set_test(items) -> object:
     return lambda ch: any(t(ch) for t in tests)
 
 
+def _has_unbounded_repeat(items) -> bool:
+    for op, av in items:
+        if op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT):
+            if av[1] == _sre.MAXREPEAT or _has_unbounded_repeat(av[2]):
+                return True
+        elif op is _sre.SUBPATTERN and _has_unbounded_repeat(av[3]):
+            return True
+        elif op is _sre.BRANCH and any(_has_unbounded_repeat(alt) for alt in av[1]):
+            return True
+    return False
+
+
 class _Compiler:
     def __init__(self) -> None:
         self.program: list = []
@@ -161,6 +175,10 @@ class _Compiler:
             self.program[jump] = _Jump(len(self.program))
 
     def repeat(self, low: int, high: int, body) -> None:
+        if high > 1 and _has_unbounded_repeat(body):
+            # `(.*.*)*y`: linear here, but exponential in PEFT's own backtracking `re`, so what PEFT would do
+            # with it (hang on load) is no declared rank: refused like the constructs we cannot run.
+            raise PatternRefused("a repeat inside a repeat takes exponential time in PEFT's own matcher")
         for _ in range(low):
             self.sequence(body)
         if high == _sre.MAXREPEAT:
