@@ -135,7 +135,8 @@ CASES: dict[str, tuple[bytes, str | None, str | None]] = {
     "metadata-non-string": (tensor_file(GOOD, metadata={"x": 5}), None, "corrupt-header"),
     "duplicate-keys": (
         raw_file(
-            b'{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}',
+            b'{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, '
+            b'"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}',
             bytes(4),
         ),
         None,
@@ -288,7 +289,7 @@ def test_hostile_file_gives_one_clear_block(corpus, capsys, name):
 
 @pytest.mark.parametrize("name", [*CASES, *CONFIGS])
 def test_hostile_file_json_is_strict(corpus, capsys, name):
-    code, out, err = inspect(corpus / name, capsys, "--json")
+    _code, out, err = inspect(corpus / name, capsys, "--json")
     assert not err.strip(), err
     document = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     (entry,) = document["files"]
@@ -335,5 +336,5 @@ def test_inspect_on_a_fifo_is_a_usage_error(tmp_path, capsys):
 
     fifo = tmp_path / "pipe.safetensors"
     os.mkfifo(fifo)
-    code, out, err = inspect(fifo, capsys)
+    code, _out, err = inspect(fifo, capsys)
     assert code == 2 and "not a regular file" in err and err.count("\n") == 1

@@ -117,9 +117,9 @@ def _has_unbounded_repeat(items) -> bool:
         if op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT):
             if av[1] == _sre.MAXREPEAT or _has_unbounded_repeat(av[2]):
                 return True
-        elif op is _sre.SUBPATTERN and _has_unbounded_repeat(av[3]):
-            return True
-        elif op is _sre.BRANCH and any(_has_unbounded_repeat(alt) for alt in av[1]):
+        elif (op is _sre.SUBPATTERN and _has_unbounded_repeat(av[3])) or (
+            op is _sre.BRANCH and any(_has_unbounded_repeat(alt) for alt in av[1])
+        ):
             return True
     return False
 
