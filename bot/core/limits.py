@@ -38,8 +38,6 @@ MAX_RANK = 65_536
 MAX_VARIANT_BYTES = 2_000_000_000
 # config.yaml given to `scan --config`: read whole or refused (`/dev/zero` is not a config).
 MAX_CONFIG_BYTES = 1_000_000
-# Nesting of JSON values in `__metadata__` strings that the resize metadata rewrite walks.
-MAX_JSON_DEPTH = 100
 
 LIMITS: tuple[Limit, ...] = (
     Limit(
@@ -57,7 +55,12 @@ LIMITS: tuple[Limit, ...] = (
     Limit(
         "MAX_PATTERN_STATES", MAX_PATTERN_STATES, "states", "one compiled pattern, bounded repeats expanded"
     ),
-    Limit("MAX_RANK", MAX_RANK, "", "a declared rank (adapter_config.json r, rank_pattern, metadata)"),
+    Limit(
+        "MAX_RANK",
+        MAX_RANK,
+        "",
+        "a declared r or rank_pattern value (adapter_config.json, lora_adapter_metadata)",
+    ),
     Limit(
         "MAX_VARIANT_BYTES",
         MAX_VARIANT_BYTES,
@@ -65,7 +68,6 @@ LIMITS: tuple[Limit, ...] = (
         "weights of one variant PR, estimated before building",
     ),
     Limit("MAX_CONFIG_BYTES", MAX_CONFIG_BYTES, "bytes", "config.yaml given to `scan --config`"),
-    Limit("MAX_JSON_DEPTH", MAX_JSON_DEPTH, "levels", "nesting of JSON in `__metadata__` values"),
 )
 
 
