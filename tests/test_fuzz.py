@@ -165,3 +165,15 @@ def test_fuzz_pattern_matcher_agrees_with_python_re_where_it_answers(atoms, name
     except re.error:
         expected = name == key
     assert key_matches(compiled, name) == expected, (key, name)
+
+
+@FUZZ
+@given(
+    keys=st.lists(st.text(alphabet="ab.q_1", min_size=1, max_size=6), min_size=1, max_size=6, unique=True),
+    name=st.text(alphabet="ab.q_1\n", max_size=10),
+)
+def test_fuzz_pattern_table_is_peft_first_match(keys, name):
+    from bot.core.patterns import PatternTable
+
+    expected = next((i for i, key in enumerate(keys) if re.match(rf"(.*\.)?({key})$", name)), None)
+    assert PatternTable(keys).first_match(name) == expected, (keys, name)

@@ -333,3 +333,62 @@ def key_matches(compiled: CompiledKey, name: str) -> bool:
     if compiled.matcher is not None:
         return compiled.matcher.matches(name)
     return name == compiled.key
+
+
+_DOTTED = re.compile(r"[\w-][\w.-]*")  # literal characters and `.` (any character but a newline)
+UNKNOWN = object()  # first_match's answer when a refused key comes before any match
+
+
+class PatternTable:
+    """A config's keys, in the config's order, compiled once: `first_match(name)` is PEFT's `get_pattern_key`.
+
+    A real `rank_pattern` can list every module (tens of thousands of dotted paths): those keys are indexed by
+    their length and the places of their dots, so a lookup costs a few dict probes instead of one regex per
+    key. The other keys are tried in order, and only before the best indexed match."""
+
+    def __init__(self, keys) -> None:
+        self.keys = tuple(keys)
+        self.refused: dict[int, str] = {}
+        self._groups: dict[tuple[int, tuple[int, ...]], dict[str, int]] = {}
+        self._others: list[tuple[int, CompiledKey | None]] = []
+        for index, key in enumerate(self.keys):
+            if _DOTTED.fullmatch(key):
+                dots = tuple(i for i, c in enumerate(key) if c == ".")
+                self._groups.setdefault((len(key), dots), {}).setdefault(key, index)
+                continue
+            try:
+                self._others.append((index, compile_key(key)))
+            except PatternRefused as why:
+                self.refused[index] = str(why)
+                self._others.append((index, None))
+
+    def first_match(self, name: str):
+        """The index of the first key matching `name`, None when no key does, UNKNOWN when it depends on a
+        refused key."""
+        best = None
+        ends = (len(name), len(name) - 1) if name.endswith("\n") else (len(name),)
+        for (length, dots), bucket in self._groups.items():
+            for end in ends:
+                start = end - length
+                # `(.*\.)?` before the key: nothing, or a prefix without a newline that ends with a dot.
+                if start < 0 or (start > 0 and (name[start - 1] != "." or "\n" in name[:start])):
+                    continue
+                segment = name[start:end]
+                if dots:
+                    if any(segment[i] == "\n" for i in dots):
+                        continue
+                    chars = list(segment)
+                    for i in dots:
+                        chars[i] = "."
+                    segment = "".join(chars)
+                index = bucket.get(segment)
+                if index is not None and (best is None or index < best):
+                    best = index
+        for index, compiled in self._others:
+            if best is not None and index > best:
+                break
+            if compiled is None:
+                return UNKNOWN
+            if key_matches(compiled, name):
+                return index
+        return best

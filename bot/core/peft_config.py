@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from bot.core.limits import MAX_RANK
-from bot.core.patterns import PatternRefused, compile_key, key_matches
+from bot.core.patterns import UNKNOWN, PatternTable
 
 PEFT_PREFIX = "base_model.model."
 
@@ -37,13 +37,15 @@ class PeftConfig:
     # Pattern keys lora-bot refuses to run (see bot.core.patterns), as "rank_pattern key '…': why" lines.
     # A module such a key could match has an unknown declared rank/alpha: the lookups return None for it.
     unchecked: tuple[str, ...] = ()
+    rank_table: PatternTable | None = field(default=None, compare=False, repr=False)
+    alpha_table: PatternTable | None = field(default=None, compare=False, repr=False)
 
     def declared_rank(self, module: str) -> int | None:
         """The rank PEFT builds for the module; None when no value applies or a refused key comes first."""
-        return _lookup(self.rank_pattern, peft_module_key(module), self.r)
+        return _lookup(self.rank_table, self.rank_pattern, peft_module_key(module), self.r)
 
     def declared_alpha(self, module: str) -> float | None:
-        return _lookup(self.alpha_pattern, peft_module_key(module), self.lora_alpha)
+        return _lookup(self.alpha_table, self.alpha_pattern, peft_module_key(module), self.lora_alpha)
 
 
 def peft_module_key(module: str) -> str:
@@ -51,26 +53,23 @@ def peft_module_key(module: str) -> str:
     return module[len(PEFT_PREFIX) :] if module.startswith(PEFT_PREFIX) else module
 
 
-def _lookup(patterns: Mapping[str, float], key: str, default):
+def _lookup(table: PatternTable | None, patterns: Mapping[str, float], key: str, default):
     """PEFT's `get_pattern_key`: the first key, in the config's order, matching `(.*\\.)?(key)$`."""
-    for pattern, value in patterns.items():
-        try:
-            compiled = compile_key(pattern)
-        except PatternRefused:
-            return None  # it might match: what PEFT would use is unknown
-        if key_matches(compiled, key):
-            return value
-    return default
+    if not patterns:
+        return default
+    table = table or PatternTable(patterns)
+    found = table.first_match(key)
+    if found is UNKNOWN:
+        return None  # a refused key might match: what PEFT would use is unknown
+    return default if found is None else patterns[table.keys[found]]
 
 
-def refused_keys(patterns: Mapping[str, object], name: str) -> tuple[str, ...]:
+def refused_keys(table: PatternTable, name: str) -> tuple[str, ...]:
     found = []
-    for pattern in patterns:
-        try:
-            compile_key(pattern)
-        except PatternRefused as why:
-            shown = pattern if len(pattern) <= 60 else pattern[:57] + "..."
-            found.append(f"{name} key {shown!r}: {why}")
+    for index, why in table.refused.items():
+        pattern = table.keys[index]
+        shown = pattern if len(pattern) <= 60 else pattern[:57] + "..."
+        found.append(f"{name} key {shown!r}: {why}")
     return tuple(found)
 
 
@@ -125,6 +124,7 @@ def config_from_mapping(raw: Mapping) -> PeftConfig:
     target = raw.get("target_modules")
     rank_pattern = _patterns(raw.get("rank_pattern"), "rank_pattern", integer=True)
     alpha_pattern = _patterns(raw.get("alpha_pattern"), "alpha_pattern", integer=False)
+    rank_table, alpha_table = PatternTable(rank_pattern), PatternTable(alpha_pattern)
     return PeftConfig(
         raw=raw,
         r=None if r is None else _number(r, "r", integer=True),
@@ -136,7 +136,9 @@ def config_from_mapping(raw: Mapping) -> PeftConfig:
         modules_to_save=tuple(str(m) for m in modules_to_save) if isinstance(modules_to_save, list) else (),
         target_modules=tuple(target) if isinstance(target, list) else target,
         peft_type=raw.get("peft_type"),
-        unchecked=refused_keys(rank_pattern, "rank_pattern") + refused_keys(alpha_pattern, "alpha_pattern"),
+        unchecked=refused_keys(rank_table, "rank_pattern") + refused_keys(alpha_table, "alpha_pattern"),
+        rank_table=rank_table,
+        alpha_table=alpha_table,
     )
 
 
