@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bot import __version__
+from bot.report.text import json_text, terminal_line
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
@@ -29,6 +30,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from bot.sources import local
 
     target = Path(args.target)
+    if target.exists() and not (target.is_file() or target.is_dir()):
+        raise UsageError(f"{args.target} is not a regular file or folder (a FIFO or a device is never read)")
     if target.exists():
         inspections = [inspect_evidence(e) for e in local.collect(target)]
     elif is_repo_id(args.target):
@@ -45,10 +48,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def _inspect_hub_repo(repo_id: str, revision: str | None, endpoint: str | None, token: str | None) -> list:
     """`lora-bot inspect OWNER/NAME`: the scan's source and engine on one repo; a failed read is a usage error."""
     from bot.core.repo import RepoRef, inspect_repo
-    from bot.hub.client import make_api
+    from bot.hub.client import TokenError, make_api
     from bot.sources.hub import RemoteReader
 
-    api = make_api(endpoint or os.environ.get("HF_ENDPOINT"), token or os.environ.get("HF_TOKEN"))
+    try:
+        api = make_api(endpoint or os.environ.get("HF_ENDPOINT"), token or os.environ.get("HF_TOKEN"))
+    except TokenError as error:
+        raise UsageError(str(error)) from None
     result = inspect_repo(RemoteReader(api).read(RepoRef(repo_id, sha=revision)))
     if result.error and not result.files:
         raise UsageError(f"{repo_id}: {result.error}")
@@ -98,7 +104,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_scan(args: argparse.Namespace) -> int:
     from bot.census.store import StoreError
     from bot.config import ConfigError, load_config
-    from bot.hub.client import describe_error
+    from bot.hub.client import TokenError, describe_error
     from bot.pipeline import ScanOptions, run_scan
     from bot.report.scan import render_scan_text, scan_report, scan_report_markdown
     from bot.sources.discovery import Shard
@@ -110,6 +116,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     if args.max_prs is not None and args.max_prs < 0:
         raise UsageError("--max-prs must be 0 or more")
+    from bot.core.selection import is_repo_id
+
+    for repo_id in args.repo or ():
+        if not is_repo_id(repo_id, namespace=False):
+            raise UsageError(f"--repo {repo_id!r} is not a repo id (owner/name)")
     options = ScanOptions(
         endpoint=args.endpoint,
         token=args.token,
@@ -123,17 +134,17 @@ def cmd_scan(args: argparse.Namespace) -> int:
     )
     try:
         result = run_scan(config, options)
-    except StoreError as error:
+    except (StoreError, TokenError) as error:
         raise UsageError(str(error)) from None
     except Exception as error:  # noqa: BLE001 — discovery itself failed: nothing to report but the reason
         print(f"lora-bot: error: the scan could not list repos: {describe_error(error)}", file=sys.stderr)
         return EXIT_FINDINGS
     report = scan_report(result)
     if args.report_json:
-        _write(args.report_json, json.dumps(report, indent=2) + "\n")
+        _write(args.report_json, json_text(report) + "\n")
     if args.report_md:
         _write(args.report_md, scan_report_markdown(result))
-    print(json.dumps(report, indent=2) if args.json else render_scan_text(result))
+    print(json_text(report) if args.json else render_scan_text(result))
     # Findings are the scan's product, not a failure; only a run where no repo could be read fails.
     all_failed = result.repos and all(r.error and not r.files for r in result.repos)
     return EXIT_FINDINGS if all_failed else EXIT_OK
@@ -189,7 +200,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             writes = hub.write_request_count()
     if args.report_md:
         _write(args.report_md, scan_report_markdown(result))
-    print(json.dumps(scan_report(result), indent=2) if args.json else render_scan_text(result))
+    print(json_text(scan_report(result)) if args.json else render_scan_text(result))
     print(f"dry run: {writes} write requests reached the sandbox Hub", file=sys.stderr)
     return EXIT_OK
 
@@ -215,7 +226,7 @@ def cmd_merge_reports(args: argparse.Namespace) -> int:
     else:
         print(markdown, end="")
     if args.output:
-        _write(args.output, json.dumps(merged, indent=2) + "\n")
+        _write(args.output, json_text(merged) + "\n")
     return EXIT_FINDINGS if args.expect is not None and len(reports) < args.expect else EXIT_OK
 
 
@@ -230,8 +241,11 @@ def _read_json(path: str):
 
 def _write(path: str, text: str) -> None:
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text, encoding="utf-8")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise UsageError(f"cannot write {path}: {error.strerror}") from None
 
 
 def cmd_resize(args: argparse.Namespace) -> int:
@@ -467,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except UsageError as error:
-        print(f"lora-bot: error: {error}", file=sys.stderr)
+        print(terminal_line(f"lora-bot: error: {error}"), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("lora-bot: interrupted", file=sys.stderr)
@@ -476,3 +490,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (`lora-bot inspect DIR | head`); point stdout at devnull so the exit is quiet.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    except (Exception, RecursionError) as error:  # noqa: BLE001 — the last guard: one line, never a traceback
+        from bot.hub.client import describe_error
+
+        print(terminal_line(f"lora-bot: internal error: {describe_error(error)}"), file=sys.stderr)
+        return EXIT_FINDINGS

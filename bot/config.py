@@ -7,6 +7,7 @@ the option and what it accepts — a scheduled bot must not start with a typo'd 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -15,6 +16,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+from bot.core.limits import MAX_CONFIG_BYTES
+from bot.core.yaml_bounded import load_yaml
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"
 
@@ -125,15 +129,44 @@ def load_config(path: str | Path | None = None) -> Config:
     if path is None and not DEFAULT_CONFIG.is_file():
         return Config()
     path = Path(path) if path else DEFAULT_CONFIG
+    return load_config_text(_read_config(path), source=path)
+
+
+def _read_config(path: Path) -> str:
+    """The file's text, whole: a folder, a FIFO or a device (`/dev/zero`) is not a config, nor is a file
+    over MAX_CONFIG_BYTES or one that is not UTF-8."""
     try:
-        text = path.read_text(encoding="utf-8")
+        if not path.is_file():
+            what = "does not exist" if not path.exists() else "is not a regular file"
+            raise ConfigError(f"cannot read config {path}: it {what}")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as error:
         raise ConfigError(f"cannot read config {path}: {error.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"cannot read config {path}: larger than {MAX_CONFIG_BYTES:,} bytes")
     try:
-        data = yaml.safe_load(text) or {}
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"cannot read config {path}: not UTF-8 text (byte {error.start:,})") from None
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int past float range
+        return False
+
+
+def load_config_text(text: str, source: Path | str = "config") -> Config:
+    """A config from YAML text (`load_config` reads the file); every problem is a one-line ConfigError."""
+    try:
+        data = load_yaml(text) or {}
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
-    return config_from_mapping(data, source=path.name)
+        raise ConfigError(f"{source} is not valid YAML: {(str(error).splitlines() or [''])[0]}") from None
+    except RecursionError:
+        raise ConfigError(f"{source} is nested too deeply to be a config") from None
+    return config_from_mapping(data, source=Path(str(source)).name)
 
 
 def config_from_mapping(data: Any, source: str = "config") -> Config:
@@ -183,7 +216,11 @@ def _scalar(hint, raw: Any, where: str):
             raise ConfigError(f"{where}: expected true or false, got {raw!r}")
         return raw
     if hint in (int, float):
-        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or (hint is int and int(raw) != raw):
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not _finite(raw):
+            raise ConfigError(
+                f"{where}: expected {'a whole number' if hint is int else 'a finite number'}, got {raw!r}"
+            )
+        if hint is int and int(raw) != raw:
             raise ConfigError(
                 f"{where}: expected {'a whole number' if hint is int else 'a number'}, got {raw!r}"
             )

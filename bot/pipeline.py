@@ -21,7 +21,7 @@ from bot.census.store import CensusStore, StoredRepos
 from bot.config import Config
 from bot.core.compat import amend_with_check, check_compatibility, declared_base_repo
 from bot.core.repo import RepoInspection, RepoRef, inspect_repo
-from bot.hub.client import METER, RetryPolicy, make_api
+from bot.hub.client import METER, RetryPolicy, describe_error, make_api
 from bot.hub.pacing import PACER
 from bot.proposals.stage import run_proposals
 from bot.sources.base import BaseReadError, HubBaseReader
@@ -123,7 +123,9 @@ def inspect_all(
                 try:
                     result = future.result()
                 except Exception as error:  # noqa: BLE001 — the source reports errors itself; belt and braces
-                    result = RepoInspection(ref.repo_id, ref.sha, error=f"internal error: {error!r}")
+                    result = RepoInspection(
+                        ref.repo_id, ref.sha, error=f"internal error: {describe_error(error)}"
+                    )
                 on_done(ref, result)
                 submit_next()
 

@@ -49,6 +49,7 @@ class FlagCode(StrEnum):
     TARGET_MISSING_IN_BASE = "target-missing-in-base"
     SHAPE_MISMATCH_BASE = "shape-mismatch-base"
     UNMAPPED_NAMING = "unmapped-naming"
+    PATTERN_UNCHECKED = "pattern-unchecked"
 
 
 class Format(StrEnum):
@@ -137,6 +138,8 @@ class Status(StrEnum):
     COOLDOWN = "cooldown"
     DISABLED = "discussions-disabled"
     NOT_OPTED_IN = "not-opted-in"
+    UNBUILDABLE = "unbuildable"
+    DUPLICATE_CLOSED = "closed-duplicate"
 
     @property
     def dry_run_form(self) -> Status:
@@ -180,6 +183,10 @@ STATUS_MEANINGS: dict[Status, str] = {
     Status.DISABLED: "the repo's pull requests or discussions are disabled; recorded, not retried for "
     "`proposals.disabled_retry_days`",
     Status.NOT_OPTED_IN: "`proposals.mode: opt-in` and the owner has not asked for lora-bot; nothing is written",
+    Status.DUPLICATE_CLOSED: "two lora-bot runs raced: the newer of two open threads proposing the same "
+    "change was closed with a link to the older",
+    Status.UNBUILDABLE: "this proposal could not be built from the repo's files (the reason is in `detail`); "
+    "the repo's other proposals go on",
 }
 
 # A later run must make these proposals again: their repos hold the scan's watermark back.

@@ -385,7 +385,9 @@ def test_repo_controlled_text_cannot_inject_workflow_commands(tmp_path, hub, cap
     result = Step(workspace, hub, {"config": "config.yaml", "repos": "evil/inject"}).run(capsys)
 
     assert result.code == 0, result.stdout
-    assert "\n::error title=pwned::fake" in result.stdout  # the log shows the name as it is...
+    # The log shows the name with its newline escaped...
+    assert "x\\x0a::error title=pwned::fake" in result.stdout
+    assert "\n::error title=pwned" not in result.stdout
     assert not any(props.get("title") == "pwned" for _, props, _ in result.commands)  # ...fenced off
 
 
@@ -394,7 +396,7 @@ def test_a_file_name_with_a_newline_is_never_requested(tmp_path, sample_dir, hub
     hub.add_repo("evil/path", {"x\n/../../y.safetensors": weights})
     start = len(hub.requests)
     result = Step(make_workspace(tmp_path), hub, {"config": "config.yaml", "repos": "evil/path"}).run(capsys)
-    assert "unsafe file names" in result.stdout
+    assert "not a plain relative path inside the repo" in result.stdout
     assert not [e for e in hub.requests[start:] if e["route"] == "resolve"], (
         "no path outside the repo is asked for"
     )

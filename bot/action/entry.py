@@ -11,7 +11,6 @@ step restores the watermark and its upload step looks for the report.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import sys
@@ -31,6 +30,7 @@ from bot.core.selection import is_repo_id
 from bot.hub.client import describe_error
 from bot.pipeline import ScanOptions, run_scan
 from bot.report.scan import error_flags, render_scan_text, report_counts, scan_report, scan_report_markdown
+from bot.report.text import json_text
 from bot.sources.discovery import Shard
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -76,7 +76,7 @@ def read_inputs(environ: Mapping[str, str], workspace: Path) -> ActionInputs:
         max_prs=_count(input_value(environ, "max-prs"), "max-prs", default=None),
         shard=_shard(input_value(environ, "shard")),
         repos=_repo_ids(input_value(environ, "repos")),
-        report_path=workspace / (input_value(environ, "report-path") or DEFAULT_REPORT),
+        report_path=_report_path(input_value(environ, "report-path"), workspace),
         max_annotations=_count(
             input_value(environ, "max-annotations"), "max-annotations", default=WARNINGS_SHOWN_PER_STEP
         ),
@@ -92,9 +92,21 @@ def _boolean(text: str, name: str) -> bool:
 def _count(text: str, name: str, default: int | None) -> int | None:
     if not text:
         return default
-    if not text.isdigit():
+    # ASCII digits only: str.isdigit() admits `²` and `①`, which int() then refuses.
+    if not re.fullmatch(r"[0-9]{1,9}", text):
         raise InputError(f"input {name}: expected a whole number, 0 or more; got {text!r}")
     return int(text)
+
+
+def _report_path(text: str, workspace: Path) -> Path:
+    """A file inside the workspace: the report is the job's artifact, never written elsewhere on the runner."""
+    path = (workspace / (text or DEFAULT_REPORT)).resolve()
+    root = workspace.resolve()
+    if root not in path.parents or path.is_dir() or any(ord(c) < 32 for c in text):
+        raise InputError(
+            f"input report-path: {text!r} is not a file path inside the workspace (e.g. {DEFAULT_REPORT})"
+        )
+    return path
 
 
 def _shard(text: str) -> Shard | None:
@@ -182,7 +194,7 @@ def _scan(config: Config, inputs: ActionInputs, token: str | None, environ: Mapp
         return EXIT_FAILED
     report = scan_report(result)
     inputs.report_path.parent.mkdir(parents=True, exist_ok=True)
-    inputs.report_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    inputs.report_path.write_text(json_text(report) + "\n", encoding="utf-8")
     append_summary(environ.get("GITHUB_STEP_SUMMARY"), scan_report_markdown(result))
     counts = report_counts(report)
     write_outputs(

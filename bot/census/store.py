@@ -21,7 +21,7 @@ from pathlib import Path
 from bot.core.inspect import inspection_from_record, inspection_record
 from bot.core.repo import RepoInspection
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the files a read left out (skipped_files)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS repos (
@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS repos (
     texts TEXT NOT NULL,     -- JSON object: path -> text
     proposed INTEGER NOT NULL DEFAULT 0,  -- a live run's proposals for this sha are done
     run TEXT NOT NULL,       -- the last run that read or reused it
-    seq INTEGER NOT NULL DEFAULT 0  -- its place in that run's discovery: the report's order
+    seq INTEGER NOT NULL DEFAULT 0,  -- its place in that run's discovery: the report's order
+    skipped_files TEXT NOT NULL DEFAULT '[]'  -- JSON list of [path, why]: files the read left out
 );
 CREATE INDEX IF NOT EXISTS repos_run ON repos (run);
 CREATE TABLE IF NOT EXISTS files (
@@ -100,13 +101,14 @@ class CensusStore:
             json.dumps(dict(repo.texts)),
             run,
             seq,
+            json.dumps([list(item) for item in repo.skipped_files]),
         )
         files = [(repo.repo_id, f.path, json.dumps(inspection_record(f))) for f in repo.files]
         with self._lock:
             self._db.execute("BEGIN")
             try:
                 self._db.execute("DELETE FROM files WHERE repo_id = ?", (repo.repo_id,))
-                self._db.execute("INSERT OR REPLACE INTO repos VALUES (?,?,?,?,?,?,?,?,?,0,?,?)", row)
+                self._db.execute("INSERT OR REPLACE INTO repos VALUES (?,?,?,?,?,?,?,?,?,0,?,?,?)", row)
                 self._db.executemany("INSERT INTO files VALUES (?,?,?)", files)
                 self._db.execute("COMMIT")
             except BaseException:
@@ -196,6 +198,7 @@ def _inspection(row, records) -> RepoInspection:
         card_data=json.loads(row[6]),
         sizes=json.loads(row[7]),
         texts=json.loads(row[8]),
+        skipped_files=tuple((path, why) for path, why in json.loads(row[12])),
     )
 
 

@@ -50,6 +50,7 @@ class Prepared:
     proposals: tuple[Proposal, ...] = ()
     plan: RepoPlan | None = None
     held: Outcome | None = None  # a manners rule held the whole repo back: this says which
+    failures: tuple = ()  # proposals that could not be built (`bot.proposals.build.BuildFailure`)
 
 
 class Responder:

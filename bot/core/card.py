@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import yaml
 
+from bot.core.yaml_bounded import YamlTooLarge, load_yaml
+
 _FRONT_MATTER = re.compile(
     r"\A(?:\ufeff)?---[ \t]*\r?\n(?P<yaml>.*?)(?:\r?\n)?^---[ \t]*(?:\r?\n|\Z)", re.DOTALL | re.MULTILINE
 )
@@ -31,7 +33,9 @@ def parse_card(text: str) -> CardText:
         return CardText(text, None, {}, None, 0)
     yaml_text = found.group("yaml")
     try:
-        data = yaml.safe_load(yaml_text) if yaml_text.strip() else {}
+        data = load_yaml(yaml_text) if yaml_text.strip() else {}
+    except YamlTooLarge as error:
+        return CardText(text, yaml_text, {}, f"front matter is refused: {error}", found.end())
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 2})" if mark is not None else ""

@@ -210,6 +210,16 @@ _CODES = (
         "with per-family rules that lora-bot does not model, so `check` cannot say whether these modules "
         "apply: its verdict is `unknown` rather than a guess.",
     ),
+    FlagDoc(
+        FlagCode.PATTERN_UNCHECKED,
+        WARNING,
+        "a rank_pattern / alpha_pattern key was not evaluated",
+        "A key of `rank_pattern` or `alpha_pattern` is a regex lora-bot does not run: a backreference, a "
+        "lookaround, an inline flag, or a key too long or too large once its repeats are expanded. Such "
+        "regexes can take exponential time in a backtracking matcher (PEFT's own loader included). The "
+        "declared rank and alpha of the modules it could match are unknown, so lora-bot claims nothing "
+        "about them and proposes no config change, card or variant for the file.",
+    ),
 )
 
 CODES: dict[FlagCode, FlagDoc] = {c.code: c for c in _CODES}

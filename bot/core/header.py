@@ -15,8 +15,8 @@ import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-# The safetensors reference implementation refuses headers above 100 MB; so do we, before allocating.
-MAX_HEADER_BYTES = 100_000_000
+from bot.core.limits import MAX_HEADER_BYTES
+
 # Shapes and offsets are u64 in the format; a longer integer literal is corrupt, and refusing it by its digit
 # count keeps Python from building (or refusing with a bare ValueError) a 4,300-digit int.
 MAX_COUNT = 2**64

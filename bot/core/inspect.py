@@ -259,7 +259,19 @@ def _inspect_header(evidence: FileEvidence, header: SafetensorsHeader) -> FileIn
 
     found += _structure_flags(parsed, evidence, config)
     found += _rank_flags(parsed, reports, config, metadata, diffusers_configs, ranks)
-    found += _alpha_flags(alpha_declared, ranks, rank, parsed.format)
+    unchecked = (config.unchecked if config else ()) + tuple(
+        line for c in diffusers_configs.values() for line in c.unchecked
+    )
+    if unchecked:
+        found.append(
+            flag(
+                FlagCode.PATTERN_UNCHECKED,
+                f"{len(unchecked)} pattern key(s) not evaluated (first: {unchecked[0]}); the declared rank "
+                "and alpha of the modules they could match are unknown",
+            )
+        )
+    else:  # with a refused key, "no alpha declared" may be false: the key may declare it
+        found += _alpha_flags(alpha_declared, ranks, rank, parsed.format)
     found += _base_model_flags(base, parsed.modules)
     return FileInspection(
         path=evidence.path,
@@ -470,7 +482,8 @@ def _rank_flags(
     ]
     if config is not None and config.r is not None and parsed.format in ("peft", "diffusers"):
         declared_ranks = ((m, r, config.declared_rank(m.name)) for m, r in lora)
-        wrong = [(m, r, declared) for m, r, declared in declared_ranks if declared != r.rank]
+        # None: a refused pattern key decides (pattern-unchecked); the rank PEFT would build is unknown.
+        wrong = [(m, r, d) for m, r, d in declared_ranks if d is not None and d != r.rank]
         if wrong:
             module, report, declared = wrong[0]
             where = "rank_pattern" if declared != config.r else "r"
@@ -542,7 +555,8 @@ def _diffusers_rank_flags(lora, configs: Mapping[str, PeftConfig]) -> list[Flag]
     wrong = []
     for module, report in lora:
         config, inner = _diffusers_config_for(configs, module.name)
-        if config is not None and config.r is not None and config.declared_rank(inner) != report.rank:
+        declared = config.declared_rank(inner) if config is not None and config.r is not None else None
+        if declared is not None and declared != report.rank:
             wrong.append((module, report, config, inner))
     if not wrong:
         return []

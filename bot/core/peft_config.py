@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from bot.core.limits import MAX_RANK
+from bot.core.patterns import UNKNOWN, PatternTable
 
 PEFT_PREFIX = "base_model.model."
 
@@ -32,12 +34,18 @@ class PeftConfig:
     modules_to_save: tuple[str, ...] = ()
     target_modules: tuple[str, ...] | str | None = None
     peft_type: str | None = None
+    # Pattern keys lora-bot refuses to run (see bot.core.patterns), as "rank_pattern key '…': why" lines.
+    # A module such a key could match has an unknown declared rank/alpha: the lookups return None for it.
+    unchecked: tuple[str, ...] = ()
+    rank_table: PatternTable | None = field(default=None, compare=False, repr=False)
+    alpha_table: PatternTable | None = field(default=None, compare=False, repr=False)
 
     def declared_rank(self, module: str) -> int | None:
-        return _lookup(self.rank_pattern, peft_module_key(module), self.r)
+        """The rank PEFT builds for the module; None when no value applies or a refused key comes first."""
+        return _lookup(self.rank_table, self.rank_pattern, peft_module_key(module), self.r)
 
     def declared_alpha(self, module: str) -> float | None:
-        return _lookup(self.alpha_pattern, peft_module_key(module), self.lora_alpha)
+        return _lookup(self.alpha_table, self.alpha_pattern, peft_module_key(module), self.lora_alpha)
 
 
 def peft_module_key(module: str) -> str:
@@ -45,19 +53,24 @@ def peft_module_key(module: str) -> str:
     return module[len(PEFT_PREFIX) :] if module.startswith(PEFT_PREFIX) else module
 
 
-def _pattern_matches(pattern: str, key: str) -> bool:
-    # PEFT ≥ 0.14 matches `(.*\.)?pattern$`; a bad regex in someone's config must not crash a scan.
-    try:
-        return re.match(rf"(.*\.)?({pattern})$", key) is not None
-    except re.error:
-        return pattern == key
+def _lookup(table: PatternTable | None, patterns: Mapping[str, float], key: str, default):
+    """PEFT's `get_pattern_key`: the first key, in the config's order, matching `(.*\\.)?(key)$`."""
+    if not patterns:
+        return default
+    table = table or PatternTable(patterns)
+    found = table.first_match(key)
+    if found is UNKNOWN:
+        return None  # a refused key might match: what PEFT would use is unknown
+    return default if found is None else patterns[table.keys[found]]
 
 
-def _lookup(patterns: Mapping[str, float], key: str, default):
-    for pattern, value in patterns.items():
-        if _pattern_matches(pattern, key):
-            return value
-    return default
+def refused_keys(table: PatternTable, name: str) -> tuple[str, ...]:
+    found = []
+    for index, why in table.refused.items():
+        pattern = table.keys[index]
+        shown = pattern if len(pattern) <= 60 else pattern[:57] + "..."
+        found.append(f"{name} key {shown!r}: {why}")
+    return tuple(found)
 
 
 def _is_finite(value: int | float) -> bool:
@@ -76,6 +89,10 @@ def _number(value: object, name: str, integer: bool = False):
         raise ConfigError(f"adapter_config.json: {name} must be a finite number, got {value!r}")
     if integer and (int(value) != value or value <= 0):
         raise ConfigError(f"adapter_config.json: {name} must be a positive integer, got {value!r}")
+    if integer and value > MAX_RANK:
+        raise ConfigError(
+            f"adapter_config.json: {name} is {value!r}, beyond any buildable rank (> {MAX_RANK:,})"
+        )
     return int(value) if integer else float(value)
 
 
@@ -110,17 +127,23 @@ def config_from_mapping(raw: Mapping) -> PeftConfig:
     )
     modules_to_save = raw.get("modules_to_save") or ()
     target = raw.get("target_modules")
+    rank_pattern = _patterns(raw.get("rank_pattern"), "rank_pattern", integer=True)
+    alpha_pattern = _patterns(raw.get("alpha_pattern"), "alpha_pattern", integer=False)
+    rank_table, alpha_table = PatternTable(rank_pattern), PatternTable(alpha_pattern)
     return PeftConfig(
         raw=raw,
         r=None if r is None else _number(r, "r", integer=True),
         lora_alpha=None if alpha is None else _number(alpha, "lora_alpha"),
-        rank_pattern=_patterns(raw.get("rank_pattern"), "rank_pattern", integer=True),
-        alpha_pattern=_patterns(raw.get("alpha_pattern"), "alpha_pattern", integer=False),
+        rank_pattern=rank_pattern,
+        alpha_pattern=alpha_pattern,
         use_rslora=bool(raw.get("use_rslora", False)),
         use_dora=bool(raw.get("use_dora", False)),
         modules_to_save=tuple(str(m) for m in modules_to_save) if isinstance(modules_to_save, list) else (),
         target_modules=tuple(target) if isinstance(target, list) else target,
         peft_type=raw.get("peft_type"),
+        unchecked=refused_keys(rank_table, "rank_pattern") + refused_keys(alpha_table, "alpha_pattern"),
+        rank_table=rank_table,
+        alpha_table=alpha_table,
     )
 
 

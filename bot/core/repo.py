@@ -40,6 +40,9 @@ class RepoSnapshot:
     card_data: Mapping = field(default_factory=dict)
     texts: Mapping[str, str] = field(default_factory=dict)  # README.md and adapter_config.json files read
     sizes: Mapping[str, int | None] = field(default_factory=dict)  # every file of the repo at `sha`
+    # Files left out, each with its reason (an unsafe name, a card or config over the size cap or not UTF-8,
+    # a file the reader could not make sense of): each costs only itself, the repo's other files count.
+    skipped_files: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -53,14 +56,18 @@ class RepoInspection:
     card_data: Mapping = field(default_factory=dict)
     texts: Mapping[str, str] = field(default_factory=dict)
     sizes: Mapping[str, int | None] = field(default_factory=dict)
+    skipped_files: tuple[tuple[str, str], ...] = ()
 
     def to_json(self) -> dict:
-        return {
+        found = {
             "repo_id": self.repo_id,
             "sha": self.sha,
             "files": [f.to_json() for f in self.files],
             "error": self.error,
         }
+        if self.skipped_files:
+            found["skipped_files"] = [{"path": p, "reason": r} for p, r in self.skipped_files]
+        return found
 
 
 def inspect_repo(snapshot: RepoSnapshot) -> RepoInspection:
@@ -75,4 +82,5 @@ def inspect_repo(snapshot: RepoSnapshot) -> RepoInspection:
         card_data=snapshot.card_data,
         texts=snapshot.texts,
         sizes=snapshot.sizes,
+        skipped_files=snapshot.skipped_files,
     )

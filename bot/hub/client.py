@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -153,8 +154,59 @@ def is_loopback(endpoint: str) -> bool:
         return False
 
 
+class TokenError(ValueError):
+    """The token cannot be sent as given; the message never contains it."""
+
+
+_secrets_lock = threading.Lock()
+_SECRETS: set[str] = set()
+# What a credential looks like in someone else's error text: an Authorization value, a Hub token.
+_CREDENTIAL_PATTERNS = (
+    (re.compile(r"(?i)\b(bearer)\s+[^\s'\",;]+"), r"\1 ***"),
+    (re.compile(r"\bhf_[A-Za-z0-9_]{6,}"), "hf_***"),
+)
+
+
+def clean_token(token: str | None) -> str | None:
+    """The token as the Hub expects it: surrounding whitespace dropped (a file written by `echo` ends with a
+    newline; sent as is, the HTTP layer fails with the token in its message, and every retry fails the same
+    way). Whitespace or control characters inside it, or a non-ASCII character, cannot be sent: refused."""
+    if token is None:
+        return None
+    cleaned = token.strip()
+    with _secrets_lock:
+        if token:
+            _SECRETS.add(token)
+        if cleaned:
+            _SECRETS.add(cleaned)
+    if not cleaned:
+        return None
+    if any(ord(c) <= 32 or ord(c) >= 127 for c in cleaned):
+        raise TokenError(
+            "the Hub token contains whitespace, a control character or a non-ASCII character; "
+            "check the token's value (it is not shown here)"
+        )
+    return cleaned
+
+
+def scrub(text: str) -> str:
+    """`text` with every token this process was given, and anything shaped like a credential, replaced."""
+    with _secrets_lock:
+        secrets = sorted(_SECRETS, key=len, reverse=True)
+    for secret in secrets:
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
+    for pattern, replacement in _CREDENTIAL_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
 def make_api(endpoint: str | None, token: str | None, timeout: float = 60.0) -> HfApi:
-    """An HfApi for `endpoint`. A loopback endpoint is the sandbox Hub, which speaks LFS, not Xet."""
+    """An HfApi for `endpoint`. A loopback endpoint is the sandbox Hub, which speaks LFS, not Xet.
+
+    The token is cleaned (see `clean_token`) before any request, and remembered so `scrub` removes it from
+    every error text lora-bot prints or writes."""
+    token = clean_token(token)
     configure_session(timeout)
     endpoint = (endpoint or constants.ENDPOINT or DEFAULT_ENDPOINT).rstrip("/")
     if is_loopback(endpoint):
@@ -190,6 +242,8 @@ class RetryPolicy:
             advised = _advised_wait(response.headers) if response is not None else None
             if advised is not None:
                 return advised if advised <= self.max_wait else None
+        elif isinstance(error, httpx2.LocalProtocolError):
+            return None  # the request itself cannot be sent (an illegal header value): no retry can help
         elif not isinstance(error, (httpx2.TransportError, TimeoutError, ConnectionError)):
             return None
         backoff = self.base_wait * (2 ** (attempt - 1))
@@ -238,8 +292,22 @@ def with_retries(
             attempt += 1
 
 
+def is_transient(error: BaseException) -> bool:
+    """A failure of the Hub or the network (worth trying again next run), not of the repo's content."""
+    return isinstance(error, (HfHubHTTPError, httpx2.TransportError, TimeoutError, ConnectionError))
+
+
 def describe_error(error: BaseException) -> str:
     """One line for a report: the HTTP status and the server's message, never a token or a traceback."""
+    return scrub(_one_line(_describe(error)))
+
+
+def _one_line(text: str) -> str:
+    line = text.splitlines()[0] if text.strip() else text
+    return "".join(c if c.isprintable() else " " for c in line)[:500]
+
+
+def _describe(error: BaseException) -> str:
     if isinstance(error, HfHubHTTPError):
         response = getattr(error, "response", None)
         status = getattr(response, "status_code", "?")

@@ -13,13 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 
 from bot.config import ProposalsConfig
 from bot.core.card import parse_card
 from bot.core.flags import CODES, ERROR
 from bot.core.inspect import FileInspection
+from bot.core.limits import MAX_CARD_BYTES
 from bot.core.peft_config import ConfigError, parse_peft_config, peft_module_key
 from bot.core.selection import CARD_NAME, select_candidates
 from bot.proposals import card as card_edit
@@ -66,6 +67,8 @@ def fixed_config_text(old_text: str, inspection: FileInspection) -> tuple[str, d
         config = parse_peft_config(old_text)
     except ConfigError:
         return None
+    if config.unchecked:
+        return None  # a refused pattern key: what PEFT declares for some modules is unknown
     lora = [m for m in inspection.modules if m.rank is not None and m.kind in ("lora", "lora-tucker")]
     if not lora or config.r is None or all(config.declared_rank(m.name) == m.rank for m in lora):
         return None
@@ -77,6 +80,12 @@ def fixed_config_text(old_text: str, inspection: FileInspection) -> tuple[str, d
         raw["rank_pattern"] = pattern
     new_text = _minimal_json_edit(old_text, config.raw, raw)
     check = parse_peft_config(new_text)
+    written = json.loads(new_text)
+    # PEFT wants an int `r` (a float `8.0` fails its checks): the written value must be the int itself.
+    if type(written.get("r")) is not int or any(
+        type(v) is not int for v in (written.get("rank_pattern") or {}).values()
+    ):
+        return None
     if any(check.declared_rank(m.name) != m.rank for m in lora):
         return None  # never propose a config we could not verify
     return new_text, {"r": new_r, "rank_pattern": pattern}
@@ -85,7 +94,13 @@ def fixed_config_text(old_text: str, inspection: FileInspection) -> tuple[str, d
 def _minimal_json_edit(old_text: str, old: Mapping, new: Mapping) -> str:
     """Change only `"r": N` in place when that is all; otherwise re-serialise in the file's own indent."""
     if {k for k in new if new.get(k) != old.get(k)} == {"r"}:
-        edited, count = re.subn(r'("r"\s*:\s*)\d+', lambda m: f"{m.group(1)}{new['r']}", old_text, count=1)
+        # The whole number token: `8.0` or `8e0` replaced by `4`, never left as `4.0`.
+        edited, count = re.subn(
+            r'("r"\s*:\s*)-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?',
+            lambda m: f"{m.group(1)}{new['r']}",
+            old_text,
+            count=1,
+        )
         if count == 1 and json.loads(edited) == new:
             return edited
     indent_match = re.search(r'\n([ \t]+)"', old_text)
@@ -153,8 +168,14 @@ def known_base(files: tuple[FileInspection, ...]) -> str | None:
 
 def card_proposal(facts: RepoFacts) -> Proposal | None:
     inspected = tuple(f for f in facts.files if f.format != "unknown")
-    if not inspected or any(FlagCode.BASE_MODEL_MISMATCH in f.codes() for f in inspected):
-        return None  # nothing to describe, or a contradiction the owner must settle (flags discussion)
+    if not inspected or any(
+        FlagCode.BASE_MODEL_MISMATCH in f.codes() or FlagCode.PATTERN_UNCHECKED in f.codes()
+        for f in inspected
+    ):
+        # nothing to describe, a contradiction the owner must settle (flags discussion), or ranks/alphas unknown
+        return None
+    if CARD_NAME in facts.paths and CARD_NAME not in facts.texts:
+        return None  # the card exists but was not read whole and exactly: it is never rewritten
     old_text = facts.texts.get(CARD_NAME)
     if old_text is not None and parse_card(old_text).error:
         return None  # flagged as card-invalid, never rewritten
@@ -164,7 +185,7 @@ def card_proposal(facts: RepoFacts) -> Proposal | None:
     if additions.empty:
         return None
     new_text = card_edit.apply_additions(old_text, additions, facts.repo_id)
-    if new_text is None or new_text == old_text:
+    if new_text is None or new_text == old_text or len(new_text.encode("utf-8")) > MAX_CARD_BYTES:
         return None
     added = [code_span(f"{k}: {v}") for k, v in additions.keys.items()]
     added += [f"tag {code_span(t)}" for t in additions.tags]
@@ -260,25 +281,61 @@ def flags_proposal(facts: RepoFacts, fixed: set[tuple[str, str]] = frozenset()) 
 # ------------------------------------------------------------------------------------------ all
 
 
-def build_proposals(
+@dataclass(frozen=True)
+class BuildFailure:
+    """One proposal that could not be built: it costs only itself, and the report says why."""
+
+    kind: ProposalKind
+    about: str  # the file it was about (README.md, the weights file), or "repo"
+    error: BaseException = field(compare=False)
+
+
+@dataclass(frozen=True)
+class BuiltProposals:
+    proposals: tuple[Proposal, ...]
+    failures: tuple[BuildFailure, ...] = ()
+
+
+def build_repo_proposals(
     facts: RepoFacts, policy: ProposalsConfig, metadata_builder=None, variant_builder=None
-) -> list[Proposal]:
+) -> BuiltProposals:
     """Every proposal for one repo, in the order they appear in a grouped PR; the flags discussion last.
 
-    The two builders download weights (bot.proposals.metadata, bot.proposals.variants); the rest is pure."""
+    Each builder runs per file (card and flags per repo), and an exception in one becomes that proposal's
+    `BuildFailure`: one odd file or one unbuildable change never costs the repo its other proposals.
+    The two weight builders download (bot.proposals.metadata, bot.proposals.variants); the rest is pure."""
     proposals: list[Proposal | None] = []
+    failures: list[BuildFailure] = []
+
+    def attempt(kind: ProposalKind, about: str, build: Callable[[], list]) -> None:
+        try:
+            proposals.extend(build())
+        except Exception as error:  # noqa: BLE001 — reported as this proposal's outcome
+            failures.append(BuildFailure(kind, about, error))
+
     if policy.config_fix:
-        proposals += [config_fix_proposal(facts, item) for item in facts.files]
+        for item in facts.files:
+            attempt(ProposalKind.CONFIG_FIX, item.path, lambda item=item: [config_fix_proposal(facts, item)])
         if metadata_builder is not None:
-            proposals += metadata_builder(facts)
+            for item in facts.files:  # the weight builders walk facts.files: one file at a time
+                alone = replace(facts, files=(item,))
+                attempt(ProposalKind.METADATA_FIX, item.path, lambda alone=alone: metadata_builder(alone))
     if policy.card:
-        proposals.append(card_proposal(facts))
+        attempt(ProposalKind.CARD, CARD_NAME, lambda: [card_proposal(facts)])
     if policy.variants and variant_builder is not None:
-        proposals += variant_builder(facts)
+        for item in facts.files:
+            alone = replace(facts, files=(item,))
+            attempt(ProposalKind.VARIANT, item.path, lambda alone=alone: variant_builder(alone))
     built = [p for p in proposals if p is not None]
     if policy.flag_discussions:
         fixed = {fix for p in built for fix in p.fixes}
-        flag_discussion = flags_proposal(facts, fixed)
-        if flag_discussion is not None:
-            built.append(flag_discussion)
-    return built
+        attempt(ProposalKind.FLAGS, "repo", lambda: [flags_proposal(facts, fixed)])
+        built = [p for p in proposals if p is not None]
+    return BuiltProposals(tuple(built), tuple(failures))
+
+
+def build_proposals(
+    facts: RepoFacts, policy: ProposalsConfig, metadata_builder=None, variant_builder=None
+) -> list[Proposal]:
+    """The proposals `build_repo_proposals` could build (its failures are the proposal stage's to report)."""
+    return list(build_repo_proposals(facts, policy, metadata_builder, variant_builder).proposals)

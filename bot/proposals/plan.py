@@ -193,3 +193,19 @@ def holding(threads: list[BotThread], members: tuple[Proposal, ...], pull_reques
         if all(m.key in thread.keys and thread.base_of(m.key) == m.base for m in members):
             return thread
     return None
+
+
+def duplicates(threads: list[BotThread]) -> list[tuple[int, int]]:
+    """(newer, older) pairs of open threads of the same type where the older already proposes every key of
+    the newer: what two racing runs leave behind. The newer one is the duplicate, whichever run sees it, so
+    two runs converging at once pick the same thread to close and never close both."""
+    found = []
+    live = sorted((t for t in threads if t.is_open and t.keys), key=lambda t: t.number)
+    for index, newer in enumerate(live):
+        older = next(
+            (t for t in live[:index] if t.is_pull_request == newer.is_pull_request and newer.keys <= t.keys),
+            None,
+        )
+        if older is not None:
+            found.append((newer.number, older.number))
+    return found

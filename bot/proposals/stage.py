@@ -7,6 +7,7 @@ A live run publishes on the Hub; a dry run's publisher only says what it would d
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import tempfile
@@ -23,10 +24,10 @@ from bot.conversation.act import Prepared, Responder, carry_out
 from bot.conversation.talk import Owners, apply_pending, read_conversation
 from bot.core.repo import RepoInspection
 from bot.core.selection import CARD_NAME
-from bot.hub.client import RetryPolicy, describe_error, with_retries
+from bot.hub.client import RetryPolicy, describe_error, is_transient, with_retries
 from bot.hub.download import Downloader
 from bot.manners import MannersFile, cooling_down, listed, opted_in
-from bot.proposals.build import RepoFacts, build_proposals
+from bot.proposals.build import BuildFailure, RepoFacts, build_repo_proposals
 from bot.proposals.metadata import MetadataFixBuilder
 from bot.proposals.model import Outcome
 from bot.proposals.plan import plan_repo
@@ -34,7 +35,7 @@ from bot.proposals.variants import VariantBuilder
 from bot.publish.dry_run import DryRunPublisher
 from bot.publish.hub import HubPublisher
 from bot.publish.interface import PrBudget, Publisher
-from bot.sources.hub import RemoteReader
+from bot.sources.hub import RemoteReader, TextRefused
 from bot.vocab import UNFINISHED, ProposalKind, Status
 
 
@@ -57,14 +58,22 @@ def enabled_kinds(config: Config) -> frozenset[str]:
 
 
 def facts_of(
-    repo: RepoInspection, read_text: Callable[[str, str, str], str] | None = None, card: bool = True
-) -> RepoFacts:
+    repo: RepoInspection, read_text: Callable[..., str] | None = None, card: bool = True
+) -> tuple[RepoFacts, tuple[BuildFailure, ...]]:
     """The builders' view of a repo, with the texts inspection read. README.md is not read by inspection
-    when the listing carried the card's metadata: a card proposal needs its text, so it is read here, once."""
+    when the listing carried the card's metadata: a card proposal needs its text, so it is read here, once.
+    A card that cannot be read whole and exactly (too big, not UTF-8) stays out of `texts`, so it is never
+    rewritten, and the refusal is the card proposal's failure, for the report."""
     texts = dict(repo.texts)
+    failures: tuple[BuildFailure, ...] = ()
     if card and read_text is not None and CARD_NAME in repo.sizes and CARD_NAME not in texts:
-        texts[CARD_NAME] = read_text(repo.repo_id, CARD_NAME, repo.sha)
-    return RepoFacts(repo.repo_id, repo.sha, repo.files, texts, dict(repo.card_data), tuple(repo.sizes))
+        try:
+            texts[CARD_NAME] = read_text(repo.repo_id, CARD_NAME, repo.sha, repo.sizes.get(CARD_NAME))
+        except TextRefused as error:
+            failures = (BuildFailure(ProposalKind.CARD, CARD_NAME, error),)
+
+    facts = RepoFacts(repo.repo_id, repo.sha, repo.files, texts, dict(repo.card_data), tuple(repo.sizes))
+    return facts, failures
 
 
 def run_proposals(
@@ -152,8 +161,10 @@ def run_proposals(
                 plans = [pool.submit(prepare, repo) for repo in chunk]
                 for repo, future in zip(chunk, plans, strict=True):
                     try:
-                        done = carry_out(
-                            future.result(),
+                        prepared = future.result()
+                        done = [_unbuilt(repo, failure) for failure in prepared.failures]
+                        done += carry_out(
+                            prepared,
                             publisher,
                             responder,
                             budget,
@@ -231,10 +242,32 @@ def _prepare(
         if variant_builder is not None
         else None
     )
-    facts = facts_of(repo, reader.read_text, card=policy.card)
-    proposals = build_proposals(facts, policy, metadata_builder, variants)
-    plan = plan_repo(proposals, apply_pending(threads, conversation), policy.title_prefix, kinds)
-    return Prepared(repo, tuple(threads), conversation, tuple(proposals), plan)
+    facts, unread = facts_of(repo, reader.read_text, card=policy.card)
+    built = build_repo_proposals(facts, policy, metadata_builder, variants)
+    built = dataclasses.replace(built, failures=unread + built.failures)
+    failed_kinds = {f.kind for f in built.failures}
+    # An open PR of a kind that failed to build this run is not "no longer needed": it is left alone, like a
+    # kind switched off; a findings discussion is never closed as resolved on a failed build.
+    plan = plan_repo(
+        list(built.proposals), apply_pending(threads, conversation), policy.title_prefix, kinds - failed_kinds
+    )
+    if ProposalKind.FLAGS in failed_kinds:
+        plan = dataclasses.replace(plan, flags_thread=None)
+    return Prepared(repo, tuple(threads), conversation, tuple(built.proposals), plan, failures=built.failures)
+
+
+def _unbuilt(repo: RepoInspection, failure: BuildFailure) -> Outcome:
+    """A proposal that could not be built. A Hub failure (a download) is tried again next run and holds the
+    watermark; anything else is about the repo's files and would fail the same way next run."""
+    status = Status.FAILED if is_transient(failure.error) else Status.UNBUILDABLE
+    return Outcome(
+        repo.repo_id,
+        failure.kind,
+        status,
+        f"{failure.kind} for {failure.about}",
+        (),
+        detail=f"not built: {describe_error(failure.error)}",
+    )
 
 
 def _failed(repo: RepoInspection, error: BaseException) -> Outcome:

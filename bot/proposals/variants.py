@@ -17,6 +17,7 @@ from pathlib import Path
 
 from bot.config import VariantPolicy
 from bot.core.inspect import FileInspection, inspect_evidence
+from bot.core.limits import MAX_VARIANT_BYTES
 from bot.core.peft_config import ConfigError, parse_peft_config
 from bot.core.selection import CONFIG_NAME
 from bot.hub.download import Downloader
@@ -37,6 +38,7 @@ BLOCKING = {
     FlagCode.NOT_AN_ADAPTER,
     FlagCode.PICKLE_ONLY,
     FlagCode.CONFIG_INVALID,
+    FlagCode.PATTERN_UNCHECKED,
 }
 
 
@@ -80,7 +82,7 @@ def targets_for(
         if rank != item.rank and (single_rank or rank < item.rank)
     ]
     if not by_policy:
-        return asked
+        return _within_cap(item, asked, policy)
     found = []
     if item.rank > policy.reduce_above_rank and policy.reduce_to_rank < item.rank:
         found.append(Target(policy.reduce_to_rank, "reduce"))
@@ -88,7 +90,21 @@ def targets_for(
     if policy.pad_to_declared_rank and declared and declared > item.rank and single_rank:
         found.append(Target(declared, "pad"))
     ranks = {t.rank for t in found}
-    return found + [t for t in asked if t.rank not in ranks]
+    return _within_cap(item, found + [t for t in asked if t.rank not in ranks], policy)
+
+
+def _within_cap(item: FileInspection, targets: list[Target], policy: VariantPolicy) -> list[Target]:
+    cap = min(policy.max_variant_bytes, MAX_VARIANT_BYTES)
+    # Checked before anything is downloaded or built: a declared r of 4096 must not write 3 GB to find out.
+    return [t for t in targets if estimated_variant_bytes(item, t.rank) <= cap]
+
+
+def estimated_variant_bytes(item: FileInspection, rank: int) -> int:
+    """The variant's size from the header alone: the factors scale with the rank (every module of a
+    resizable file is a rank-r product), so size × new rank / rank, with room for the header."""
+    if item.size is None or not item.rank:
+        return 0 if item.size is None else item.size
+    return item.size * rank // item.rank + (item.header_bytes or 0)
 
 
 def variant_path(item: FileInspection, rank: int) -> str:

@@ -15,9 +15,9 @@ from huggingface_hub import CommitOperationAdd, HfApi
 
 from bot.hub.client import RetryPolicy, describe_error, with_retries
 from bot.proposals.model import Outcome, Proposal, Submission
-from bot.proposals.plan import BotThread, bot_thread, holding
+from bot.proposals.plan import BotThread, bot_thread, duplicates, holding
 from bot.publish.interface import PrBudget, Publisher, closing
-from bot.report.bodies import close_note, flags_update_comment
+from bot.report.bodies import close_note, duplicate_note, flags_update_comment
 from bot.vocab import ProposalKind, Status
 
 log = logging.getLogger(__name__)
@@ -141,6 +141,23 @@ class HubPublisher(HubThreadsPublisher):
             return replace(proposed, status=Status.FAILED, detail=describe_error(error))
         log.info("%s: updated discussion #%d", repo_id, thread.number)
         return replace(proposed, status=Status.UPDATED, url=thread.url, number=thread.number)
+
+    def converge(self, repo_id: str) -> list[Outcome]:
+        try:
+            threads = self.threads(repo_id)
+        except Exception as error:  # noqa: BLE001 — the next run converges instead
+            log.info("%s: threads not read again after writing: %s", repo_id, describe_error(error))
+            return []
+        outcomes = []
+        for newer, older in duplicates(threads):
+            log.info("%s: #%d duplicates #%d (a concurrent run); closing #%d", repo_id, newer, older, newer)
+            kind = (
+                ProposalKind.PR
+                if next(t for t in threads if t.number == newer).is_pull_request
+                else ProposalKind.FLAGS
+            )
+            outcomes.append(self.close(repo_id, newer, duplicate_note(older), Status.DUPLICATE_CLOSED, kind))
+        return outcomes
 
     def close(self, repo_id: str, number: int, comment: str, status: Status, kind: ProposalKind) -> Outcome:
         done = closing(repo_id, number, status, kind)

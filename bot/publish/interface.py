@@ -50,6 +50,10 @@ class Publisher(ABC):
     def close(self, repo_id: str, number: int, comment: str, status: Status, kind: ProposalKind) -> Outcome:
         """Close a thread with a note; `status` says why (superseded, closed-stale, resolved)."""
 
+    def converge(self, repo_id: str) -> list[Outcome]:
+        """After this run's writes: close what a concurrent run duplicated (nothing to do by default)."""
+        return []
+
 
 def closing(repo_id: str, number: int, status: Status, kind: ProposalKind) -> Outcome:
     return Outcome(repo_id, kind, status, f"close #{number}", (), number=number)
@@ -68,6 +72,10 @@ def publish_plan(
     if plan.pull_request is not None:
         outcomes += _pull_request(plan.pull_request, publisher, budget)
     outcomes += _flags(repo_id, plan, publisher, title_prefix)
+    # The re-check before each write cannot close the race between two runs (both check, then both write):
+    # after writing, the Hub state converges instead, to one open thread per change.
+    if any(o.status == Status.OPENED for o in outcomes):
+        outcomes += publisher.converge(repo_id)
     return outcomes
 
 

@@ -123,6 +123,13 @@ def close_note(replacement: int) -> str:
     return f"Superseded by #{replacement}: the repo changed since this PR was opened, so lora-bot rebuilt it."
 
 
+def duplicate_note(original: int) -> str:
+    return (
+        f"Duplicate of #{original}, which proposes the same change: two lora-bot runs overlapped. "
+        "Closing this one; nothing else changes."
+    )
+
+
 def resolved_note(discussion: bool = False) -> str:
     what = "these findings" if discussion else "the changes this PR proposed"
     return (

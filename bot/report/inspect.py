@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 from bot.core.inspect import FileInspection
-from bot.report.text import rank_counts
+from bot.report.text import json_text, rank_counts, terminal_line
 
 _SEVERITY_MARK = {"error": "E", "warning": "W", "info": "i"}
 
@@ -57,11 +56,11 @@ def render_inspections_text(inspections: Sequence[FileInspection]) -> str:
             lines.append(f"  {_SEVERITY_MARK[found.severity]} {found.code}: {found.message}")
         if not item.flags:
             lines.append("  ok: no findings")
-        blocks.append("\n".join(lines))
+        blocks.append("\n".join(terminal_line(line) for line in lines))
     if not blocks:
         return "no LoRA files found"
     return "\n\n".join(blocks)
 
 
 def render_inspections_json(inspections: Sequence[FileInspection], with_modules: bool = False) -> str:
-    return json.dumps({"files": [i.to_json(with_modules) for i in inspections]}, indent=2)
+    return json_text({"files": [i.to_json(with_modules) for i in inspections]})

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
-from bot.report.text import human_size, rank_counts
+from bot.report.text import human_size, json_text, rank_counts
 from bot.resize.engine import ResizeReport
 
 # Big files (SDXL has ~700 modules) show only the modules that lost the most; --json has them all.
@@ -52,4 +50,4 @@ def render_resize_text(report: ResizeReport) -> str:
 
 
 def render_resize_json(report: ResizeReport) -> str:
-    return json.dumps(report.to_json(), indent=2)
+    return json_text(report.to_json())

@@ -9,7 +9,7 @@ from dataclasses import replace
 from bot.core.inspect import FileInspection
 from bot.report.bodies import preview
 from bot.report.inspect import alpha_text, base_text, ranks_text, render_inspections_text
-from bot.report.text import escape_markdown
+from bot.report.text import escape_markdown, terminal_line, terminal_text
 from bot.vocab import Status
 
 
@@ -91,6 +91,11 @@ def scan_report_markdown(result) -> str:
                 )
         lines.append("")
     lines += _unread_and_skipped([(r.repo_id, r.error) for r in failed], result.skipped)
+    left_out = [(r.repo_id, path, reason) for r in result.repos for path, reason in r.skipped_files]
+    if left_out:
+        lines += ["## Files left out", "", "| repo | file | reason |", "|---|---|---|"]
+        lines += [f"| {_md(repo_id)} | {_md(path)} | {_md(reason)} |" for repo_id, path, reason in left_out]
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 
@@ -115,7 +120,8 @@ def render_scan_text(result) -> str:
         header = f"== {repo.repo_id} @ {(repo.sha or '?')[:10]}"
         if repo.error:
             header += f"  (error: {repo.error})"
-        parts.append(header)
+        parts.append(terminal_line(header))
+        parts += [terminal_line(f"  skipped {path}: {reason}") for path, reason in repo.skipped_files]
         if repo.files:
             parts.append(render_inspections_text([_prefixed(repo.repo_id, f) for f in repo.files]))
     if result.outcomes:
@@ -124,11 +130,13 @@ def render_scan_text(result) -> str:
             where = f" {outcome.url}" if outcome.url else ""
             detail = f" ({outcome.detail})" if outcome.detail else ""
             parts.append(
-                f"{outcome.status:<16} {outcome.kind:<10} {outcome.repo_id}: {outcome.title}{where}{detail}"
+                terminal_line(
+                    f"{outcome.status:<16} {outcome.kind:<10} {outcome.repo_id}: {outcome.title}{where}{detail}"
+                )
             )
         for outcome in result.outcomes:
             if result.dry_run and outcome.submission is not None and outcome.status.startswith("would"):
-                parts.append("\n" + preview(outcome.submission))
+                parts.append("\n" + terminal_text(preview(outcome.submission)))
     counts = _severity_counts(result)
     parts.append(
         f"\n{result.stats.repos} repos, {result.stats.files} files, {counts['error']} errors, "

@@ -7,6 +7,8 @@ identifiers (file names, module names, repo ids), which read best as code and ca
 from __future__ import annotations
 
 import html
+import json
+import math
 import re
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
@@ -49,3 +51,35 @@ def human_size(size: float) -> str:
 def rank_counts(ranks) -> str:
     """A rank histogram for terminals: `8×3, 4×2` (rank × modules), lowest rank first."""
     return ", ".join(f"{rank}×{count}" for rank, count in sorted(ranks.items()))
+
+
+def terminal_line(text: str) -> str:
+    """One line safe for a terminal or a CI log: every non-printable character (ESC, CR, BEL, NUL, line
+    breaks, bidi overrides) shown as an escape, so a file or tensor name cannot move the cursor, recolour
+    the screen or start a line of its own (a `::error::` workflow command in a GitHub log)."""
+    return "".join(c if c.isprintable() else _escaped(c) for c in str(text))
+
+
+def terminal_text(text: str) -> str:
+    """`terminal_line` for each line of text we laid out ourselves."""
+    return "\n".join(terminal_line(line) for line in str(text).split("\n"))
+
+
+def _escaped(c: str) -> str:
+    code = ord(c)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def json_text(value, indent: int | None = 2) -> str:
+    """Strict JSON: NaN and ±Infinity (a header can declare them) become null, which every parser reads."""
+    return json.dumps(_finite(value), indent=indent, allow_nan=False)
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

@@ -27,6 +27,8 @@ from typing import BinaryIO
 
 import yaml
 
+from bot.core.yaml_bounded import load_yaml
+
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".ckpt", ".pth", ".gguf")
 LFS_SIZE_THRESHOLD = 10 * 1024 * 1024
 SAMPLE_SIZE = 512
@@ -331,7 +333,7 @@ def parse_card_data(readme: str) -> dict | None:
     if not match:
         return None
     try:
-        data = yaml.safe_load(match.group(1))
+        data = load_yaml(match.group(1))
     except yaml.YAMLError:
         return None
     return data if isinstance(data, dict) else None
@@ -343,7 +345,7 @@ def validate_card(readme: str) -> list[str]:
     if not match:
         return []
     try:
-        data = yaml.safe_load(match.group(1))
+        data = load_yaml(match.group(1))
     except yaml.YAMLError as error:
         return [f"Invalid YAML in the metadata: {error}".replace("\n", " ")]
     if data is not None and not isinstance(data, dict):

@@ -26,12 +26,12 @@ from bot.core.header import (
     scalar_names,
 )
 from bot.core.inspect import FileEvidence
+from bot.core.limits import MAX_TEXT_BYTES
 from bot.core.repo import RepoRef, RepoSnapshot
 from bot.core.selection import CARD_NAME, is_safe_repo_path, select_candidates
-from bot.hub.client import RetryPolicy, describe_error, session, with_retries
+from bot.hub.client import RetryPolicy, describe_error, is_transient, session, with_retries
 
 FIRST_READ = 100_000  # bytes of the first range read, as huggingface_hub reads them
-MAX_TEXT_BYTES = 1_000_000  # adapter_config.json and README.md are read up to this many bytes
 # Several ranges in one request: a server that ignores Range sends the file from byte 0; past this, give up.
 MAX_IGNORED_RANGE_READ = 16_000_000
 # Longest Range header value sent: nginx and Apache refuse a header line above 8 KB by default. A kohya
@@ -41,6 +41,10 @@ MAX_RANGE_HEADER = 7_900
 
 class RangeReadError(OSError):
     """The server's answer to a range read is unusable: a failure of the read, not of the file."""
+
+
+class TextRefused(ValueError):
+    """A README.md or adapter_config.json that cannot be read whole and exactly: too large, or not UTF-8."""
 
 
 @dataclass(frozen=True)
@@ -115,9 +119,18 @@ class RemoteReader:
             self.policy, lambda: get_hf_file_metadata(url, token=self.api.token, endpoint=self.api.endpoint)
         ).size
 
-    def read_text(self, repo_id: str, path: str, revision: str) -> str:
-        response = self._get(repo_id, path, revision, limit=MAX_TEXT_BYTES)
-        return response.content.decode("utf-8", errors="replace")
+    def read_text(self, repo_id: str, path: str, revision: str, size: int | None = None) -> str:
+        """The whole file, exactly: a file over MAX_TEXT_BYTES or not valid UTF-8 is refused, never cut or
+        repaired (a cut config reads as invalid JSON, a repaired card would be written back changed)."""
+        if size is not None and size > MAX_TEXT_BYTES:
+            raise TextRefused(f"{size:,} bytes, over the {MAX_TEXT_BYTES:,}-byte limit for a text file")
+        response = self._get(repo_id, path, revision, limit=MAX_TEXT_BYTES + 1)
+        if len(response.content) > MAX_TEXT_BYTES:
+            raise TextRefused(f"over the {MAX_TEXT_BYTES:,}-byte limit for a text file")
+        try:
+            return response.content.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise TextRefused(f"not valid UTF-8 (byte {error.start:,})") from None
 
     def read_ranges(
         self,
@@ -220,12 +233,19 @@ class RemoteReader:
         return self._read_files(base, card_listed)
 
     def _read_files(self, base: RepoSnapshot, card_listed: bool) -> RepoSnapshot:
-        repo_id, sha, sizes = base.repo_id, base.sha, dict(base.sizes)
-        unsafe = [p for p in sizes if not is_safe_repo_path(p)]
-        if unsafe:
-            return replace(base, error=f"refused: the repo lists unsafe file names ({unsafe[0]!r})")
+        repo_id, sha = base.repo_id, base.sha
+        # A name that could smuggle another path into a request is never requested nor written; it costs
+        # only itself: the repo's other files are read as usual.
+        skipped = [
+            (p, "refused: not a plain relative path inside the repo")
+            for p in base.sizes
+            if not is_safe_repo_path(p)
+        ]
+        sizes = {p: size for p, size in base.sizes.items() if is_safe_repo_path(p)}
+        base = replace(base, sizes=sizes)
         texts: dict[str, str] = {}
         evidence: list[FileEvidence] = []
+        refused: dict[str, str] = {}
         try:
             candidates = select_candidates(sizes)
             wanted = {c.config_path for c in candidates} | {c.card_path for c in candidates}
@@ -236,18 +256,44 @@ class RemoteReader:
                 # from it is in `card_data`. The text is read later only if a card proposal needs it.
                 wanted.discard(CARD_NAME)
             for path in sorted(p for p in wanted if p):
-                texts[path] = self.read_text(repo_id, path, sha)
+                try:
+                    texts[path] = self.read_text(repo_id, path, sha, sizes.get(path))
+                except TextRefused as why:
+                    refused[path] = f"refused: {why}"
+            skipped += refused.items()
             card_data = base.card_data if card_listed else None
             for candidate in candidates:
-                item = self._evidence(repo_id, sha, candidate, sizes.get(candidate.path), texts, card_data)
+                if candidate.config_path in refused:
+                    # Judged without its config, the file could be misjudged in public: left out instead.
+                    skipped.append(
+                        (
+                            candidate.path,
+                            f"not inspected: {candidate.config_path} was {refused[candidate.config_path]}",
+                        )
+                    )
+                    continue
+                try:
+                    item = self._evidence(
+                        repo_id, sha, candidate, sizes.get(candidate.path), texts, card_data
+                    )
+                except Exception as error:
+                    if is_transient(error) or isinstance(error, RangeReadError):
+                        raise  # the Hub failed, not the file: the repo is read again next run
+                    skipped.append((candidate.path, f"not inspected: {describe_error(error)}"))
+                    continue
                 evidence.append(item)
                 if item.size is not None:
                     sizes[candidate.path] = item.size
         except Exception as error:  # noqa: BLE001 — keep what was found, report why the rest is missing
             return replace(
-                base, evidence=tuple(evidence), texts=texts, sizes=sizes, error=describe_error(error)
+                base,
+                evidence=tuple(evidence),
+                texts=texts,
+                sizes=sizes,
+                error=describe_error(error),
+                skipped_files=tuple(skipped),
             )
-        return replace(base, evidence=tuple(evidence), texts=texts, sizes=sizes)
+        return replace(base, evidence=tuple(evidence), texts=texts, sizes=sizes, skipped_files=tuple(skipped))
 
     def _evidence(
         self,

@@ -6,18 +6,22 @@ from pathlib import Path
 
 from bot.core.header import HeaderError, scalar_names
 from bot.core.inspect import FileEvidence
+from bot.core.limits import MAX_TEXT_BYTES
 from bot.core.selection import CARD_NAME, CONFIG_NAME, PICKLE_SUFFIXES, Candidate, select_candidates
 from bot.files.safetensors import read_local_header, read_local_scalars
 
 
 def _read_text(path: Path | None) -> str | None:
-    """A sibling README.md or adapter_config.json; one that cannot be read counts as absent."""
+    """A sibling README.md or adapter_config.json; one that cannot be read whole counts as absent (a
+    regular file only, at most MAX_TEXT_BYTES: a FIFO or a huge file would hang or fill memory)."""
     if path is None or not path.is_file():
         return None
     try:
-        return path.read_bytes().decode("utf-8", errors="replace")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_TEXT_BYTES + 1)
     except OSError:
         return None
+    return raw.decode("utf-8", errors="replace") if len(raw) <= MAX_TEXT_BYTES else None
 
 
 def file_evidence(
