@@ -72,6 +72,9 @@ class ProposalsConfig:
     variant_policy: VariantPolicy = field(default_factory=VariantPolicy)
     max_prs_per_run: int = 10
     max_prs_per_repo: int = 1
+    # Bytes of whole weight files a run may download to build metadata fixes and variants; beyond it
+    # those proposals are reported `deferred` and built on a later run.
+    download_budget_bytes: int = 200_000_000
     title_prefix: str = "[lora-bot]"
 
 
@@ -97,7 +100,7 @@ _POSITIVE = {
     "max_variant_bytes",
     "timeout",
 }
-_NON_NEGATIVE = {"max_prs_per_run", "reduce_above_rank", "max_retry_wait"}
+_NON_NEGATIVE = {"max_prs_per_run", "download_budget_bytes", "reduce_above_rank", "max_retry_wait"}
 
 
 def load_config(path: str | Path | None = None) -> Config:

@@ -117,6 +117,7 @@ class Status(StrEnum):
     RESOLVED = "resolved"
     WOULD_RESOLVE = "would-resolved"
     LIMIT_REACHED = "limit-reached"
+    DEFERRED = "deferred"
     FAILED = "failed"
 
     @property
@@ -151,11 +152,15 @@ STATUS_MEANINGS: dict[Status, str] = {
     Status.RESOLVED: "the flags discussion was closed: its findings are resolved",
     Status.WOULD_RESOLVE: "dry run: the flags discussion would be closed as resolved",
     Status.LIMIT_REACHED: "a PR limit (per run or per repo) held it back; proposed again next run",
+    Status.DEFERRED: (
+        "not built: the weights it needs do not fit what is left of the run's download budget "
+        "(`proposals.download_budget_bytes`; `detail` says how many bytes); proposed again next run"
+    ),
     Status.FAILED: "the write failed (the reason is in `detail`); tried again next run",
 }
 
 # A later run must make these proposals again: their repos hold the scan's watermark back.
-UNFINISHED = frozenset({Status.FAILED, Status.LIMIT_REACHED})
+UNFINISHED = frozenset({Status.FAILED, Status.LIMIT_REACHED, Status.DEFERRED})
 
 
 def status_table_markdown() -> str:

@@ -6,6 +6,7 @@ import json
 
 import httpx2
 import pytest
+from huggingface_hub import HfApi
 from huggingface_hub.utils import parse_ratelimit_headers
 
 from bot.cli import main
@@ -142,3 +143,50 @@ def test_a_dry_run_reads_headers_only_unless_asked_to_build_previews(sample_dir,
     assert plain["stats"]["bytes"] - plain["stats"]["inspect_bytes"] < 20_000  # READMEs for card previews
     assert previews["stats"]["bytes"] - previews["stats"]["inspect_bytes"] > 1_000_000  # whole weight files
     assert downloads, "previews download the weights they convert"
+
+
+def test_downloads_stay_within_the_budget_and_deferred_proposals_come_back_next_run(sample_dir, tmp_path):
+    # Whole-file proposals: a metadata fix (pixel-style-sdxl) and a variant (flux-dog-r32); and facechain's
+    # config fix, which needs no download.
+    weights_only = (
+        "proposals: {card: false, config_fix: true, variants: true, flag_discussions: false, "
+        "variant_policy: {pad_to_declared_rank: false}, "
+    )
+    repos = ("--token", "hf_bot")
+    with SandboxHub(user="lora-bot") as hub:
+        hub.load_directory(sample_dir)
+        api = HfApi(endpoint=hub.endpoint)
+        metadata_source, variant_source = (
+            next(s.size for s in api.model_info(repo, files_metadata=True).siblings if s.rfilename == name)
+            for repo, name in (
+                ("demo/pixel-style-sdxl", "pixel_style.safetensors"),
+                ("demo/flux-dog-r32", "pytorch_lora_weights.safetensors"),
+            )
+        )
+        before = len(hub.requests)
+        starved = scan(hub, tmp_path, *repos, config_text=weights_only + "download_budget_bytes: 1000000}\n")
+        whole_files = [  # header reads are a few kB; a download sends the file
+            e["path"] for e in hub.requests[before:] if e["route"] == "resolve" and e["bytes"] > 300_000
+        ]
+        # 1 MB holds the 424,504-byte metadata fix, not the 3 MB variant source: that is never downloaded.
+        assert [p.split("/resolve/")[0] for p in whole_files] == ["/demo/pixel-style-sdxl"]
+        outcome = {p["repo_id"]: p for p in starved["proposals"]}
+        assert outcome["demo/pixel-style-sdxl"]["status"] == "opened"
+        assert outcome["demo/facechain-style-lora"]["status"] == "opened"
+        deferred = outcome["demo/flux-dog-r32"]
+        assert (deferred["kind"], deferred["status"]) == ("variant", "deferred")
+        assert f"would download {variant_source:,} bytes" in deferred["detail"]
+        assert starved["stats"]["downloads"] == {
+            "budget_bytes": 1_000_000,
+            "bytes": metadata_source,
+            "by_kind": {"metadata-fix": {"bytes": metadata_source, "files": 1}},
+        }
+
+        # The store reuses every repo (same sha, no request), but the deferred proposal is not done: built now;
+        # the others' proposals are done and not made again.
+        again = scan(hub, tmp_path, *repos, config_text=weights_only + "download_budget_bytes: 10000000}\n")
+        assert again["stats"]["reused"] == starved["stats"]["repos"] + len(starved["skipped"])
+        assert [(p["repo_id"], p["kind"], p["status"]) for p in again["proposals"]] == [
+            ("demo/flux-dog-r32", "variant", "opened")
+        ]
+        assert again["stats"]["downloads"]["by_kind"] == {"variant": {"bytes": variant_source, "files": 1}}

@@ -19,7 +19,7 @@ from bot.config import Config
 from bot.core.repo import RepoInspection
 from bot.core.selection import CARD_NAME
 from bot.hub.client import RetryPolicy, describe_error, with_retries
-from bot.hub.download import Downloader
+from bot.hub.download import DownloadBudget, Downloader
 from bot.proposals.build import RepoFacts, build_proposals
 from bot.proposals.metadata import MetadataFixBuilder
 from bot.proposals.model import Outcome
@@ -71,12 +71,14 @@ def run_proposals(
     max_prs: int | None,
     on_finished: Callable[[str, str | None], None] | None = None,
     build_previews: bool = False,
+    budget: DownloadBudget | None = None,
 ) -> list[Outcome]:
     """Proposals for every fully inspected repo, in the order given; a failure is reported as the failed
     repo's own outcome (every eligible repo's, when the bot cannot even learn its own name), never raised.
 
     Repos are taken a few at a time (`repos` may be a census streamed from the store). `on_finished` hears
-    of each repo whose proposals are all done, none held back by a limit or a failure."""
+    of each repo whose proposals are all done, none held back by a limit, a failure or the download budget.
+    `budget` (the run's, so the report can tell what was downloaded) defaults to a fresh one from config."""
     policy_switches = config.proposals
     if not (
         policy_switches.card
@@ -95,7 +97,7 @@ def run_proposals(
     except Exception as error:  # noqa: BLE001 — the findings stand; these repos are proposed next run
         return [_failed(repo, error) for repo in eligible]
     publisher: Publisher = DryRunPublisher(api, me, policy) if dry_run else HubPublisher(api, me, policy)
-    budget = PrBudget(
+    prs = PrBudget(
         remaining=config.proposals.max_prs_per_run if max_prs is None else max_prs,
         per_repo=config.proposals.max_prs_per_repo,
     )
@@ -103,7 +105,9 @@ def run_proposals(
     reader = RemoteReader(api, policy)
     outcomes: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="lora-bot-weights-") as scratch:
-        downloader = Downloader(api, policy, Path(scratch) / "cache")
+        if budget is None:
+            budget = DownloadBudget(config.proposals.download_budget_bytes)
+        downloader = Downloader(api, policy, Path(scratch) / "cache", budget)
         # A dry run reads headers only: proposals built from whole weight files (metadata fixes, variants)
         # are previewed only when asked for (`--build-previews`), never as a side effect.
         downloads = not dry_run or build_previews
@@ -121,7 +125,13 @@ def run_proposals(
         def prepare(repo: RepoInspection):
             facts = facts_of(repo, reader.read_text, card=config.proposals.card)
             proposals = build_proposals(facts, config.proposals, metadata_builder, variant_builder)
-            return plan_repo(proposals, publisher.threads(repo.repo_id), config.proposals.title_prefix, kinds)
+            deferred = budget.take_deferred(repo.repo_id)
+            # An open PR of a deferred kind is not stale: its proposal was simply not built this run.
+            planned_kinds = kinds - {d.kind for d in deferred}
+            plan = plan_repo(
+                proposals, publisher.threads(repo.repo_id), config.proposals.title_prefix, planned_kinds
+            )
+            return plan, deferred
 
         workers = config.hub.workers
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lora-bot-propose") as pool:
@@ -132,9 +142,12 @@ def run_proposals(
                 plans = [pool.submit(prepare, repo) for repo in chunk]
                 for repo, future in zip(chunk, plans, strict=True):
                     try:
-                        done = publish_plan(
-                            repo.repo_id, future.result(), publisher, budget, config.proposals.title_prefix
-                        )
+                        plan, deferred = future.result()
+                        done = publish_plan(repo.repo_id, plan, publisher, prs, config.proposals.title_prefix)
+                        done += [
+                            Outcome(d.repo_id, d.kind, Status.DEFERRED, d.title, (), detail=d.detail)
+                            for d in deferred
+                        ]
                     except Exception as error:  # noqa: BLE001 — one repo's failure never stops the run
                         done = [_failed(repo, error)]
                     outcomes += done

@@ -31,13 +31,16 @@ def _md(text: object) -> str:
 
 
 def _bytes_split(stats) -> str:
-    """Inspection reads headers only; building a variant or a metadata fix needs the weights themselves."""
+    """Inspection reads headers only; building a variant or a metadata fix needs the weights themselves:
+    say how many bytes went to which proposals, within which budget."""
     if stats.bytes == stats.inspect_bytes:
         return ""
-    return (
-        f" ({stats.inspect_bytes:,} to inspect headers, {stats.bytes - stats.inspect_bytes:,} to build "
-        "proposals from the weights)"
-    )
+    split = f"{stats.inspect_bytes:,} to inspect headers, {stats.bytes - stats.inspect_bytes:,} to build proposals"
+    kinds = (stats.downloads or {}).get("by_kind", {})
+    if not kinds:
+        return f" ({split} from the weights)"
+    why = ", ".join(f"{v['bytes']:,} for {v['files']} {k} source file(s)" for k, v in kinds.items())
+    return f" ({split}: {why}; download budget {stats.downloads['budget_bytes']:,})"
 
 
 def _severity_counts(result) -> dict[str, int]:
