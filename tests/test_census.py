@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx2
 import pytest
@@ -190,3 +191,66 @@ def test_downloads_stay_within_the_budget_and_deferred_proposals_come_back_next_
             ("demo/flux-dog-r32", "variant", "opened")
         ]
         assert again["stats"]["downloads"]["by_kind"] == {"variant": {"bytes": variant_source, "files": 1}}
+
+
+def test_census_export_writes_one_row_per_lora_file_and_publishes_a_dataset(sample_dir, tmp_path, capsys):
+    with SandboxHub(user="lora-bot") as hub:
+        hub.load_directory(sample_dir)
+        store = tmp_path / "census.sqlite"
+        report = scan(hub, tmp_path, "--store", str(store))
+        jsonl, parquet = tmp_path / "out" / "census.jsonl", tmp_path / "out" / "census.parquet"
+        args = ["census", "export", "--store", str(store), "--jsonl", str(jsonl)]
+        pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow (the parquet extra) is not installed")
+        publish = ["--parquet", str(parquet), "--publish", "lora-bot/lora-census"]
+        assert main([*args, *publish, "--endpoint", hub.endpoint, "--token", "hf_bot"]) == 0
+
+        rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
+        reported = {(r["repo_id"], f["path"]): f for r in report["repos"] for f in r["files"]}
+        assert {(row["repo"], row["path"]) for row in rows} == set(reported)
+        assert "demo/no-bots-please" not in {row["repo"] for row in rows}  # the owner opted out
+        flux = next(row for row in rows if row["repo"] == "demo/flux-dog-r32")
+        assert (flux["format"], flux["rank"], flux["ranks"], flux["alpha"]) == (
+            "diffusers",
+            32,
+            {"32": 6},
+            32,
+        )
+        assert flux["family"] == "flux1" and flux["base_model"]["repo_id"] == "black-forest-labs/FLUX.1-dev"
+        assert flux["sha"] == next(r["sha"] for r in report["repos"] if r["repo_id"] == "demo/flux-dog-r32")
+        anime = next(row for row in rows if row["repo"] == "demo/anime-lines-sd15")
+        assert anime["flags"] == ["base-model-mismatch"] and anime["base_model"]["repo_id"] is None
+        assert len(anime["base_model"]["candidates"]) == 2
+        table = pq.read_table(parquet).to_pylist()
+        assert [(r["repo"], r["path"], r["rank"], dict(r["ranks"])) for r in table] == [
+            (r["repo"], r["path"], r["rank"], {int(k): v for k, v in r["ranks"].items()}) for r in rows
+        ]
+
+        # Read back from the dataset repo with the real client.
+        api = HfApi(endpoint=hub.endpoint, token="hf_bot")
+        files = set(api.list_repo_files("lora-bot/lora-census", repo_type="dataset"))
+        assert {"README.md", "data/census.jsonl", "data/census.parquet"} <= files
+        published = api.hf_hub_download(
+            "lora-bot/lora-census", "data/census.jsonl", repo_type="dataset", cache_dir=tmp_path / "c"
+        )
+        assert Path(published).read_text(encoding="utf-8") == jsonl.read_text()
+        card = Path(
+            api.hf_hub_download(
+                "lora-bot/lora-census", "README.md", repo_type="dataset", cache_dir=tmp_path / "c"
+            )
+        ).read_text(encoding="utf-8")
+        assert card.startswith("---\nlicense: cc-by-4.0\n") and "| `base_model` |" in card
+        assert f"{len(rows)} files" in card.replace(",", "")
+        # A model listing does not show the dataset; publishing again updates the same repo.
+        assert "lora-bot/lora-census" not in {m.id for m in api.list_models()}
+        assert (
+            main(
+                [*args, "--publish", "lora-bot/lora-census", "--endpoint", hub.endpoint, "--token", "hf_bot"]
+            )
+            == 0
+        )
+        assert len(api.list_repo_commits("lora-bot/lora-census", repo_type="dataset")) == 3
+
+
+def test_census_export_says_what_is_missing_in_one_line(tmp_path, capsys):
+    assert main(["census", "export", "--store", str(tmp_path / "none.sqlite"), "--jsonl", "x"]) == 2
+    assert "no census store" in capsys.readouterr().err

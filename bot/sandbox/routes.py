@@ -13,6 +13,7 @@ from urllib.parse import unquote
 
 from bot.sandbox.http import Reply, Request, file_reply, json_reply, paged
 from bot.sandbox.store import (
+    DATASET_PREFIX,
     GITATTRIBUTES,
     MAIN_REF,
     Blob,
@@ -82,7 +83,11 @@ class SandboxRoutes:
         expand = set(request.query.get("expand", []))
         full = request.flag("full")
         with self.store.lock:
-            repos = [repo for repo in self.store.repos.values() if self._matches(request, repo)]
+            repos = [
+                repo
+                for repo in self.store.repos.values()
+                if not repo.is_dataset and self._matches(request, repo)
+            ]
             repos.sort(key=lambda repo: repo.repo_id)
             if sort:
                 repos.sort(key=SORT_KEYS[sort], reverse=request.arg("direction", "-1") != "1")
@@ -233,18 +238,21 @@ class SandboxRoutes:
     def create_repo(self, request: Request) -> Reply:
         user = request.require_user()
         payload = request.json()
-        if payload.get("type", "model") not in (None, "model"):
-            raise HubError(400, "The sandbox hub only hosts model repos")
+        kind = payload.get("type") or "model"
+        if kind not in ("model", "dataset"):
+            raise HubError(400, "The sandbox hub hosts model and dataset repos")
         namespace, name = payload.get("organization") or user, str(payload.get("name") or "")
         if namespace != user:
             raise HubError(403, f"{user} cannot create repos under {namespace}")
-        repo_id, url = f"{namespace}/{name}", f"{request.base_url}/{namespace}/{name}"
+        repo_id = f"{namespace}/{name}"
+        key = DATASET_PREFIX + repo_id if kind == "dataset" else repo_id
+        url = f"{request.base_url}/{key}"
         with self.store.lock:
-            if repo_id in self.store.repos:  # the client reads `url` even from a 409 when exist_ok=True
+            if key in self.store.repos:  # the client reads `url` even from a 409 when exist_ok=True
                 return json_reply(
-                    {"error": f"You already created this model repo: {repo_id}", "url": url}, 409
+                    {"error": f"You already created this {kind} repo: {repo_id}", "url": url}, 409
                 )
-            repo = self.store.create_repo(repo_id)
+            repo = self.store.create_repo(key)
             self.store.add_commit(
                 repo,
                 MAIN_REF,
@@ -255,6 +263,12 @@ class SandboxRoutes:
                 author=user,
             )
         return json_reply({"url": url, "name": repo_id, "id": repo_id})
+
+    def dataset_info(self, request: Request) -> Reply:
+        repo, commit = self.store.resolve(request.params["repo"], request.params.get("rev") or "main")
+        item = self.model_json(repo, commit, card=True, siblings=True, blobs=request.flag("blobs"))
+        public_id = repo.repo_id.removeprefix(DATASET_PREFIX)
+        return json_reply(item | {"_id": public_id, "id": public_id, "modelId": None})
 
     def preupload(self, request: Request) -> Reply:
         request.require_user()
@@ -506,12 +520,25 @@ class Route:
 
 
 def _route(name: str, methods: str, pattern: str, handler: str | None = None) -> Route:
-    pattern = pattern.replace("{repo}", r"(?P<repo>[^/]+/[^/]+)").replace("{rev}", r"(?P<rev>[^/]+)")
+    pattern = (
+        pattern.replace("{dataset}", r"(?P<repo>datasets/[^/]+/[^/]+)")
+        .replace("{repo}", r"(?P<repo>[^/]+/[^/]+)")
+        .replace("{rev}", r"(?P<rev>[^/]+)")
+    )
     return Route(name, frozenset(methods.split()), re.compile(f"^{pattern}$"), handler or name)
 
 
 # Matched in order on the RAW path: revisions arrive as refs%2Fpr%2F1 and must stay one segment.
+# Dataset repos: the same handlers, with the store key "datasets/OWNER/NAME" as the repo parameter.
 ROUTES = (
+    _route("tree", "GET", r"/api/{dataset}/tree/{rev}(?:/(?P<path>.*))?"),
+    _route("refs", "GET", r"/api/{dataset}/refs"),
+    _route("commits", "GET", r"/api/{dataset}/commits/{rev}"),
+    _route("preupload", "POST", r"/api/{dataset}/preupload/{rev}"),
+    _route("commit", "POST", r"/api/{dataset}/commit/{rev}"),
+    _route("dataset_info", "GET", r"/api/{dataset}(?:/revision/{rev})?"),
+    _route("lfs", "POST", r"/{dataset}\.git/info/lfs/objects/batch"),
+    _route("resolve", "GET HEAD", r"/{dataset}/resolve/{rev}/(?P<path>.+)"),
     _route("whoami", "GET", r"/api/whoami-v2"),
     _route("models", "GET", r"/api/models/?"),
     _route("create_repo", "POST", r"/api/repos/create"),
