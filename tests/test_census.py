@@ -254,3 +254,29 @@ def test_census_export_writes_one_row_per_lora_file_and_publishes_a_dataset(samp
 def test_census_export_says_what_is_missing_in_one_line(tmp_path, capsys):
     assert main(["census", "export", "--store", str(tmp_path / "none.sqlite"), "--jsonl", "x"]) == 2
     assert "no census store" in capsys.readouterr().err
+
+
+def test_the_sandbox_serves_a_synthetic_census_lazily_in_linked_pages(tmp_path):
+    from bot.sandbox.synthetic import SyntheticRepos
+
+    synthetic = SyntheticRepos(2500, seed=3)
+    hub = SandboxHub()
+    hub.store.synthetic = synthetic
+    with hub:
+        api = HfApi(endpoint=hub.endpoint)
+        listed = list(api.list_models(expand=["sha", "lastModified", "siblings", "cardData"]))
+        pages = [e for e in hub.requests if e["route"] == "models"]
+        assert len(listed) == 2500 and len({m.id for m in listed}) == 2500
+        assert len(pages) == 3  # pages of 1000, followed by their Link header
+        assert [m.last_modified for m in listed] == sorted((m.last_modified for m in listed), reverse=True)
+        assert hub.store.repos == {}  # nothing was stored: every repo is made when asked for
+
+        synthetic.change([7])
+        newest = next(iter(api.list_models(expand=["sha"], limit=1)))
+        assert newest.id == "synthetic/lora-000007" and newest.sha != listed[-8].sha
+        report = scan(hub, tmp_path, "--repo", "synthetic/lora-000007", "--repo", "synthetic/lora-000008")
+    files = {r["repo_id"]: r["files"][0] for r in report["repos"]}
+    assert files["synthetic/lora-000007"]["format"] == "kohya"  # index 7: the kohya SDXL kind
+    assert files["synthetic/lora-000007"]["base_model"]["family"] == "sdxl"
+    assert files["synthetic/lora-000007"]["alpha"] == files["synthetic/lora-000007"]["rank"]
+    assert files["synthetic/lora-000008"]["format"] == "diffusers"

@@ -31,6 +31,8 @@ from bot.sandbox.store import (
 )
 
 MODELS_PAGE_SIZE = 50
+# A synthetic census is listed in pages of 1000, the most one listing request returns here (`limit`).
+SYNTHETIC_PAGE_SIZE = 1000
 TREE_PAGE_SIZE = 1000
 COMMITS_PAGE_SIZE = 50
 SORT_KEYS: dict[str, Callable[[Repo], object]] = {
@@ -82,6 +84,8 @@ class SandboxRoutes:
             raise HubError(400, f"Invalid sort {sort!r}; expected one of {', '.join(SORT_KEYS)}")
         expand = set(request.query.get("expand", []))
         full = request.flag("full")
+        if self.store.synthetic is not None:
+            return self._synthetic_models(request, expand)
         with self.store.lock:
             repos = [
                 repo
@@ -109,6 +113,20 @@ class SandboxRoutes:
         if limit:
             return json_reply(items[: min(limit, 1000)])
         return paged(request, items, MODELS_PAGE_SIZE)
+
+    def _synthetic_models(self, request: Request, expand: set[str]) -> Reply:
+        """A synthetic census's listing, newest first, one page made at a time (its queries are not
+        filtered: every query lists the whole census). Pages hold `limit` repos, at most 1000, and link to
+        the next; the client stops following them once it has `limit`."""
+        synthetic = self.store.synthetic
+        start = request.int_arg("cursor", 0)
+        limit = request.int_arg("limit", 0)
+        size = min(limit, SYNTHETIC_PAGE_SIZE) if limit else SYNTHETIC_PAGE_SIZE
+        items = [synthetic.model_json(i, expand or None) for i in synthetic.listing(start, size)]
+        headers = {}
+        if start + size < synthetic.count:
+            headers["Link"] = request.next_page_link(start + size)
+        return json_reply(items, headers=headers)
 
     def _matches(self, request: Request, repo: Repo) -> bool:
         author, search = request.arg("author"), request.arg("search")

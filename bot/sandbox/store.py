@@ -430,12 +430,16 @@ class HubStore:
         self.lfs_objects: dict[str, Blob] = {}
         self._cards: dict[str, dict | None] = {}
         self._spool_dir: tempfile.TemporaryDirectory | None = None
+        # Repos made on demand (bot.sandbox.synthetic.SyntheticRepos), for benchmarks at Hub scale.
+        self.synthetic = None
 
     # ----- repos and revisions -----------------------------------------------------------------
 
     def repo(self, repo_id: str) -> Repo:
         with self.lock:
             repo = self.repos.get(repo_id)
+        if repo is None and self.synthetic is not None:
+            repo = self.synthetic.repo(repo_id)
         if repo is None:
             raise HubError(404, f"Repository Not Found for url: {repo_id}", "RepoNotFound")
         return repo
