@@ -142,7 +142,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from bot.config import ConfigError, load_config
     from bot.hub.client import describe_error
     from bot.pipeline import ScanOptions, run_scan
-    from bot.report.scan import render_scan_text, scan_report, scan_report_markdown
+    from bot.report.scan import iter_scan_report_json, iter_scan_text, scan_report_markdown
     from bot.sources.discovery import Shard
 
     try:
@@ -170,12 +170,18 @@ def cmd_scan(args: argparse.Namespace) -> int:
     except Exception as error:  # noqa: BLE001 — discovery itself failed: nothing to report but the reason
         print(f"lora-bot: error: the scan could not list repos: {describe_error(error)}", file=sys.stderr)
         return EXIT_FINDINGS
-    report = scan_report(result)
+    # The report is streamed from the census store, repo by repo: memory stays flat in the number of repos.
     if args.report_json:
-        _write(args.report_json, json.dumps(report, indent=2) + "\n")
+        _write_pieces(args.report_json, iter_scan_report_json(result))
     if args.report_md:
         _write(args.report_md, scan_report_markdown(result))
-    print(json.dumps(report, indent=2) if args.json else render_scan_text(result))
+    if args.json:
+        for piece in iter_scan_report_json(result):
+            sys.stdout.write(piece)
+        print()
+    else:
+        for line in iter_scan_text(result):
+            print(line)
     # Findings are the scan's product, not a failure; only a run where no repo could be read fails.
     all_failed = result.repos and all(r.error and not r.files for r in result.repos)
     return EXIT_FINDINGS if all_failed else EXIT_OK
@@ -268,6 +274,15 @@ def _write(path: str, text: str) -> None:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text, encoding="utf-8")
+
+
+def _write_pieces(path: str, pieces) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("w", encoding="utf-8") as out:
+        for piece in pieces:
+            out.write(piece)
+        out.write("\n")
 
 
 def cmd_resize(args: argparse.Namespace) -> int:

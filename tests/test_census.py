@@ -280,3 +280,28 @@ def test_the_sandbox_serves_a_synthetic_census_lazily_in_linked_pages(tmp_path):
     assert files["synthetic/lora-000007"]["base_model"]["family"] == "sdxl"
     assert files["synthetic/lora-000007"]["alpha"] == files["synthetic/lora-000007"]["rank"]
     assert files["synthetic/lora-000008"]["format"] == "diffusers"
+
+
+def test_the_streamed_report_is_the_report_json(sample_dir, tmp_path):
+    from bot.config import config_from_mapping
+    from bot.pipeline import ScanOptions, run_scan
+    from bot.report.scan import iter_scan_report_json, render_scan_text, scan_report
+
+    config = config_from_mapping(
+        {
+            "discovery": {"incremental": False, "queries": [{"filter": []}]},
+            "proposals": {"variants": False, "config_fix": False},
+        }
+    )
+    with SandboxHub() as hub:
+        hub.load_directory(sample_dir)
+        result = run_scan(config, ScanOptions(endpoint=hub.endpoint, dry_run=True, store=str(tmp_path / "s")))
+        streamed = "".join(iter_scan_report_json(result))
+        assert streamed == json.dumps(scan_report(result), indent=2)
+        assert len(json.loads(streamed)["repos"]) == 8 and json.loads(streamed)["proposals"]
+        assert "== demo/flux-dog-r32" in render_scan_text(result)
+        empty = run_scan(
+            config,
+            ScanOptions(endpoint=hub.endpoint, dry_run=True, repos=("demo/none",), store=str(tmp_path / "e")),
+        )
+        assert "".join(iter_scan_report_json(empty)) == json.dumps(scan_report(empty), indent=2)

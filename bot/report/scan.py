@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 from bot.core.inspect import FileInspection
@@ -23,6 +24,29 @@ def scan_report(result) -> dict:
         "proposals": [o.to_json() for o in result.outcomes],
         "stats": result.stats.to_json(),
     }
+
+
+def iter_scan_report_json(result) -> Iterator[str]:
+    """`json.dumps(scan_report(result), indent=2)`, in pieces: the repos are streamed from the census store
+    one at a time, so writing the report of 10⁵ repos does not hold them all in memory."""
+    yield "{\n"
+    for key in ("endpoint", "dry_run"):
+        yield f'  "{key}": {json.dumps(getattr(result, key))},\n'
+    yield '  "repos": ['
+    first = True
+    for repo in result.repos:
+        yield (
+            ("\n" if first else ",\n") + "    " + json.dumps(repo.to_json(), indent=2).replace("\n", "\n    ")
+        )
+        first = False
+    yield "\n  ],\n" if not first else "],\n"
+    rest = {
+        "skipped": [{"repo_id": repo_id, "reason": reason} for repo_id, reason in result.skipped],
+        "proposals": [o.to_json() for o in result.outcomes],
+        "stats": result.stats.to_json(),
+    }
+    tail = json.dumps(rest, indent=2)
+    yield tail[2:]  # the same object's members, after "repos"
 
 
 def _md(text: object) -> str:
@@ -113,32 +137,35 @@ def _unread_and_skipped(failed: Sequence[tuple[str, str]], skipped: Sequence[tup
 
 def render_scan_text(result) -> str:
     """The terminal view: each repo's files in the inspect layout, then the failures."""
-    parts = []
+    return "\n".join(iter_scan_text(result))
+
+
+def iter_scan_text(result) -> Iterator[str]:
+    """The terminal view in lines, repo by repo (streamed from the store)."""
     for repo in result.repos:
         header = f"== {repo.repo_id} @ {(repo.sha or '?')[:10]}"
         if repo.error:
             header += f"  (error: {repo.error})"
-        parts.append(header)
+        yield header
         if repo.files:
-            parts.append(render_inspections_text([_prefixed(repo.repo_id, f) for f in repo.files]))
+            yield render_inspections_text([_prefixed(repo.repo_id, f) for f in repo.files])
     if result.outcomes:
-        parts.append("\n== proposals" + (" (dry run: nothing was written)" if result.dry_run else ""))
+        yield ("\n== proposals" + (" (dry run: nothing was written)" if result.dry_run else ""))
         for outcome in result.outcomes:
             where = f" {outcome.url}" if outcome.url else ""
             detail = f" ({outcome.detail})" if outcome.detail else ""
-            parts.append(
+            yield (
                 f"{outcome.status:<16} {outcome.kind:<10} {outcome.repo_id}: {outcome.title}{where}{detail}"
             )
         for outcome in result.outcomes:
             if result.dry_run and outcome.submission is not None and outcome.status.startswith("would"):
-                parts.append("\n" + preview(outcome.submission))
+                yield ("\n" + preview(outcome.submission))
     counts = _severity_counts(result)
-    parts.append(
+    yield (
         f"\n{result.stats.repos} repos, {result.stats.files} files, {counts['error']} errors, "
         f"{counts['warning']} warnings; {result.stats.requests} requests, {result.stats.bytes:,} bytes"
         f"{_bytes_split(result.stats)}" + (" (dry run)" if result.dry_run else "")
     )
-    return "\n".join(parts)
 
 
 def _prefixed(repo_id: str, inspection: FileInspection) -> FileInspection:
