@@ -101,12 +101,54 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_census_export(args: argparse.Namespace) -> int:
+    from bot.census.export import export_census, parquet_available, publish_census
+    from bot.census.store import CensusStore, StoreError
+    from bot.config import ConfigError, load_config
+    from bot.hub.client import describe_error, make_api
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+    if args.parquet and not parquet_available():
+        raise UsageError("--parquet needs pyarrow: pip install 'lora-bot[parquet]'")
+    if args.publish and args.publish.count("/") != 1:
+        raise UsageError(f"--publish {args.publish}: expected OWNER/NAME")
+    store_path = Path(args.store or config.census.store)
+    if not store_path.is_file():
+        raise UsageError(f"no census store at {store_path}: run `lora-bot scan` first, or pass --store")
+    try:
+        with CensusStore(store_path) as store:
+            result = export_census(store, Path(args.jsonl), Path(args.parquet) if args.parquet else None)
+    except StoreError as error:
+        raise UsageError(str(error)) from None
+    except OSError as error:
+        raise UsageError(f"cannot write the export: {error}") from None
+    written = f"{result.jsonl}" + (f" and {result.parquet}" if result.parquet else "")
+    print(f"{result.rows} LoRA files in {result.repos} repos written to {written}")
+    if args.publish:
+        endpoint = args.endpoint or config.hub.endpoint or os.environ.get("HF_ENDPOINT")
+        token = args.token or os.environ.get(config.hub.token_env) or None
+        api = make_api(endpoint, token, timeout=config.hub.timeout)
+        try:
+            url = publish_census(api, args.publish, result, args.license)
+        except Exception as error:  # noqa: BLE001 — the files are written; say why the upload failed
+            print(
+                f"lora-bot: error: publishing to {args.publish} failed: {describe_error(error)}",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"published to the dataset {args.publish}: {url}")
+    return EXIT_OK
+
+
 def cmd_scan(args: argparse.Namespace) -> int:
     from bot.census.store import StoreError
     from bot.config import ConfigError, load_config
     from bot.hub.client import TokenError, describe_error
     from bot.pipeline import ScanOptions, run_scan
-    from bot.report.scan import render_scan_text, scan_report, scan_report_markdown
+    from bot.report.scan import iter_scan_report_json, iter_scan_text, scan_report_markdown
     from bot.sources.discovery import Shard
 
     try:
@@ -139,12 +181,18 @@ def cmd_scan(args: argparse.Namespace) -> int:
     except Exception as error:  # noqa: BLE001 — discovery itself failed: nothing to report but the reason
         print(f"lora-bot: error: the scan could not list repos: {describe_error(error)}", file=sys.stderr)
         return EXIT_FINDINGS
-    report = scan_report(result)
+    # The report is streamed from the census store, repo by repo: memory stays flat in the number of repos.
     if args.report_json:
-        _write(args.report_json, json_text(report) + "\n")
+        _write_pieces(args.report_json, iter_scan_report_json(result))
     if args.report_md:
         _write(args.report_md, scan_report_markdown(result))
-    print(json_text(report) if args.json else render_scan_text(result))
+    if args.json:
+        for piece in iter_scan_report_json(result):
+            sys.stdout.write(piece)
+        print()
+    else:
+        for line in iter_scan_text(result):
+            print(line)
     # Findings are the scan's product, not a failure; only a run where no repo could be read fails.
     all_failed = result.repos and all(r.error and not r.files for r in result.repos)
     return EXIT_FINDINGS if all_failed else EXIT_OK
@@ -246,6 +294,15 @@ def _write(path: str, text: str) -> None:
         target.write_text(text, encoding="utf-8")
     except OSError as error:
         raise UsageError(f"cannot write {path}: {error.strerror}") from None
+
+
+def _write_pieces(path: str, pieces) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("w", encoding="utf-8") as out:
+        for piece in pieces:
+            out.write(piece)
+        out.write("\n")
 
 
 def cmd_resize(args: argparse.Namespace) -> int:
@@ -359,6 +416,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="dry run: download weights to preview variant and metadata-fix PRs (within the budget)",
     )
     scan.set_defaults(handler=cmd_scan)
+
+    census = commands.add_parser(
+        "census",
+        help="the census store: export it as JSONL/Parquet, publish it as a Hub dataset",
+        description="Work with the census store that `lora-bot scan` fills.",
+    )
+    census_commands = census.add_subparsers(dest="census_command", metavar="COMMAND", required=True)
+    export = census_commands.add_parser(
+        "export",
+        help="one row per LoRA file: JSONL, Parquet (with pyarrow), optionally published to a Hub dataset",
+        description="Write the census store as one row per LoRA file (repo, sha, path, format, rank, "
+        "ranks, alpha, family, base model, flags). --publish commits the files and a dataset card to a "
+        "Hub dataset repo, creating it if needed.",
+    )
+    export.add_argument("--config", metavar="FILE", help="config file (census.store, hub.endpoint)")
+    export.add_argument("--store", metavar="PATH", help="the census store (overrides census.store)")
+    export.add_argument("--jsonl", required=True, metavar="FILE", help="write the rows as JSON lines to FILE")
+    export.add_argument("--parquet", metavar="FILE", help="also write them as Parquet (needs pyarrow)")
+    export.add_argument("--publish", metavar="OWNER/NAME", help="commit them to this Hub dataset repo")
+    export.add_argument(
+        "--endpoint", help="Hub endpoint (default: the config, then HF_ENDPOINT, then the Hub)"
+    )
+    export.add_argument("--token", help="Hub token (default: the variable named by hub.token_env, HF_TOKEN)")
+    export.add_argument(
+        "--license", default="cc-by-4.0", help="the dataset card's license (default: cc-by-4.0)"
+    )
+    export.set_defaults(handler=cmd_census_export)
 
     demo = commands.add_parser(
         "demo",

@@ -76,6 +76,9 @@ class ProposalsConfig:
     variant_policy: VariantPolicy = field(default_factory=VariantPolicy)
     max_prs_per_run: int = 10
     max_prs_per_repo: int = 1
+    # Bytes of whole weight files a run may download to build metadata fixes and variants; beyond it
+    # those proposals are reported `deferred` and built on a later run.
+    download_budget_bytes: int = 200_000_000
     title_prefix: str = "[lora-bot]"
     # Manners (bot/manners.py). Variants by the policy only for these repos (or namespaces); any repo's
     # owner can still ask for one with `@lora-bot variant rN`.
@@ -112,6 +115,7 @@ _POSITIVE = {
 }
 _NON_NEGATIVE = {
     "max_prs_per_run",
+    "download_budget_bytes",
     "reduce_above_rank",
     "max_retry_wait",
     "cooldown_hours",

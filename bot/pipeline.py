@@ -22,6 +22,7 @@ from bot.config import Config
 from bot.core.compat import amend_with_check, check_compatibility, declared_base_repo
 from bot.core.repo import RepoInspection, RepoRef, inspect_repo
 from bot.hub.client import METER, RetryPolicy, describe_error, make_api
+from bot.hub.download import DownloadBudget
 from bot.hub.pacing import PACER
 from bot.proposals.stage import run_proposals
 from bot.sources.base import BaseReadError, HubBaseReader
@@ -61,6 +62,8 @@ class ScanStats:
     inspect_bytes: int = 0  # of `bytes`, what discovery and inspection read; the rest built proposals
     reused: int = 0  # repos whose stored inspection was reused: the listing's sha had not changed
     by_bucket: dict = field(default_factory=dict)  # requests per rate-limit bucket (api, resolvers, other)
+    # Whole weight files downloaded to build proposals, within the run's budget: DownloadBudget.summary()
+    downloads: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {
@@ -73,6 +76,7 @@ class ScanStats:
             "inspect_bytes": self.inspect_bytes,
             "reused": self.reused,
             "requests_by_bucket": dict(self.by_bucket),
+            "downloads": dict(self.downloads),
         }
 
 
@@ -239,6 +243,7 @@ def run_scan(config: Config, options: ScanOptions) -> ScanResult:
         # The owner asked to be left alone: no findings in the report, no proposals.
         skipped.append((repo_id, OPTED_OUT_IN_CARD))
 
+    downloads = DownloadBudget(config.proposals.download_budget_bytes)
     outcomes = tuple(
         run_proposals(
             api,
@@ -249,6 +254,7 @@ def run_scan(config: Config, options: ScanOptions) -> ScanResult:
             max_prs=options.max_prs,
             on_finished=None if options.dry_run else store.mark_proposed,
             build_previews=options.build_previews,
+            downloads=downloads,
         )
     )
 
@@ -276,6 +282,7 @@ def run_scan(config: Config, options: ScanOptions) -> ScanResult:
         inspect_bytes=bytes_inspected - bytes_before,
         reused=len(reused),
         by_bucket=METER.buckets_since(buckets_before),
+        downloads=downloads.summary(),
     )
     return ScanResult(api.endpoint, options.dry_run, StoredRepos(store, run), tuple(skipped), stats, outcomes)
 

@@ -131,6 +131,7 @@ class Status(StrEnum):
     RESOLVED = "resolved"
     WOULD_RESOLVE = "would-resolved"
     LIMIT_REACHED = "limit-reached"
+    DEFERRED = "deferred"
     FAILED = "failed"
     REPLIED = "replied"
     WOULD_REPLY = "would-reply"
@@ -174,6 +175,10 @@ STATUS_MEANINGS: dict[Status, str] = {
     Status.RESOLVED: "the flags discussion was closed: its findings are resolved",
     Status.WOULD_RESOLVE: "dry run: the flags discussion would be closed as resolved",
     Status.LIMIT_REACHED: "a PR limit (per run or per repo) held it back; proposed again next run",
+    Status.DEFERRED: (
+        "not built: the weights it needs do not fit what is left of the run's download budget "
+        "(`proposals.download_budget_bytes`; `detail` says how many bytes); proposed again next run"
+    ),
     Status.FAILED: "the write failed (the reason is in `detail`); tried again next run",
     Status.REPLIED: "an owner's `@lora-bot` command was acted on and answered in its thread (once per comment)",
     Status.WOULD_REPLY: "dry run: an owner's command would be acted on and answered",
@@ -190,7 +195,7 @@ STATUS_MEANINGS: dict[Status, str] = {
 }
 
 # A later run must make these proposals again: their repos hold the scan's watermark back.
-UNFINISHED = frozenset({Status.FAILED, Status.LIMIT_REACHED, Status.COOLDOWN})
+UNFINISHED = frozenset({Status.FAILED, Status.LIMIT_REACHED, Status.COOLDOWN, Status.DEFERRED})
 
 
 def status_table_markdown() -> str:

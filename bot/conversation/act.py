@@ -51,6 +51,7 @@ class Prepared:
     plan: RepoPlan | None = None
     held: Outcome | None = None  # a manners rule held the whole repo back: this says which
     failures: tuple = ()  # proposals that could not be built (`bot.proposals.build.BuildFailure`)
+    deferred: tuple = ()  # proposals put off by the run's download budget (`bot.hub.download.Deferral`)
 
 
 class Responder:

@@ -15,7 +15,7 @@ from bot.core.inspect import inspect_evidence
 from bot.core.metadata import corrected_metadata
 from bot.core.trainer_metadata import DIFFUSERS_KEY
 from bot.files.safetensors import file_sha256, read_local_header, rewrite_metadata
-from bot.hub.download import Downloader
+from bot.hub.download import Deferral, Downloader, OverBudget
 from bot.proposals.build import RepoFacts
 from bot.proposals.model import FileChange, Proposal
 from bot.report.text import code_span, escape_markdown
@@ -43,6 +43,10 @@ def load_breaking(metadata, fixed: dict | None) -> dict | None:
     return {**metadata, DIFFUSERS_KEY: fixed[DIFFUSERS_KEY]}
 
 
+def metadata_title(path: str) -> str:
+    return f"correct the rank in {path}'s metadata"
+
+
 class MetadataFixBuilder:
     def __init__(self, downloader: Downloader, scratch: Path) -> None:
         self.downloader = downloader
@@ -57,12 +61,20 @@ class MetadataFixBuilder:
             if FlagCode.RANK_MISMATCH_METADATA not in item.codes() or other_errors:
                 continue  # nothing to correct, or a file broken in ways a metadata fix would hide
             fixed = load_breaking(item.metadata, corrected_metadata(item.metadata, item.modules))
-            if fixed is not None:
+            if fixed is None:
+                continue
+            try:
                 proposals.append(self._build(facts, item, fixed))
+            except OverBudget as over:
+                self.downloader.budget.defer(
+                    Deferral(facts.repo_id, ProposalKind.METADATA_FIX, metadata_title(item.path), over.detail)
+                )
         return [p for p in proposals if p is not None]
 
     def _build(self, facts: RepoFacts, item, fixed: dict) -> Proposal | None:
-        source = self.downloader.fetch(facts.repo_id, item.path, facts.revision)
+        source = self.downloader.fetch(
+            facts.repo_id, item.path, facts.revision, size=item.size, reason=ProposalKind.METADATA_FIX
+        )
         output = self.scratch / "metadata" / facts.repo_id / facts.revision / item.path
         header = rewrite_metadata(source, output, fixed)
         source_sha, source_data = _digests(source, read_local_header(source).data_start)
@@ -87,7 +99,7 @@ class MetadataFixBuilder:
             kind=ProposalKind.METADATA_FIX,
             repo_id=facts.repo_id,
             revision=facts.revision,
-            title=f"correct the rank in {item.path}'s metadata",
+            title=metadata_title(item.path),
             summary=summary,
             verification=(
                 "the tensor data section of the new file has the same SHA-256 as the original's, and "

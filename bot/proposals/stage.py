@@ -25,7 +25,7 @@ from bot.conversation.talk import Owners, apply_pending, read_conversation
 from bot.core.repo import RepoInspection
 from bot.core.selection import CARD_NAME
 from bot.hub.client import RetryPolicy, describe_error, is_transient, with_retries
-from bot.hub.download import Downloader
+from bot.hub.download import DownloadBudget, Downloader
 from bot.manners import MannersFile, cooling_down, listed, opted_in
 from bot.proposals.build import BuildFailure, RepoFacts, build_repo_proposals
 from bot.proposals.metadata import MetadataFixBuilder
@@ -87,12 +87,14 @@ def run_proposals(
     on_finished: Callable[[str, str | None], None] | None = None,
     build_previews: bool = False,
     now: datetime | None = None,
+    downloads: DownloadBudget | None = None,
 ) -> list[Outcome]:
     """Proposals for every fully inspected repo, in the order given; a failure is reported as the failed
     repo's own outcome (every eligible repo's, when the bot cannot even learn its own name), never raised.
 
     Repos are taken a few at a time (`repos` may be a census streamed from the store). `on_finished` hears
-    of each repo whose proposals are all done, none held back by a limit or a failure."""
+    of each repo whose proposals are all done, none held back by a limit, a failure or the download budget.
+    `downloads` (the run's, so the report can tell what was downloaded) defaults to a fresh one from config."""
     policy_switches = config.proposals
     if not (
         policy_switches.card
@@ -111,7 +113,7 @@ def run_proposals(
     except Exception as error:  # noqa: BLE001 — the findings stand; these repos are proposed next run
         return [_failed(repo, error) for repo in eligible]
     publisher: Publisher = DryRunPublisher(api, me, policy) if dry_run else HubPublisher(api, me, policy)
-    budget = PrBudget(
+    prs = PrBudget(
         remaining=config.proposals.max_prs_per_run if max_prs is None else max_prs,
         per_repo=config.proposals.max_prs_per_repo,
     )
@@ -123,18 +125,20 @@ def run_proposals(
     owners = Owners(api, policy)
     responder = Responder(api, policy, me, dry_run)
     with tempfile.TemporaryDirectory(prefix="lora-bot-weights-") as scratch:
-        downloader = Downloader(api, policy, Path(scratch) / "cache")
+        if downloads is None:
+            downloads = DownloadBudget(config.proposals.download_budget_bytes)
+        downloader = Downloader(api, policy, Path(scratch) / "cache", downloads)
         # A dry run reads headers only: proposals built from whole weight files (metadata fixes, variants)
         # are previewed only when asked for (`--build-previews`), never as a side effect.
-        downloads = not dry_run or build_previews
+        whole_files = not dry_run or build_previews
         metadata_builder = (
             MetadataFixBuilder(downloader, Path(scratch))
-            if config.proposals.config_fix and downloads
+            if config.proposals.config_fix and whole_files
             else None
         )
         variant_builder = (
             VariantBuilder(downloader, config.proposals.variant_policy, Path(scratch))
-            if config.proposals.variants and downloads
+            if config.proposals.variants and whole_files
             else None
         )
 
@@ -150,6 +154,7 @@ def run_proposals(
                 metadata_builder,
                 variant_builder,
                 reader,
+                downloads,
             )
 
         workers = config.hub.workers
@@ -167,11 +172,15 @@ def run_proposals(
                             prepared,
                             publisher,
                             responder,
-                            budget,
+                            prs,
                             config.proposals.title_prefix,
                             manners,
                             config.proposals,
                         )
+                        done += [
+                            Outcome(d.repo_id, d.kind, Status.DEFERRED, d.title, (), detail=d.detail)
+                            for d in prepared.deferred
+                        ]
                     except Exception as error:  # noqa: BLE001 — one repo's failure never stops the run
                         done = [_failed(repo, error)]
                     outcomes += done
@@ -206,6 +215,7 @@ def _prepare(
     metadata_builder,
     variant_builder,
     reader: RemoteReader,
+    downloads: DownloadBudget,
 ) -> Prepared:
     """Read the repo's threads and its owners' commands, apply the manners, build and plan the proposals."""
     policy = config.proposals
@@ -245,15 +255,25 @@ def _prepare(
     facts, unread = facts_of(repo, reader.read_text, card=policy.card)
     built = build_repo_proposals(facts, policy, metadata_builder, variants)
     built = dataclasses.replace(built, failures=unread + built.failures)
-    failed_kinds = {f.kind for f in built.failures}
-    # An open PR of a kind that failed to build this run is not "no longer needed": it is left alone, like a
-    # kind switched off; a findings discussion is never closed as resolved on a failed build.
+    deferred = downloads.take_deferred(repo.repo_id)
+    # An open PR of a kind that failed to build, or that the download budget put off, is not "no longer
+    # needed": it is left alone, like a kind switched off; a findings discussion is never closed as resolved
+    # on a failed build.
+    failed_kinds = {f.kind for f in built.failures} | {d.kind for d in deferred}
     plan = plan_repo(
         list(built.proposals), apply_pending(threads, conversation), policy.title_prefix, kinds - failed_kinds
     )
     if ProposalKind.FLAGS in failed_kinds:
         plan = dataclasses.replace(plan, flags_thread=None)
-    return Prepared(repo, tuple(threads), conversation, tuple(built.proposals), plan, failures=built.failures)
+    return Prepared(
+        repo,
+        tuple(threads),
+        conversation,
+        tuple(built.proposals),
+        plan,
+        failures=built.failures,
+        deferred=deferred,
+    )
 
 
 def _unbuilt(repo: RepoInspection, failure: BuildFailure) -> Outcome:

@@ -20,7 +20,7 @@ from bot.core.inspect import FileInspection, inspect_evidence
 from bot.core.limits import MAX_VARIANT_BYTES
 from bot.core.peft_config import ConfigError, parse_peft_config
 from bot.core.selection import CONFIG_NAME
-from bot.hub.download import Downloader
+from bot.hub.download import Deferral, Downloader, OverBudget
 from bot.proposals.build import RepoFacts, config_path_for
 from bot.proposals.model import FileChange, Proposal
 from bot.report.text import code_span, human_size
@@ -116,6 +116,10 @@ def variant_path(item: FileInspection, rank: int) -> str:
     return f"{stem}-r{rank}{extension}"
 
 
+def variant_title(item: FileInspection, target: Target) -> str:
+    return f"add a rank-{target.rank} variant of {posixpath.basename(item.path)}"
+
+
 def how_to_load(repo_id: str, item: FileInspection, path: str) -> str:
     if item.format == "peft":
         folder = posixpath.dirname(path)
@@ -146,7 +150,15 @@ class VariantBuilder:
                 path = variant_path(item, target.rank)
                 if path in facts.paths:
                     continue  # the owner already has a file there; never overwrite it
-                proposal = self._build(facts, item, target, path)
+                try:
+                    proposal = self._build(facts, item, target, path)
+                except OverBudget as over:
+                    self.downloader.budget.defer(
+                        Deferral(
+                            facts.repo_id, ProposalKind.VARIANT, variant_title(item, target), over.detail
+                        )
+                    )
+                    continue
                 if proposal is not None:
                     proposals.append(proposal)
         return proposals
@@ -157,7 +169,9 @@ class VariantBuilder:
         from bot.resize.engine import resize_adapter
         from bot.resize.math import ResizeError, ResizeOptions
 
-        source = self.downloader.fetch(facts.repo_id, item.path, facts.revision)
+        source = self.downloader.fetch(
+            facts.repo_id, item.path, facts.revision, size=item.size, reason=ProposalKind.VARIANT
+        )
         config_path = config_path_for(facts, item.path)
         if item.format == "peft" and config_path:
             # It lands beside the weights in the download's snapshot folder, where the engine looks for it.
@@ -186,7 +200,7 @@ class VariantBuilder:
             kind=ProposalKind.VARIANT,
             repo_id=facts.repo_id,
             revision=facts.revision,
-            title=f"add a rank-{target.rank} variant of {posixpath.basename(item.path)}",
+            title=variant_title(item, target),
             summary=self._summary(facts, item, target, path, report),
             verification=(
                 "converted from the factors (QR of both factors and an SVD of the r×r core; padding adds zero "

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 from bot.core.inspect import FileInspection
 from bot.report.bodies import preview
 from bot.report.inspect import alpha_text, base_text, ranks_text, render_inspections_text
-from bot.report.text import escape_markdown, terminal_line, terminal_text
+from bot.report.text import escape_markdown, json_text, terminal_line, terminal_text
 from bot.vocab import Status
 
 
@@ -25,19 +25,43 @@ def scan_report(result) -> dict:
     }
 
 
+def iter_scan_report_json(result) -> Iterator[str]:
+    """`json_text(scan_report(result))` (strict JSON), in pieces: the repos are streamed from the census store
+    one at a time, so writing the report of 10⁵ repos does not hold them all in memory."""
+    yield "{\n"
+    for key in ("endpoint", "dry_run"):
+        yield f'  "{key}": {json_text(getattr(result, key))},\n'
+    yield '  "repos": ['
+    first = True
+    for repo in result.repos:
+        yield (("\n" if first else ",\n") + "    " + json_text(repo.to_json()).replace("\n", "\n    "))
+        first = False
+    yield "\n  ],\n" if not first else "],\n"
+    rest = {
+        "skipped": [{"repo_id": repo_id, "reason": reason} for repo_id, reason in result.skipped],
+        "proposals": [o.to_json() for o in result.outcomes],
+        "stats": result.stats.to_json(),
+    }
+    tail = json_text(rest)
+    yield tail[2:]  # the same object's members, after "repos"
+
+
 def _md(text: object) -> str:
     """Repo-controlled text inside a markdown table: no pipes, no HTML, no @mentions, no line breaks."""
     return escape_markdown(text)
 
 
 def _bytes_split(stats) -> str:
-    """Inspection reads headers only; building a variant or a metadata fix needs the weights themselves."""
+    """Inspection reads headers only; building a variant or a metadata fix needs the weights themselves:
+    say how many bytes went to which proposals, within which budget."""
     if stats.bytes == stats.inspect_bytes:
         return ""
-    return (
-        f" ({stats.inspect_bytes:,} to inspect headers, {stats.bytes - stats.inspect_bytes:,} to build "
-        "proposals from the weights)"
-    )
+    split = f"{stats.inspect_bytes:,} to inspect headers, {stats.bytes - stats.inspect_bytes:,} to build proposals"
+    kinds = (stats.downloads or {}).get("by_kind", {})
+    if not kinds:
+        return f" ({split} from the weights)"
+    why = ", ".join(f"{v['bytes']:,} for {v['files']} {k} source file(s)" for k, v in kinds.items())
+    return f" ({split}: {why}; download budget {stats.downloads['budget_bytes']:,})"
 
 
 def _severity_counts(result) -> dict[str, int]:
@@ -115,35 +139,37 @@ def _unread_and_skipped(failed: Sequence[tuple[str, str]], skipped: Sequence[tup
 
 def render_scan_text(result) -> str:
     """The terminal view: each repo's files in the inspect layout, then the failures."""
-    parts = []
+    return "\n".join(iter_scan_text(result))
+
+
+def iter_scan_text(result) -> Iterator[str]:
+    """The terminal view in lines, repo by repo (streamed from the store)."""
     for repo in result.repos:
         header = f"== {repo.repo_id} @ {(repo.sha or '?')[:10]}"
         if repo.error:
             header += f"  (error: {repo.error})"
-        parts.append(terminal_line(header))
-        parts += [terminal_line(f"  skipped {path}: {reason}") for path, reason in repo.skipped_files]
+        yield terminal_line(header)
+        for path, reason in repo.skipped_files:
+            yield terminal_line(f"  skipped {path}: {reason}")
         if repo.files:
-            parts.append(render_inspections_text([_prefixed(repo.repo_id, f) for f in repo.files]))
+            yield render_inspections_text([_prefixed(repo.repo_id, f) for f in repo.files])
     if result.outcomes:
-        parts.append("\n== proposals" + (" (dry run: nothing was written)" if result.dry_run else ""))
+        yield ("\n== proposals" + (" (dry run: nothing was written)" if result.dry_run else ""))
         for outcome in result.outcomes:
             where = f" {outcome.url}" if outcome.url else ""
             detail = f" ({outcome.detail})" if outcome.detail else ""
-            parts.append(
-                terminal_line(
-                    f"{outcome.status:<16} {outcome.kind:<10} {outcome.repo_id}: {outcome.title}{where}{detail}"
-                )
+            yield terminal_line(
+                f"{outcome.status:<16} {outcome.kind:<10} {outcome.repo_id}: {outcome.title}{where}{detail}"
             )
         for outcome in result.outcomes:
             if result.dry_run and outcome.submission is not None and outcome.status.startswith("would"):
-                parts.append("\n" + terminal_text(preview(outcome.submission)))
+                yield "\n" + terminal_text(preview(outcome.submission))
     counts = _severity_counts(result)
-    parts.append(
+    yield (
         f"\n{result.stats.repos} repos, {result.stats.files} files, {counts['error']} errors, "
         f"{counts['warning']} warnings; {result.stats.requests} requests, {result.stats.bytes:,} bytes"
         f"{_bytes_split(result.stats)}" + (" (dry run)" if result.dry_run else "")
     )
-    return "\n".join(parts)
 
 
 def _prefixed(repo_id: str, inspection: FileInspection) -> FileInspection:

@@ -13,6 +13,7 @@ from urllib.parse import unquote
 
 from bot.sandbox.http import Reply, Request, file_reply, json_reply, paged
 from bot.sandbox.store import (
+    DATASET_PREFIX,
     GITATTRIBUTES,
     MAIN_REF,
     Blob,
@@ -30,6 +31,8 @@ from bot.sandbox.store import (
 )
 
 MODELS_PAGE_SIZE = 50
+# A synthetic census is listed in pages of 1000, the most one listing request returns here (`limit`).
+SYNTHETIC_PAGE_SIZE = 1000
 TREE_PAGE_SIZE = 1000
 COMMITS_PAGE_SIZE = 50
 SORT_KEYS: dict[str, Callable[[Repo], object]] = {
@@ -93,8 +96,14 @@ class SandboxRoutes:
             raise HubError(400, f"Invalid sort {sort!r}; expected one of {', '.join(SORT_KEYS)}")
         expand = set(request.query.get("expand", []))
         full = request.flag("full")
+        if self.store.synthetic is not None:
+            return self._synthetic_models(request, expand)
         with self.store.lock:
-            repos = [repo for repo in self.store.repos.values() if self._matches(request, repo)]
+            repos = [
+                repo
+                for repo in self.store.repos.values()
+                if not repo.is_dataset and self._matches(request, repo)
+            ]
             repos.sort(key=lambda repo: repo.repo_id)
             if sort:
                 repos.sort(key=SORT_KEYS[sort], reverse=request.arg("direction", "-1") != "1")
@@ -116,6 +125,20 @@ class SandboxRoutes:
         if limit:
             return json_reply(items[: min(limit, 1000)])
         return paged(request, items, MODELS_PAGE_SIZE)
+
+    def _synthetic_models(self, request: Request, expand: set[str]) -> Reply:
+        """A synthetic census's listing, newest first, one page made at a time (its queries are not
+        filtered: every query lists the whole census). Pages hold `limit` repos, at most 1000, and link to
+        the next; the client stops following them once it has `limit`."""
+        synthetic = self.store.synthetic
+        start = request.int_arg("cursor", 0)
+        limit = request.int_arg("limit", 0)
+        size = min(limit, SYNTHETIC_PAGE_SIZE) if limit else SYNTHETIC_PAGE_SIZE
+        items = [synthetic.model_json(i, expand or None) for i in synthetic.listing(start, size)]
+        headers = {}
+        if start + size < synthetic.count:
+            headers["Link"] = request.next_page_link(start + size)
+        return json_reply(items, headers=headers)
 
     def _matches(self, request: Request, repo: Repo) -> bool:
         author, search = request.arg("author"), request.arg("search")
@@ -245,18 +268,21 @@ class SandboxRoutes:
     def create_repo(self, request: Request) -> Reply:
         user = request.require_user()
         payload = request.json()
-        if payload.get("type", "model") not in (None, "model"):
-            raise HubError(400, "The sandbox hub only hosts model repos")
+        kind = payload.get("type") or "model"
+        if kind not in ("model", "dataset"):
+            raise HubError(400, "The sandbox hub hosts model and dataset repos")
         namespace, name = payload.get("organization") or user, str(payload.get("name") or "")
         if namespace != user:
             raise HubError(403, f"{user} cannot create repos under {namespace}")
-        repo_id, url = f"{namespace}/{name}", f"{request.base_url}/{namespace}/{name}"
+        repo_id = f"{namespace}/{name}"
+        key = DATASET_PREFIX + repo_id if kind == "dataset" else repo_id
+        url = f"{request.base_url}/{key}"
         with self.store.lock:
-            if repo_id in self.store.repos:  # the client reads `url` even from a 409 when exist_ok=True
+            if key in self.store.repos:  # the client reads `url` even from a 409 when exist_ok=True
                 return json_reply(
-                    {"error": f"You already created this model repo: {repo_id}", "url": url}, 409
+                    {"error": f"You already created this {kind} repo: {repo_id}", "url": url}, 409
                 )
-            repo = self.store.create_repo(repo_id)
+            repo = self.store.create_repo(key)
             self.store.add_commit(
                 repo,
                 MAIN_REF,
@@ -267,6 +293,12 @@ class SandboxRoutes:
                 author=user,
             )
         return json_reply({"url": url, "name": repo_id, "id": repo_id})
+
+    def dataset_info(self, request: Request) -> Reply:
+        repo, commit = self.store.resolve(request.params["repo"], request.params.get("rev") or "main")
+        item = self.model_json(repo, commit, card=True, siblings=True, blobs=request.flag("blobs"))
+        public_id = repo.repo_id.removeprefix(DATASET_PREFIX)
+        return json_reply(item | {"_id": public_id, "id": public_id, "modelId": None})
 
     def preupload(self, request: Request) -> Reply:
         request.require_user()
@@ -518,12 +550,25 @@ class Route:
 
 
 def _route(name: str, methods: str, pattern: str, handler: str | None = None) -> Route:
-    pattern = pattern.replace("{repo}", r"(?P<repo>[^/]+/[^/]+)").replace("{rev}", r"(?P<rev>[^/]+)")
+    pattern = (
+        pattern.replace("{dataset}", r"(?P<repo>datasets/[^/]+/[^/]+)")
+        .replace("{repo}", r"(?P<repo>[^/]+/[^/]+)")
+        .replace("{rev}", r"(?P<rev>[^/]+)")
+    )
     return Route(name, frozenset(methods.split()), re.compile(f"^{pattern}$"), handler or name)
 
 
 # Matched in order on the RAW path: revisions arrive as refs%2Fpr%2F1 and must stay one segment.
+# Dataset repos: the same handlers, with the store key "datasets/OWNER/NAME" as the repo parameter.
 ROUTES = (
+    _route("tree", "GET", r"/api/{dataset}/tree/{rev}(?:/(?P<path>.*))?"),
+    _route("refs", "GET", r"/api/{dataset}/refs"),
+    _route("commits", "GET", r"/api/{dataset}/commits/{rev}"),
+    _route("preupload", "POST", r"/api/{dataset}/preupload/{rev}"),
+    _route("commit", "POST", r"/api/{dataset}/commit/{rev}"),
+    _route("dataset_info", "GET", r"/api/{dataset}(?:/revision/{rev})?"),
+    _route("lfs", "POST", r"/{dataset}\.git/info/lfs/objects/batch"),
+    _route("resolve", "GET HEAD", r"/{dataset}/resolve/{rev}/(?P<path>.+)"),
     _route("whoami", "GET", r"/api/whoami-v2"),
     _route("models", "GET", r"/api/models/?"),
     _route("org_members", "GET", r"/api/organizations/(?P<org>[^/]+)/members"),

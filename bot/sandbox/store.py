@@ -35,6 +35,9 @@ SAMPLE_SIZE = 512
 CHUNK_SIZE = 1024 * 1024
 # Uploads bigger than this are spooled to a temp file instead of being kept in memory.
 IN_MEMORY_UPLOAD_LIMIT = 8 * 1024 * 1024
+# Dataset repos live in the same store under "datasets/OWNER/NAME", the prefix their Hub URLs carry
+# (/datasets/OWNER/NAME/resolve/..., /api/datasets/OWNER/NAME/...): the routes need no other change.
+DATASET_PREFIX = "datasets/"
 MAIN_REF = "refs/heads/main"
 GITATTRIBUTES = "".join(f"*{suffix} filter=lfs diff=lfs merge=lfs -text\n" for suffix in LFS_SUFFIXES)
 EXTRA_KEYS = {"downloads", "likes", "createdAt", "trendingScore"}
@@ -320,7 +323,11 @@ class Repo:
 
     @property
     def owner(self) -> str:
-        return self.repo_id.split("/", 1)[0]
+        return self.repo_id.removeprefix(DATASET_PREFIX).split("/", 1)[0]
+
+    @property
+    def is_dataset(self) -> bool:
+        return self.repo_id.startswith(DATASET_PREFIX)
 
     @property
     def head(self) -> Commit:
@@ -425,6 +432,8 @@ class HubStore:
         self.lfs_objects: dict[str, Blob] = {}
         self._cards: dict[str, dict | None] = {}
         self._spool_dir: tempfile.TemporaryDirectory | None = None
+        # Repos made on demand (bot.sandbox.synthetic.SyntheticRepos), for benchmarks at Hub scale.
+        self.synthetic = None
         self.orgs: dict[str, frozenset[str]] = {}  # organisation → its members
         self.discussions_disabled: set[str] = set()  # repos whose owners turned PRs and discussions off
         # Called with {"kind": "push"|"comment", ...} after a push to main or a comment (the webhooks).
@@ -447,6 +456,8 @@ class HubStore:
     def repo(self, repo_id: str) -> Repo:
         with self.lock:
             repo = self.repos.get(repo_id)
+        if repo is None and self.synthetic is not None:
+            repo = self.synthetic.repo(repo_id)
         if repo is None:
             raise HubError(404, f"Repository Not Found for url: {repo_id}", "RepoNotFound")
         return repo
@@ -463,7 +474,7 @@ class HubStore:
         raise HubError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
 
     def create_repo(self, repo_id: str, *, created_at: datetime | None = None) -> Repo:
-        namespace, _, name = repo_id.partition("/")
+        namespace, _, name = repo_id.removeprefix(DATASET_PREFIX).partition("/")
         if not namespace or not name or "/" in name:
             raise HubError(400, f"Repo id must be 'namespace/name', got {repo_id!r}")
         with self.lock:
