@@ -674,3 +674,42 @@ def test_metadata_fix_declares_mixed_conv_ranks_dynamic(tmp_path, capsys):
         load_file(str(tmp_path / "fixed.safetensors"))["lora_unet_b_conv1.lora_down.weight"],
         tensors["lora_unet_b_conv1.lora_down.weight"],
     )
+
+
+def test_sigterm_during_resize_removes_the_partial_output(tmp_path):
+    """A real `lora-bot resize` process killed with SIGTERM mid-write, as a container stop would: it exits
+    143 with one line, and neither the output nor its `.partial` file is left behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    source = tmp_path / "big.safetensors"
+    generator = torch.Generator().manual_seed(0)
+    tensors = {}
+    for index in range(300):  # ~300 modules of 1024×32: a few seconds of QR and SVD, long enough to interrupt
+        name = f"lora_unet_down_blocks_{index}_attentions_0_proj_in"
+        tensors[f"{name}.lora_down.weight"] = torch.randn(32, 1024, generator=generator)
+        tensors[f"{name}.lora_up.weight"] = torch.randn(1024, 32, generator=generator)
+        tensors[f"{name}.alpha"] = torch.tensor(32.0)
+    save_file(tensors, str(source))
+    output = tmp_path / "out.safetensors"
+    partial = tmp_path / "out.safetensors.partial"
+    root = Path(__file__).resolve().parent.parent
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot", "resize", str(source), "--rank", "8", "--output", str(output)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    deadline = time.monotonic() + 60
+    while not partial.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert partial.exists(), "the resize finished before it could be interrupted: make the file bigger"
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert err.strip().splitlines() == ["lora-bot: terminated; the partial output was removed"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [source.name]
