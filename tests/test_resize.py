@@ -713,3 +713,34 @@ def test_sigterm_during_resize_removes_the_partial_output(tmp_path):
     assert process.returncode == 128 + signal.SIGTERM
     assert err.strip().splitlines() == ["lora-bot: terminated; the partial output was removed"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [source.name]
+
+
+@pytest.mark.parametrize("key", ["ss_network_args", "lora_adapter_metadata"])
+@pytest.mark.parametrize(
+    "depth", [40, 800, 200_000]
+)  # over the limit; deeper than the encoder's stack; the decoder's
+def test_deeply_nested_metadata_json_is_refused_in_one_line(tmp_path, capsys, key, depth):
+    source = tmp_path / "lora.safetensors"
+    tensors = _kohya_file(source)
+    metadata = header_metadata(source)
+    metadata[key] = '{"a":' * depth + "1" + "}" * depth
+    save_file(tensors, str(source), metadata=metadata)
+    code, out, err = run(capsys, source, "--rank", 2)
+    assert code == 1 and not out
+    assert err.strip().splitlines() == [
+        f"lora-bot: cannot resize {source}: {key} in the header metadata is JSON nested deeper than 32 "
+        "levels; cannot rewrite it for the new rank"
+    ]
+    assert [p.name for p in tmp_path.iterdir()] == [source.name]
+
+
+def test_metadata_json_nested_within_the_limit_is_rewritten(tmp_path, capsys):
+    source = tmp_path / "lora.safetensors"
+    tensors = _kohya_file(source)
+    metadata = header_metadata(source)
+    nested = '{"a":' * 30 + "1" + "}" * 30
+    metadata["ss_network_args"] = f'{{"conv_dim": "6", "deep": {nested}}}'
+    save_file(tensors, str(source), metadata=metadata)
+    resize_json(capsys, source, "--rank", 2)
+    args = json.loads(header_metadata(tmp_path / "lora-r2.safetensors")["ss_network_args"])
+    assert args["conv_dim"] == "2" and json.dumps(args["deep"]) == json.dumps(json.loads(nested))

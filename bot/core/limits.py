@@ -44,6 +44,9 @@ MAX_RANK = 65_536
 MAX_VARIANT_BYTES = 2_000_000_000
 # config.yaml given to `scan --config`: read whole or refused (`/dev/zero` is not a config).
 MAX_CONFIG_BYTES = 1_000_000
+# Nesting of the JSON trainers keep in string metadata (ss_network_args, lora_adapter_metadata): real ones are
+# 2-3 levels; a deeper one would exhaust the recursion of the JSON encoder when `resize` rewrites it.
+MAX_METADATA_JSON_DEPTH = 32
 
 LIMITS: tuple[Limit, ...] = (
     Limit(
@@ -80,6 +83,12 @@ LIMITS: tuple[Limit, ...] = (
         "weights of one variant PR, estimated before building",
     ),
     Limit("MAX_CONFIG_BYTES", MAX_CONFIG_BYTES, "bytes", "config.yaml given to `scan --config`"),
+    Limit(
+        "MAX_METADATA_JSON_DEPTH",
+        MAX_METADATA_JSON_DEPTH,
+        "levels",
+        "JSON in header metadata (ss_network_args, lora_adapter_metadata)",
+    ),
 )
 
 
