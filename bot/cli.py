@@ -300,7 +300,7 @@ def cmd_resize(args: argparse.Namespace) -> int:
         reason = (
             f"{error.strerror}: {error.filename}" if isinstance(error, OSError) and error.strerror else error
         )
-        print(f"lora-bot: cannot resize {args.target}: {reason}", file=sys.stderr)
+        print(terminal_line(f"lora-bot: cannot resize {args.target}: {reason}"), file=sys.stderr)
         return EXIT_FINDINGS
     print(render_resize_json(report) if args.json else render_resize_text(report))
     return EXIT_OK

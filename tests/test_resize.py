@@ -744,3 +744,22 @@ def test_metadata_json_nested_within_the_limit_is_rewritten(tmp_path, capsys):
     resize_json(capsys, source, "--rank", 2)
     args = json.loads(header_metadata(tmp_path / "lora-r2.safetensors")["ss_network_args"])
     assert args["conv_dim"] == "2" and json.dumps(args["deep"]) == json.dumps(json.loads(nested))
+
+
+def test_control_characters_in_names_are_escaped_in_the_text_report(tmp_path, capsys):
+    """A tensor and a file name holding ESC, CR and BEL: the report shows escapes, never the raw bytes."""
+    hostile = "lora_unet_x\x1b[2J\r\x07_proj_in"
+    source = tmp_path / "evil\x1b[31m\x07.safetensors"
+    generator = torch.Generator().manual_seed(0)
+    tensors = {
+        f"{hostile}.lora_down.weight": torch.randn(4, 8, generator=generator),
+        f"{hostile}.lora_up.weight": torch.randn(8, 4, generator=generator),
+        f"{hostile}.alpha": torch.tensor(4.0),
+    }
+    save_file(tensors, str(source))
+    code, out, err = run(capsys, source, "--rank", 2)
+    assert code == 0, err
+    assert not any(c in out for c in "\x1b\r\x07")
+    assert "lora_unet_x\\x1b[2J\\x0d\\x07_proj_in" in out and "evil\\x1b[31m\\x07" in out
+    code, _, err = run(capsys, source, "--rank", 2)  # the output exists now: a one-line refusal, escaped too
+    assert code == 2 and not any(c in err for c in "\x1b\r\x07") and len(err.strip().splitlines()) == 1
