@@ -6,9 +6,11 @@ Exit codes: 0 nothing wrong, 1 an error-severity finding (or a failed run), 2 a 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +23,30 @@ EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
 class UsageError(Exception):
     """A mistake in how the command was called: printed as one line, exit status 2."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: raised where the program was, so the same cleanup as Ctrl-C runs (the output's
+    `.partial` file is removed); a BaseException so no `except Exception` swallows it."""
+
+
+@contextlib.contextmanager
+def _terminate_cleanly():
+    """While writing files: SIGTERM (a `kill`, a container stopping) unwinds like Ctrl-C, where its default
+    action would end the process on the spot and leave a partial file behind."""
+
+    def stop(signum, frame):
+        raise Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread (an embedder's worker): the caller's own handling applies
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -318,16 +344,20 @@ def cmd_resize(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise UsageError(str(error)) from None
     try:
-        report = resize_adapter(
-            target, options, Path(args.output) if args.output else None, overwrite=args.force
-        )
+        with _terminate_cleanly():
+            report = resize_adapter(
+                target, options, Path(args.output) if args.output else None, overwrite=args.force
+            )
+    except Terminated:
+        print("lora-bot: terminated; the partial output was removed", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except OutputPathError as error:
         raise UsageError(str(error)) from None
     except (ResizeError, OSError) as error:
         reason = (
             f"{error.strerror}: {error.filename}" if isinstance(error, OSError) and error.strerror else error
         )
-        print(f"lora-bot: cannot resize {args.target}: {reason}", file=sys.stderr)
+        print(terminal_line(f"lora-bot: cannot resize {args.target}: {reason}"), file=sys.stderr)
         return EXIT_FINDINGS
     print(render_resize_json(report) if args.json else render_resize_text(report))
     return EXIT_OK

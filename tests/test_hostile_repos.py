@@ -14,6 +14,7 @@ from test_hostile_files import GOOD, pair, tensor_file
 
 from bot.cli import main
 from bot.config import load_config_text
+from bot.core.limits import MAX_ADAPTER_HEADER_BYTES
 from bot.pipeline import ScanOptions, run_scan
 from bot.report.scan import scan_report
 from bot.sandbox import SandboxHub
@@ -23,6 +24,14 @@ TOKEN = "hf_hostile_bot_token_0123456789"
 GOOD_FILE = tensor_file(GOOD)
 CONFIG_R8 = json.dumps({"r": 8, "lora_alpha": 8, "peft_type": "LORA"}, indent=2)
 CARD = "---\nlicense: mit\n---\n\n# A card\n"
+
+
+def padded_header_file(header_bytes: int) -> bytes:
+    """GOOD_FILE with its (valid) header JSON padded by spaces to `header_bytes`: legal for safetensors."""
+    length = int.from_bytes(GOOD_FILE[:8], "little")
+    blob = GOOD_FILE[8 : 8 + length] + b" " * (header_bytes - length)
+    return header_bytes.to_bytes(8, "little") + blob + GOOD_FILE[8 + length :]
+
 
 # repo name -> files. Each repo also holds one good adapter whose inspection must survive its neighbours.
 REPOS: dict[str, dict[str, bytes]] = {
@@ -104,6 +113,10 @@ REPOS: dict[str, dict[str, bytes]] = {
         "adapter_config.json": b" " * 16_000_001 + b"{}",
     },
     "corrupt-and-good": {"bad.safetensors": b"\x00" * 7, "good.safetensors": GOOD_FILE},
+    "header-over-adapter-cap": {
+        "huge-header.safetensors": padded_header_file(MAX_ADAPTER_HEADER_BYTES + 8),
+        "good.safetensors": GOOD_FILE,
+    },
     "many-files": {f"f{i}.safetensors": GOOD_FILE for i in range(60)},
 }
 
@@ -256,6 +269,14 @@ def test_a_config_not_read_exactly_leaves_its_file_out_with_the_reason(scanned, 
     assert not found.files
     reasons = dict(found.skipped_files)
     assert "adapter_config.json" in reasons and "adapter_model.safetensors" in reasons
+
+
+def test_a_legal_header_over_the_adapter_cap_is_left_out_never_called_corrupt(scanned):
+    found = repo(scanned, "header-over-adapter-cap")
+    assert [f.path for f in found.files] == ["good.safetensors"]
+    reason = dict(found.skipped_files)["huge-header.safetensors"]
+    assert f"{MAX_ADAPTER_HEADER_BYTES:,}-byte cap" in reason and "not a defect of the file" in reason
+    assert not any("corrupt-header" in repr(o) for o in outcomes(scanned, "header-over-adapter-cap"))
 
 
 def test_a_corrupt_file_costs_only_itself(scanned):

@@ -674,3 +674,92 @@ def test_metadata_fix_declares_mixed_conv_ranks_dynamic(tmp_path, capsys):
         load_file(str(tmp_path / "fixed.safetensors"))["lora_unet_b_conv1.lora_down.weight"],
         tensors["lora_unet_b_conv1.lora_down.weight"],
     )
+
+
+def test_sigterm_during_resize_removes_the_partial_output(tmp_path):
+    """A real `lora-bot resize` process killed with SIGTERM mid-write, as a container stop would: it exits
+    143 with one line, and neither the output nor its `.partial` file is left behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    source = tmp_path / "big.safetensors"
+    generator = torch.Generator().manual_seed(0)
+    tensors = {}
+    for index in range(300):  # ~300 modules of 1024×32: a few seconds of QR and SVD, long enough to interrupt
+        name = f"lora_unet_down_blocks_{index}_attentions_0_proj_in"
+        tensors[f"{name}.lora_down.weight"] = torch.randn(32, 1024, generator=generator)
+        tensors[f"{name}.lora_up.weight"] = torch.randn(1024, 32, generator=generator)
+        tensors[f"{name}.alpha"] = torch.tensor(32.0)
+    save_file(tensors, str(source))
+    output = tmp_path / "out.safetensors"
+    partial = tmp_path / "out.safetensors.partial"
+    root = Path(__file__).resolve().parent.parent
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot", "resize", str(source), "--rank", "8", "--output", str(output)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    deadline = time.monotonic() + 60
+    while not partial.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert partial.exists(), "the resize finished before it could be interrupted: make the file bigger"
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert err.strip().splitlines() == ["lora-bot: terminated; the partial output was removed"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [source.name]
+
+
+@pytest.mark.parametrize("key", ["ss_network_args", "lora_adapter_metadata"])
+@pytest.mark.parametrize(
+    "depth", [40, 800, 200_000]
+)  # over the limit; deeper than the encoder's stack; the decoder's
+def test_deeply_nested_metadata_json_is_refused_in_one_line(tmp_path, capsys, key, depth):
+    source = tmp_path / "lora.safetensors"
+    tensors = _kohya_file(source)
+    metadata = header_metadata(source)
+    metadata[key] = '{"a":' * depth + "1" + "}" * depth
+    save_file(tensors, str(source), metadata=metadata)
+    code, out, err = run(capsys, source, "--rank", 2)
+    assert code == 1 and not out
+    assert err.strip().splitlines() == [
+        f"lora-bot: cannot resize {source}: {key} in the header metadata is JSON nested deeper than 32 "
+        "levels; cannot rewrite it for the new rank"
+    ]
+    assert [p.name for p in tmp_path.iterdir()] == [source.name]
+
+
+def test_metadata_json_nested_within_the_limit_is_rewritten(tmp_path, capsys):
+    source = tmp_path / "lora.safetensors"
+    tensors = _kohya_file(source)
+    metadata = header_metadata(source)
+    nested = '{"a":' * 30 + "1" + "}" * 30
+    metadata["ss_network_args"] = f'{{"conv_dim": "6", "deep": {nested}}}'
+    save_file(tensors, str(source), metadata=metadata)
+    resize_json(capsys, source, "--rank", 2)
+    args = json.loads(header_metadata(tmp_path / "lora-r2.safetensors")["ss_network_args"])
+    assert args["conv_dim"] == "2" and json.dumps(args["deep"]) == json.dumps(json.loads(nested))
+
+
+def test_control_characters_in_names_are_escaped_in_the_text_report(tmp_path, capsys):
+    """A tensor and a file name holding ESC, CR and BEL: the report shows escapes, never the raw bytes."""
+    hostile = "lora_unet_x\x1b[2J\r\x07_proj_in"
+    source = tmp_path / "evil\x1b[31m\x07.safetensors"
+    generator = torch.Generator().manual_seed(0)
+    tensors = {
+        f"{hostile}.lora_down.weight": torch.randn(4, 8, generator=generator),
+        f"{hostile}.lora_up.weight": torch.randn(8, 4, generator=generator),
+        f"{hostile}.alpha": torch.tensor(4.0),
+    }
+    save_file(tensors, str(source))
+    code, out, err = run(capsys, source, "--rank", 2)
+    assert code == 0, err
+    assert not any(c in out for c in "\x1b\r\x07")
+    assert "lora_unet_x\\x1b[2J\\x0d\\x07_proj_in" in out and "evil\\x1b[31m\\x07" in out
+    code, _, err = run(capsys, source, "--rank", 2)  # the output exists now: a one-line refusal, escaped too
+    assert code == 2 and not any(c in err for c in "\x1b\r\x07") and len(err.strip().splitlines()) == 1

@@ -8,14 +8,17 @@ this module only turns bytes into a `SafetensorsHeader` or a `HeaderError` that 
 
 from __future__ import annotations
 
+import gc
 import json
 import math
+import re
 import reprlib
 import struct
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from bot.core.limits import MAX_HEADER_BYTES
+from bot.core.limits import MAX_ADAPTER_HEADER_BYTES, MAX_HEADER_BYTES
 
 # Shapes and offsets are u64 in the format; a longer integer literal is corrupt, and refusing it by its digit
 # count keeps Python from building (or refusing with a bare ValueError) a 4,300-digit int.
@@ -54,7 +57,13 @@ class HeaderError(ValueError):
     """The file is not a valid safetensors file; the message says why in terms a user can act on."""
 
 
-@dataclass(frozen=True)
+class HeaderTooLarge(ValueError):
+    """A header within the format's limit but above lora-bot's cap for the file at hand: not a defect of the
+    file (so never a `corrupt-header` claim), just more than the bot reads for it. Not a HeaderError on
+    purpose: readers that turn a HeaderError into a finding let this one through as "not inspected"."""
+
+
+@dataclass(frozen=True, slots=True)  # a header can hold 100,000s of them
 class TensorInfo:
     name: str
     dtype: str
@@ -87,8 +96,12 @@ class SafetensorsHeader:
         return self.data_start + begin, self.data_start + end
 
 
-def declared_header_length(prefix: bytes, file_size: int | None = None) -> int:
-    """N from the first 8 bytes, checked against the file size and the 100 MB limit."""
+def declared_header_length(
+    prefix: bytes, file_size: int | None = None, limit: int = MAX_ADAPTER_HEADER_BYTES
+) -> int:
+    """N from the first 8 bytes, checked against the file size, the format's 100 MB limit (corrupt above it)
+    and `limit`, the cap for this kind of file (HeaderTooLarge above it, before anything is read or parsed).
+    The default is the cap for a LoRA adapter; a base model's shards pass MAX_HEADER_BYTES."""
     if not prefix:
         raise HeaderError("file is empty; a safetensors file starts with an 8-byte header length")
     if len(prefix) < 8:
@@ -103,18 +116,42 @@ def declared_header_length(prefix: bytes, file_size: int | None = None) -> int:
         raise HeaderError(f"header length {length:,} bytes exceeds the {MAX_HEADER_BYTES:,}-byte limit")
     if file_size is not None and 8 + length > file_size:
         raise HeaderError(f"header length {length:,} bytes runs past the end of the {file_size:,}-byte file")
+    if length > limit:
+        raise HeaderTooLarge(
+            f"header is {length:,} bytes, over lora-bot's {limit:,}-byte cap for a LoRA adapter's header "
+            "(a limit of the bot, not a defect of the file); not inspected"
+        )
     return length
 
 
-def parse_header(raw: bytes, file_size: int | None = None) -> SafetensorsHeader:
+def parse_header(
+    raw: bytes, file_size: int | None = None, limit: int = MAX_ADAPTER_HEADER_BYTES
+) -> SafetensorsHeader:
     """Parse and validate `raw` = the first 8 + N bytes of a file (more bytes are ignored)."""
-    length = declared_header_length(raw, file_size)
+    collecting = gc.isenabled()
+    # The parse makes a few objects per tensor and none refer back: the cyclic collector, run again and
+    # again as they pile up, would go over all of them each time (most of the time of a large header).
+    gc.disable()
+    try:
+        return _parse_header(raw, file_size, limit)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _parse_header(raw: bytes, file_size: int | None, limit: int) -> SafetensorsHeader:
+    length = declared_header_length(raw, file_size, limit)
     if len(raw) < 8 + length:
         raise HeaderError(f"file ends inside the header: {len(raw) - 8:,} of {length:,} header bytes present")
-    text = _decode(raw[8 : 8 + length])
+    with memoryview(raw) as view:  # decoded in place: a slice would copy the whole header once more
+        text = _decode(view[8 : 8 + length])
     document = _load_json(text)
+    del text
     metadata = _metadata(document.pop("__metadata__", None))
-    tensors = {name: _tensor(name, entry) for name, entry in document.items()}
+    # Each entry is dropped as its TensorInfo is made, so the parsed JSON and the tensors are not both held
+    # whole; equal shapes share one tuple (a header repeats a few shapes thousands of times).
+    shapes: dict[tuple[int, ...], tuple[int, ...]] = {}
+    tensors = {name: _tensor(name, document.pop(name), shapes) for name in list(document)}
     data_size = None if file_size is None else file_size - 8 - length
     _check_layout(tensors, data_size)
     return SafetensorsHeader(tensors=tensors, metadata=metadata, header_length=length, file_size=file_size)
@@ -148,9 +185,9 @@ def decode_scalar(info: TensorInfo, raw: bytes) -> float:
     return float(struct.unpack(fmt, raw[: struct.calcsize(fmt)])[0])
 
 
-def _decode(blob: bytes) -> str:
+def _decode(blob: bytes | memoryview) -> str:
     try:
-        return blob.decode("utf-8")
+        return str(blob, "utf-8")
     except UnicodeDecodeError as error:
         raise HeaderError(f"header is not valid UTF-8 (byte {error.start} of the header)") from None
 
@@ -173,16 +210,31 @@ def _check_text(text: str) -> None:
         ) from None
 
 
+def _unique_object(pairs: list[tuple[str, object]]) -> dict:
+    made = dict(pairs)
+    if len(made) != len(pairs):
+        # Parsers disagree on which entry wins (Python and serde keep the last), so tools would see
+        # different tensors or metadata in the same file.
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise HeaderError(f"header names {_shown(key)} twice; readers disagree on which entry counts")
+            seen.add(key)
+    return made
+
+
 def _checked_object(pairs: list[tuple[str, object]]) -> dict:
-    seen: dict = {}
-    for key, value in pairs:
+    for key, _ in pairs:
         _check_text(key)
-        if key in seen:
-            # Parsers disagree on which entry wins (Python and serde keep the last), so tools would see
-            # different tensors or metadata in the same file.
-            raise HeaderError(f"header names {_shown(key)} twice; readers disagree on which entry counts")
-        seen[key] = value
-    return seen
+    return _unique_object(pairs)
+
+
+# Text decoded from valid UTF-8 holds no surrogates; only a `\uD800`-`\uDFFF` escape can make one. Without
+# such an escape anywhere, the per-string checks are skipped (one linear scan instead of a call per string).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# Pythons with a cap on int() digits (3.10.7+) refuse a huge literal in C with a ValueError, caught below;
+# others need the per-integer hook, or a million-digit literal would take minutes to convert.
+_INT_DIGITS_CAPPED = getattr(sys, "get_int_max_str_digits", lambda: 0)() > 0
 
 
 def _parse_int(digits: str) -> int:
@@ -200,10 +252,12 @@ def _load_json(text: str) -> dict:
         raise HeaderError("header starts with a byte-order mark (BOM); it must start with '{'")
     if not text.lstrip().startswith("{"):
         raise HeaderError("header is not a JSON object (it must start with '{')")
+    surrogates = "\\u" in text and _SURROGATE_ESCAPE.search(text) is not None
+    hooks: dict = {"object_pairs_hook": _checked_object if surrogates else _unique_object}
+    if not _INT_DIGITS_CAPPED:
+        hooks["parse_int"] = _parse_int
     try:
-        document = json.loads(
-            text, object_pairs_hook=_checked_object, parse_int=_parse_int, parse_constant=_reject_constant
-        )
+        document = json.loads(text, parse_constant=_reject_constant, **hooks)
     except json.JSONDecodeError as error:
         at_byte = len(text[: error.pos].encode("utf-8"))
         raise HeaderError(
@@ -211,6 +265,12 @@ def _load_json(text: str) -> dict:
         ) from None
     except RecursionError:
         raise HeaderError("header JSON is nested too deeply") from None
+    except HeaderError:
+        raise
+    except ValueError as error:  # int(): a literal over the interpreter's digit cap
+        digits = re.search(r"has (\d+) digits", str(error))
+        count = f"{int(digits[1]):,}-digit" if digits else "very long"
+        raise HeaderError(f"header holds a {count} integer; shapes and offsets are 64-bit") from None
     if not isinstance(document, dict):
         raise HeaderError("header is not a JSON object")
     return document
@@ -235,7 +295,35 @@ def _is_count(value: object) -> bool:
 _FIELDS = {"dtype", "shape", "data_offsets"}
 
 
-def _tensor(name: str, entry: object) -> TensorInfo:
+def _tensor(name: str, entry: object, shapes: dict | None = None) -> TensorInfo:
+    """The entry's TensorInfo; a fast path takes well-formed entries, the checks below say what is wrong."""
+    if type(entry) is dict and len(entry) == 3:
+        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if (
+            type(dtype) is str
+            and dtype in DTYPE_BITS
+            and type(shape) is list
+            and type(offsets) is list
+            and len(offsets) == 2
+        ):
+            begin, end = offsets
+            if (
+                type(begin) is int
+                and type(end) is int
+                and 0 <= begin <= end < MAX_COUNT
+                and all(type(d) is int and 0 <= d < MAX_COUNT for d in shape)
+            ):
+                numel = math.prod(shape)
+                bits = numel * DTYPE_BITS[dtype]
+                if numel < MAX_COUNT and bits % 8 == 0 and bits // 8 == end - begin:
+                    dims = tuple(shape)
+                    if shapes is not None:
+                        dims = shapes.setdefault(dims, dims)
+                    return TensorInfo(name, dtype, dims, (begin, end))
+    return _checked_tensor(name, entry)
+
+
+def _checked_tensor(name: str, entry: object) -> TensorInfo:
     label = _shown(name)
     if not isinstance(entry, dict):
         raise HeaderError(f"{label}: entry is not an object but {_shown(entry)}")

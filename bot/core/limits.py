@@ -21,6 +21,12 @@ class Limit:
 
 # The safetensors reference implementation refuses headers above 100 MB; so do we, before allocating.
 MAX_HEADER_BYTES = 100_000_000
+# A LoRA adapter's header is far smaller: the largest real ones (kohya files with a big ss_tag_frequency, a
+# LoRA on every expert of a 256-expert MoE: ~90,000 tensors) stay under ~15 MB. Parsing costs ~10 µs and
+# ~1 KB per tensor at its peak (benchmarks/header_bench.py), so 100 MB would be ~10 s and ~0.8 GB per scan
+# worker. An adapter's header over this cap is refused before it is read, as "not inspected" (a limit of the
+# bot, not a defect of the file: never a corrupt-header claim); base-model shards keep the format's limit.
+MAX_ADAPTER_HEADER_BYTES = 32_000_000
 # adapter_config.json and README.md are read whole or not at all. Real configs with a long rank_pattern reach a
 # few MB; a card over this is refused (never cut: a cut card or config is a false claim or a damaged file).
 MAX_TEXT_BYTES = 16_000_000
@@ -38,6 +44,9 @@ MAX_RANK = 65_536
 MAX_VARIANT_BYTES = 2_000_000_000
 # config.yaml given to `scan --config`: read whole or refused (`/dev/zero` is not a config).
 MAX_CONFIG_BYTES = 1_000_000
+# Nesting of the JSON trainers keep in string metadata (ss_network_args, lora_adapter_metadata): real ones are
+# 2-3 levels; a deeper one would exhaust the recursion of the JSON encoder when `resize` rewrites it.
+MAX_METADATA_JSON_DEPTH = 32
 
 LIMITS: tuple[Limit, ...] = (
     Limit(
@@ -45,6 +54,12 @@ LIMITS: tuple[Limit, ...] = (
         MAX_HEADER_BYTES,
         "bytes",
         "safetensors header JSON; the reference reader's own cap",
+    ),
+    Limit(
+        "MAX_ADAPTER_HEADER_BYTES",
+        MAX_ADAPTER_HEADER_BYTES,
+        "bytes",
+        "a LoRA adapter's header; above it the file is not inspected (base-model shards: the cap above)",
     ),
     Limit(
         "MAX_TEXT_BYTES", MAX_TEXT_BYTES, "bytes", "adapter_config.json or README.md read from a repo, whole"
@@ -68,6 +83,12 @@ LIMITS: tuple[Limit, ...] = (
         "weights of one variant PR, estimated before building",
     ),
     Limit("MAX_CONFIG_BYTES", MAX_CONFIG_BYTES, "bytes", "config.yaml given to `scan --config`"),
+    Limit(
+        "MAX_METADATA_JSON_DEPTH",
+        MAX_METADATA_JSON_DEPTH,
+        "levels",
+        "JSON in header metadata (ss_network_args, lora_adapter_metadata)",
+    ),
 )
 
 

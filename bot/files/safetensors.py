@@ -12,22 +12,36 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from bot.core.header import (
+    HeaderError,
     SafetensorsHeader,
     declared_header_length,
     decode_scalar,
     encode_header,
     parse_header,
 )
+from bot.core.limits import MAX_ADAPTER_HEADER_BYTES
 
 
-def read_local_header(path: str | os.PathLike) -> SafetensorsHeader:
-    """Read only the header of a local file: two small reads, whatever the file's size."""
+def read_local_header(path: str | os.PathLike, limit: int = MAX_ADAPTER_HEADER_BYTES) -> SafetensorsHeader:
+    """Read only the header of a local file: two small reads, whatever the file's size. `limit` caps the
+    header's length before it is read (HeaderTooLarge above it); a base model's shards pass a larger one."""
     path = Path(path)
     size = path.stat().st_size
     with path.open("rb") as handle:
         prefix = handle.read(8)
-        length = declared_header_length(prefix, size)
-        return parse_header(prefix + handle.read(length), size)
+        length = declared_header_length(prefix, size, limit)
+        raw = bytearray(8 + length)  # read in place: `prefix + read()` would hold the header twice
+        raw[:8] = prefix
+        with memoryview(raw) as view:
+            done = 8
+            while done < len(raw):
+                got = handle.readinto(view[done:])
+                if not got:
+                    raise HeaderError(
+                        f"file ends inside the header: {done - 8:,} of {length:,} header bytes present"
+                    )
+                done += got
+        return parse_header(raw, size, limit)
 
 
 def read_local_scalars(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.report.text import human_size, json_text, rank_counts
+from bot.report.text import human_size, json_text, rank_counts, terminal_line
 from bot.resize.engine import ResizeReport
 
 # Big files (SDXL has ~700 modules) show only the modules that lost the most; --json has them all.
@@ -20,14 +20,16 @@ def _short(name: str, width: int) -> str:
 
 
 def render_resize_text(report: ResizeReport) -> str:
+    """File and tensor names come from the file: each goes through `terminal_line`, so an ESC, CR or BEL in
+    one is shown as an escape instead of acting on the terminal (and widths count what is shown)."""
     methods = ", ".join(sorted({m.method for m in report.modules}))
     output = (
-        report.output
+        terminal_line(report.output)
         if report.output_config is None
-        else f"{report.output.parent}/ ({report.output.name} + {report.output_config.name})"
+        else terminal_line(f"{report.output.parent}/ ({report.output.name} + {report.output_config.name})")
     )
     lines = [
-        f"{report.input} → {output}",
+        f"{terminal_line(report.input)} → {output}",
         (
             f"  format   {report.format}    modules {len(report.modules)}    rank {_ranks(report.plan.old_ranks)} → "
             f"{_ranks(report.plan.new_ranks)}    method {methods}"
@@ -36,11 +38,12 @@ def render_resize_text(report: ResizeReport) -> str:
         f"  size     {human_size(report.input_size)} → {human_size(report.output_size)}",
     ]
     rows = sorted(report.modules, key=lambda m: m.relative_error, reverse=True)[:MAX_ROWS]
-    width = min(max((len(m.name) for m in rows), default=6), 64)
+    shown = [terminal_line(m.name) for m in rows]
+    width = min(max((len(name) for name in shown), default=6), 64)
     lines += ["", f"  {'module':<{width}}  {'rank':>9}  {'energy':>9}  {'rel.error':>9}  method"]
-    for m in rows:
+    for m, name in zip(rows, shown, strict=True):
         lines.append(
-            f"  {_short(m.name, width):<{width}}  {f'{m.old_rank}→{m.new_rank}':>9}  "
+            f"  {_short(name, width):<{width}}  {f'{m.old_rank}→{m.new_rank}':>9}  "
             f"{m.energy_retained:>9.4%}  {m.relative_error:>9.6f}  {m.method}"
         )
     hidden = len(report.modules) - len(rows)

@@ -21,7 +21,7 @@ from typing import BinaryIO
 import torch
 
 from bot.core.formats import LOHA, LOKR, LORA, LORA_TUCKER, Module, most_common, parse_keys
-from bot.core.header import HeaderError, SafetensorsHeader
+from bot.core.header import HeaderError, HeaderTooLarge, SafetensorsHeader
 from bot.core.inspect import FileEvidence, FileInspection, inspect_evidence
 from bot.core.peft_config import ConfigError, PeftConfig, lora_scale, parse_peft_config
 from bot.core.selection import PICKLE_SUFFIXES, select_candidates
@@ -268,7 +268,7 @@ def open_adapter(path: Path) -> Adapter:
         header = read_local_header(weights)
         alphas = [n for n, info in header.tensors.items() if n.endswith(".alpha") and info.numel == 1]
         scalars = read_local_scalars(weights, header, alphas)
-    except HeaderError as error:
+    except (HeaderError, HeaderTooLarge) as error:
         raise ResizeError(f"{weights}: {error}") from None
     peek = parse_keys(header.tensors, header.metadata)
     config, config_text = _peft_config(weights) if peek.format == "peft" else (None, None)

@@ -14,8 +14,14 @@ from collections.abc import Iterable, Mapping
 
 from bot.core.formats import most_common
 from bot.core.peft_config import peft_module_key
-from bot.core.trainer_metadata import DYNAMIC
-from bot.resize.math import ModulePlan, ResizePlan
+from bot.core.trainer_metadata import (
+    DIFFUSERS_KEY,
+    DYNAMIC,
+    NETWORK_ARGS_KEY,
+    MetadataTooDeep,
+    load_metadata_json,
+)
+from bot.resize.math import ModulePlan, ResizeError, ResizePlan
 
 DIFFUSERS_METADATA_KEY = "lora_adapter_metadata"
 KOHYA_HASH_KEYS = {"sshs_model_hash": 64, "sshs_legacy_hash": 8}  # width of each value
@@ -84,11 +90,19 @@ def _component(module: str, diffusers_meta: Mapping) -> str:
     return first if any(key.startswith(first + ".") for key in diffusers_meta) else ""
 
 
-def _resized_diffusers_metadata(text: str, plan: ResizePlan) -> str:
+def _loaded(text: str, key: str) -> object | None:
+    """The metadata's JSON; None when it is not JSON (not ours to repair: inspect flags it). Nested too deeply
+    to rewrite, it is refused: kept as it was, it would state the old rank in the resized file."""
     try:
-        meta = json.loads(text)
+        return load_metadata_json(text, key)
+    except MetadataTooDeep as error:
+        raise ResizeError(f"{error}; cannot rewrite it for the new rank") from None
     except ValueError:
-        return text  # not ours to repair; inspect flags it
+        return None
+
+
+def _resized_diffusers_metadata(text: str, plan: ResizePlan) -> str:
+    meta = _loaded(text, DIFFUSERS_KEY)
     if not isinstance(meta, dict):
         return text
     groups: dict[str, list[ModulePlan]] = {}
@@ -117,10 +131,7 @@ def _kohya_summary(plans: list[ModulePlan]) -> tuple[str, str]:
 
 
 def _resized_network_args(text: str, conv: list[ModulePlan]) -> str:
-    try:
-        args = json.loads(text)
-    except ValueError:
-        return text
+    args = _loaded(text, NETWORK_ARGS_KEY)
     if not isinstance(args, dict):
         return text
     for key in STALE_NETWORK_ARGS:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from bot.core.compat import BaseComponent, BaseWeights, ComponentFiles, plan_base_files, shards_of_index
 from bot.core.header import HeaderError, SafetensorsHeader
+from bot.core.limits import MAX_HEADER_BYTES
 from bot.core.selection import is_safe_repo_path
 from bot.files.safetensors import read_local_header
 from bot.hub.client import describe_error, with_retries
@@ -87,7 +88,7 @@ def read_local_base(target: Path) -> BaseWeights:
 
 def _read_local(path: Path) -> dict:
     try:
-        return _table(read_local_header(path))
+        return _table(read_local_header(path, limit=MAX_HEADER_BYTES))
     except HeaderError as error:
         raise BaseReadError(f"{path}: {error}") from None
     except OSError as error:
@@ -238,7 +239,7 @@ class HubBaseReader:
             return cached
         try:
             header = self.reader.header(
-                repo_id, entry.path, sha, entry.size, first_read=BASE_FIRST_READ
+                repo_id, entry.path, sha, entry.size, first_read=BASE_FIRST_READ, limit=MAX_HEADER_BYTES
             ).header
         except HeaderError as error:
             raise BaseReadError(f"{repo_id}/{entry.path}: {error}") from None

@@ -26,7 +26,7 @@ from bot.core.header import (
     scalar_names,
 )
 from bot.core.inspect import FileEvidence
-from bot.core.limits import MAX_TEXT_BYTES
+from bot.core.limits import MAX_ADAPTER_HEADER_BYTES, MAX_TEXT_BYTES
 from bot.core.repo import RepoRef, RepoSnapshot
 from bot.core.selection import CARD_NAME, is_safe_repo_path, select_candidates
 from bot.hub.client import RetryPolicy, describe_error, is_transient, session, with_retries
@@ -153,11 +153,19 @@ class RemoteReader:
         return found
 
     def header(
-        self, repo_id: str, path: str, revision: str, size: int | None, first_read: int = FIRST_READ
+        self,
+        repo_id: str,
+        path: str,
+        revision: str,
+        size: int | None,
+        first_read: int = FIRST_READ,
+        limit: int = MAX_ADAPTER_HEADER_BYTES,
     ) -> HeaderRead:
         """The parsed header, the raw bytes of the first read (they often hold the alpha scalars too), the
         file's size (from the read itself when the listing did not give it) and where later reads go.
-        `first_read` bytes are asked for first (a base model's shards ask for more: one read per shard)."""
+        `first_read` bytes are asked for first (a base model's shards ask for more: one read per shard).
+        A header longer than `limit` is refused (HeaderTooLarge, the file is then skipped, not judged) before
+        its bytes are asked for; a base model's shards pass the format's own limit."""
         if (
             size == 0
         ):  # nothing to read, and a range read of no bytes is refused (416): the file's error, not ours
@@ -166,11 +174,11 @@ class RemoteReader:
         size = size if size is not None else first.total_size
         prefix = first.content  # a server without range support sends the whole file; it is then all here
         try:
-            length = declared_header_length(prefix, size)
+            length = declared_header_length(prefix, size, limit)
             if 8 + length > len(prefix):
                 rest = self.read_ranges(repo_id, path, revision, [(len(prefix), 8 + length)], url=first.url)
                 prefix = prefix + rest[(len(prefix), 8 + length)]
-            return HeaderRead(parse_header(prefix, size), prefix, size, first.url)
+            return HeaderRead(parse_header(prefix, size, limit), prefix, size, first.url)
         except HeaderError as error:
             raise SizedHeaderError(str(error), size) from None
 

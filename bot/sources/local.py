@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.core.header import HeaderError, scalar_names
+from bot.core.header import HeaderError, HeaderTooLarge, scalar_names
 from bot.core.inspect import FileEvidence
 from bot.core.limits import MAX_TEXT_BYTES
 from bot.core.selection import CARD_NAME, CONFIG_NAME, PICKLE_SUFFIXES, Candidate, select_candidates
@@ -34,7 +34,7 @@ def file_evidence(
     try:
         header = read_local_header(path)
         scalars = read_local_scalars(path, header, scalar_names(header))
-    except HeaderError as error:
+    except (HeaderError, HeaderTooLarge) as error:
         return FileEvidence(path=label, size=size, header_error=str(error), **context)
     except OSError as error:
         return FileEvidence(
