@@ -444,7 +444,8 @@ def _produce(
 ) -> tuple[dict[str, torch.Tensor], ModuleResize]:
     """The module's new tensors by name, and what resizing it cost."""
     down, up = _load_pair(handle, header, module)
-    new_down, new_up, result = resize_module(down, up, scale, plan, sigma)
+    # The input factor was read into memory of its own and is not used again: truncation may overwrite it.
+    new_down, new_up, result = resize_module(down, up, scale, plan, sigma, consume_down=True)
     tensors = {module.down.name: new_down, module.up.name: new_up}
     if module.alpha_tensor is not None:
         alpha = read_tensor(handle, header, module.alpha_tensor.name)

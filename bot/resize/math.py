@@ -170,10 +170,21 @@ def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
     return torch.float64 if tensor.dtype == torch.float64 else torch.float32
 
 
-def _core_svd(down2: torch.Tensor, up2: torch.Tensor):
-    """SVD of B·A from its factors: B·A = (Q_b·U)·diag(σ)·(Q_a·V)ᵀ. Costs O((out+in)·r² + r³)."""
+def _core_svd(down2: torch.Tensor, up2: torch.Tensor, overwrite_down: bool = False):
+    """SVD of B·A from its factors: B·A = (Q_b·U)·diag(σ)·(Q_a·V)ᵀ. Costs O((out+in)·r² + r³).
+
+    With `overwrite_down`, Q_a is computed in down2's own memory (down2ᵀ of a row-major down2 is the
+    column-major matrix LAPACK works on in place), so a huge factor is not held twice.
+    """
     q_up, r_up = torch.linalg.qr(up2)  # [out, p], [p, r]
-    q_down, r_down = torch.linalg.qr(down2.T)  # [in, q], [q, r]
+    if overwrite_down and down2.is_contiguous() and down2.shape[1] >= down2.shape[0]:
+        q_down = down2.T  # [in, r]: becomes Q_a
+        tau = q_down.new_empty(q_down.shape[1])
+        torch.geqrf(q_down, out=(q_down, tau))
+        r_down = q_down[: q_down.shape[1]].triu()  # a copy, taken before Q_a overwrites it
+        torch.linalg.householder_product(q_down, tau, out=q_down)
+    else:
+        q_down, r_down = torch.linalg.qr(down2.T)  # [in, q], [q, r]
     u, sigma, vh = torch.linalg.svd(r_up @ r_down.T, full_matrices=False)
     return q_up, u, sigma, vh, q_down
 
@@ -189,32 +200,49 @@ def singular_values(down: torch.Tensor, up: torch.Tensor, scale: float) -> torch
     return torch.linalg.svdvals(r_up @ r_down.T).to(torch.float64) * abs(scale)
 
 
-def reduce_factors(down: torch.Tensor, up: torch.Tensor, scale: float, k: int) -> ReducedFactors:
+def reduce_factors(
+    down: torch.Tensor, up: torch.Tensor, scale: float, k: int, *, consume_down: bool = False
+) -> ReducedFactors:
     """The best rank-k factors of B·A, with √σ on both sides so neither factor carries all the magnitude.
 
     The new factors hold B·A's own truncation; the caller keeps s by writing alpha·k/r. When B·A has fewer than
     k non-zero directions (a zero module, or out or in < k) the missing ones are zero rows/columns.
+    `consume_down` lets the decomposition overwrite `down` (the caller no longer needs its values).
     """
     dtype = _compute_dtype(down)
     down2, up2 = flatten_factors(down.to(dtype), up.to(dtype))
+    # A widened copy is ours to overwrite; the caller's own tensor only when it says so.
+    overwrite_down = consume_down or down.dtype != dtype
     if down2.shape[0] == 0:
         sigma = torch.zeros(0, dtype=torch.float64)
         new_down2, new_up2 = down2.new_zeros(k, down2.shape[1]), up2.new_zeros(up2.shape[0], k)
         return ReducedFactors(*_restore(new_down2, new_up2, down, up, k), singular_values=sigma)
-    q_up, u, sigma, vh, q_down = _core_svd(down2, up2)
+    q_up, u, sigma, vh, q_down = _core_svd(down2, up2, overwrite_down)
     kept = min(k, sigma.shape[0])
     root = sigma[:kept].sqrt()
     new_up2 = up2.new_zeros(up2.shape[0], k)
-    new_down2 = down2.new_zeros(k, down2.shape[1])
     new_up2[:, :kept] = (q_up @ u[:, :kept]) * root
-    new_down2[:kept] = root[:, None] * (vh[:kept] @ q_down.T)
+    del q_up
+    # A factor can be most of the file: the product goes straight into the output's rows and is scaled there,
+    # so no k×in temporary sits beside the output and the input's Q (the issue's 1 GiB factor peaked at 3.9 GB).
+    new_down2 = down2.new_zeros(k, down2.shape[1])
+    torch.mm(vh[:kept], q_down.T, out=new_down2[:kept])
+    del q_down
+    new_down2[:kept].mul_(root[:, None])
     new_down, new_up = _restore(new_down2, new_up2, down, up, k)
     return ReducedFactors(down=new_down, up=new_up, singular_values=sigma.to(torch.float64) * abs(scale))
 
 
+_FINITE_CHUNK = 1 << 22  # elements checked at once: a widened copy of a whole 1 GiB factor would be 2 GiB
+
+
 def all_finite(tensor: torch.Tensor) -> bool:
-    """No NaN or ±inf (float8 has no isfinite of its own, so it is checked widened)."""
-    return bool(torch.isfinite(tensor.to(_compute_dtype(tensor))).all())
+    """No NaN or ±inf (float8 has no isfinite of its own, so it is checked widened, a chunk at a time)."""
+    flat, dtype = tensor.reshape(-1), _compute_dtype(tensor)
+    return all(
+        bool(torch.isfinite(flat[start : start + _FINITE_CHUNK].to(dtype)).all())
+        for start in range(0, flat.numel(), _FINITE_CHUNK)
+    )
 
 
 def pad_factors(down: torch.Tensor, up: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -345,16 +373,23 @@ def _with_gain(tensor: torch.Tensor, gain: float, dtype: torch.dtype) -> torch.T
 
 
 def resize_module(
-    down: torch.Tensor, up: torch.Tensor, scale: float, plan: ModulePlan, sigma: torch.Tensor | None = None
+    down: torch.Tensor,
+    up: torch.Tensor,
+    scale: float,
+    plan: ModulePlan,
+    sigma: torch.Tensor | None = None,
+    *,
+    consume_down: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, ModuleResize]:
     """New factors for one module, in the input dtypes, and what the change cost.
 
     `sigma`, the module's singular values when an energy target already computed them, spares padding and
     copying a second decomposition; truncation needs the singular vectors and decomposes again.
+    `consume_down`: truncation may overwrite `down` (see reduce_factors).
     """
     k = plan.new_rank
     if plan.method == SVD:
-        reduced = reduce_factors(down, up, scale, k)
+        reduced = reduce_factors(down, up, scale, k, consume_down=consume_down)
         new_down, new_up, sigma = reduced.down, reduced.up, reduced.singular_values
     else:
         sigma = singular_values(down, up, scale) if sigma is None else sigma
