@@ -471,11 +471,18 @@ _LEAVES = sorted(
 )
 
 
+_LEAF_SET = frozenset(_LEAVES)
+_LONGEST_LEAF = max(leaf.count("_") for leaf in _LEAVES) + 1  # in `_`-separated parts
+
+
 def leaf_name(module_name: str) -> str:
     """The layer's own name (to_q, q_proj, …), as PEFT's target_modules would say it."""
-    canonical = module_name.replace(".", "_")
-    for leaf in _LEAVES:
-        if canonical.endswith("_" + leaf) or canonical == leaf:
+    parts = module_name.replace(".", "_").split("_")
+    # The longest known leaf the name ends with, whole parts only: a set lookup per length, not a scan of
+    # every leaf (a 200,000-tensor header asks this for every module).
+    for size in range(min(_LONGEST_LEAF, len(parts)), 0, -1):
+        leaf = "_".join(parts[-size:])
+        if leaf in _LEAF_SET:
             return leaf.replace("to_out_0", "to_out.0")
     tail = module_name.split(".")[-1]
     return tail if "." in module_name else module_name.rsplit("_", 1)[-1]
