@@ -65,15 +65,14 @@ def pr_body(members: Sequence[Proposal], supersedes: Sequence[int] = ()) -> str:
         "",
         f"Built from commit `{members[0].revision}`; nothing else in the repo is touched.",
         "",
-        "---",
-        "",
-        OPT_OUT,
-        "",
-        COMMANDS_HELP,
-        "",
-        render_marker(members),
+        *_footer(members),
     ]
     return "\n".join(parts) + "\n"
+
+
+def _footer(members: Sequence[Proposal]) -> list[str]:
+    """The end of every PR and discussion body: how to opt out, the commands, and the hidden record."""
+    return ["---", "", OPT_OUT, "", COMMANDS_HELP, "", render_marker(members)]
 
 
 def discussion_body(proposal: Proposal) -> str:
@@ -91,13 +90,7 @@ def discussion_body(proposal: Proposal) -> str:
                     "are resolved; it never opens a second one."
                 ),
                 "",
-                "---",
-                "",
-                OPT_OUT,
-                "",
-                COMMANDS_HELP,
-                "",
-                render_marker([proposal]),
+                *_footer([proposal]),
             ]
         )
         + "\n"
