@@ -363,6 +363,13 @@ def cmd_resize(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_command_module(commands, name: str, summary: str, module) -> None:
+    """A command that lives in a room of its own: the module gives DESCRIPTION, add_arguments and run."""
+    parser = commands.add_parser(name, help=summary, description=module.DESCRIPTION)
+    module.add_arguments(parser)
+    parser.set_defaults(handler=module.run)
+
+
 def _add_repo_id_options(parser: argparse.ArgumentParser) -> None:
     """For commands whose target may be a Hub repo id instead of a path."""
     parser.add_argument("--endpoint", help="Hub endpoint for a repo id (default: HF_ENDPOINT, else the Hub)")
@@ -517,25 +524,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     merge.set_defaults(handler=cmd_merge_reports)
 
+    from bot.sandbox import cli as sandbox_cli  # stdlib only: the sandbox's serving code, no torch
     from bot.serve import cli as serve_cli  # imports Starlette/uvicorn only when it runs
 
-    serve = commands.add_parser(
-        "serve",
-        help="the webhook service: scan a repo when it is pushed or commented",
-        description=serve_cli.DESCRIPTION,
+    _add_command_module(
+        commands, "serve", "the webhook service: scan a repo when it is pushed or commented", serve_cli
     )
-    serve_cli.add_arguments(serve)
-    serve.set_defaults(handler=serve_cli.run)
-
-    from bot.sandbox import cli as sandbox_cli  # stdlib only: the sandbox's serving code, no torch
-
-    sandbox = commands.add_parser(
-        "sandbox",
-        help="serve the local sandbox Hub (a test and demo server)",
-        description=sandbox_cli.DESCRIPTION,
+    _add_command_module(
+        commands, "sandbox", "serve the local sandbox Hub (a test and demo server)", sandbox_cli
     )
-    sandbox_cli.add_arguments(sandbox)
-    sandbox.set_defaults(handler=sandbox_cli.run)
 
     explain = commands.add_parser(
         "explain",

@@ -147,10 +147,6 @@ class Status(StrEnum):
         """What a dry run reports instead of this status: the same act, not carried out."""
         return _WOULD.get(self, self)
 
-    @property
-    def is_preview(self) -> bool:
-        return self in _WOULD.values()
-
 
 _WOULD = {
     Status.OPENED: Status.WOULD_OPEN,
