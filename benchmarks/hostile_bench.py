@@ -1,11 +1,13 @@
 """The hostile file corpus against the issue's goals: no case over 5 s of wall time or 1 GB of peak RSS.
 
 The corpus is the malformed and adversarial files of tests/test_hostile_files.py (imported, so the benchmark
-and the tests cannot drift apart), plus one legal adapter header just under MAX_ADAPTER_HEADER_BYTES, the
-largest header an adapter may have. Each case is written to its own folder (with its adapter_config.json when
-it has one) and inspected by `python -m bot inspect FILE --json` in its own process, two at a time. Wall time
-and peak RSS are the child's own, from `/usr/bin/time -f "%e %M"`: the process it measures is exec'd from
-`time`, a few-MB program, so the peak is not inherited from this (larger) parent.
+and the tests cannot drift apart), plus two legal adapters: the densest header just under
+MAX_ADAPTER_HEADER_BYTES (one tiny tensor per ~125 bytes, the most work a header under the cap can ask for),
+and the largest real kind, a PEFT LoRA on every expert of a 512-expert MoE (Qwen3-Next-80B-A3B's shapes).
+Each case is written to its own folder (with its adapter_config.json when it has one) and inspected by `python
+-m bot inspect FILE --json` in its own process, two at a time. Wall time and peak RSS are the child's own,
+from `/usr/bin/time -f "%e %M"`: the process it measures is exec'd from `time`, a few-MB program, so the peak
+is not inherited from this (larger) parent.
 
     python benchmarks/hostile_bench.py [--workers 2] [--timeout 120]
 
@@ -34,6 +36,7 @@ from bot.core.limits import MAX_ADAPTER_HEADER_BYTES  # noqa: E402
 WALL_GOAL_S = 5.0
 RSS_GOAL_BYTES = 1_000_000_000
 LEGAL_NAME = "legal-header-under-cap"
+MOE_NAME = "legal-moe-every-expert"
 TIME = ("/usr/bin/time", "-f", "%e %M", "-o")  # elapsed seconds, peak RSS in KB, written to the next argument
 
 
@@ -69,7 +72,45 @@ def build_corpus(root: Path) -> list[tuple[str, Path]]:
         header_bytes = write_header_file(legal, target)
     print(f"{LEGAL_NAME}: {header_bytes:,} header bytes (cap {MAX_ADAPTER_HEADER_BYTES:,})")
     cases.append((LEGAL_NAME, legal))
+    folder = root / MOE_NAME
+    folder.mkdir()
+    moe = folder / "adapter_model.safetensors"
+    tensors, header_bytes = write_moe_lora(moe)
+    print(f"{MOE_NAME}: {tensors:,} tensors, {header_bytes:,} header bytes")
+    cases.append((MOE_NAME, moe))
     return cases
+
+
+def write_moe_lora(path: Path, layers: int = 48, experts: int = 512, hidden: int = 2048, inner: int = 512):
+    """A rank-8 PEFT LoRA on every expert's gate/up/down projection, attention included; the data section is
+    sparse (only the header is read). Returns (tensors, header bytes)."""
+    rank, offset, document = 8, 0, {}
+
+    def add(name: str, shape: list[int]) -> None:
+        nonlocal offset
+        size = shape[0] * shape[1] * 2
+        document[name] = {"dtype": "BF16", "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+
+    for layer in range(layers):
+        prefix = f"base_model.model.model.layers.{layer}"
+        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            add(f"{prefix}.self_attn.{proj}.lora_A.weight", [rank, hidden])
+            add(f"{prefix}.self_attn.{proj}.lora_B.weight", [hidden, rank])
+        for expert in range(experts):
+            for proj, (fan_in, fan_out) in (
+                ("gate_proj", (hidden, inner)),
+                ("up_proj", (hidden, inner)),
+                ("down_proj", (inner, hidden)),
+            ):
+                add(f"{prefix}.mlp.experts.{expert}.{proj}.lora_A.weight", [rank, fan_in])
+                add(f"{prefix}.mlp.experts.{expert}.{proj}.lora_B.weight", [fan_out, rank])
+    blob = json.dumps(document, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    with path.open("wb") as handle:
+        handle.write(len(blob).to_bytes(8, "little") + blob)
+        handle.truncate(8 + len(blob) + offset)
+    return len(document), len(blob)
 
 
 def run_case(name: str, file: Path, timeout: float) -> Outcome:
@@ -116,7 +157,8 @@ def main() -> int:
     over_rss = [o for o in outcomes if o.rss > RSS_GOAL_BYTES]
     failed = [o for o in outcomes if o.problem]
     print(
-        f"cases: {len(outcomes)} ({len(CASES)} files, {len(CONFIGS)} configs, 1 legal header), {args.workers} at a time"
+        f"cases: {len(outcomes)} ({len(CASES)} files, {len(CONFIGS)} configs, 2 legal adapters), "
+        f"{args.workers} at a time"
     )
     print(
         f"max wall: {slowest[0].wall:.2f} s ({slowest[0].name}); "

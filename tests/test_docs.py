@@ -25,6 +25,14 @@ def test_status_table_is_the_vocabulary():
     assert all(f"`{status}`" in table for status in Status)
 
 
+def test_limits_table_is_the_limits_module():
+    from bot.core.limits import LIMITS, limits_table_markdown
+
+    table = README.split("<!-- limits-table:start -->\n", 1)[1].split("\n<!-- limits-table:end -->", 1)[0]
+    assert table == limits_table_markdown()
+    assert all(f"`{limit.name}`" in table for limit in LIMITS)
+
+
 def test_families_table_is_the_signature_data():
     from bot.core.signatures import recognised_markdown
 

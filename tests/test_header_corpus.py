@@ -183,6 +183,27 @@ VARIANTS: list[tuple[str, Callable[[Good], bytes], tuple[str, ...]]] = [
         text_edit(lambda text: text.replace('"dtype":"F32"', '"dtype":"F32","dtype":"F16"', 1)),
         ("dtype twice",),
     ),
+    # The parser counts keys in the text to prove none is written twice; strings that look like keys
+    # (`","` then `:`) and spaced-out JSON must not hide a duplicate from that count.
+    (
+        "duplicate-beside-key-like-strings",
+        text_edit(
+            lambda text: text.replace(
+                '"__metadata__":{', '"__metadata__":{"a":"\\",\\":","b":":","a":"x",', 1
+            )
+        ),
+        ("a twice",),
+    ),
+    (
+        "duplicate-in-spaced-json",
+        text_edit(lambda text: first_tensor_twice(text).replace('":', '" : ').replace(',"', ',\n  "')),
+        (DOWN, "twice"),
+    ),
+    (
+        "duplicate-field-spaced",
+        text_edit(lambda text: text.replace('"dtype":"F32"', '"dtype" : "F32" , "dtype" :\n"F16"', 1)),
+        ("dtype twice",),
+    ),
     (
         "metadata-non-string",
         edited(lambda header, good: header["__metadata__"].update(ss_network_dim=4)),
@@ -467,3 +488,14 @@ def test_a_symlink_loop_as_target_is_a_usage_error(capsys, tmp_path):
     assert status == 2
     assert captured.err.startswith("lora-bot: error:") and str(loop) in captured.err
     assert captured.err.count("\n") == 1
+
+
+def test_a_string_full_of_escaped_quotes_is_read_in_one_pass(capsys, tmp_path, good):
+    # 8 MB of `\"`: a key count that restarted inside strings would take hours here (quadratic).
+    text = good.text.replace('"__metadata__":{', '"__metadata__":{"note":"' + '\\\\\\"' * 2_000_000 + '",', 1)
+    path = tmp_path / "quotes.safetensors"
+    path.write_bytes(pack(text.encode(), good.data))
+    assert main(["inspect", str(path), "--json"]) in (0, 1)
+    (file,) = json.loads(capsys.readouterr().out)["files"]
+    assert not any(flag["code"] == "corrupt-header" for flag in file["flags"])
+    assert file["rank"] is not None and file["tensors"] == len(json.loads(good.text)) - 1

@@ -18,9 +18,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from bot.core import signatures
-from bot.core.formats import OTHER, Module
+from bot.core.formats import OTHER
 from bot.core.selection import is_repo_id
 from bot.core.trainer_metadata import diffusers_adapter_metadata
 
@@ -84,10 +85,15 @@ NO_MODULES = "no module whose shape identifies a base model"
 _VOCABULARY = re.compile(r"(^|[._])(embed_tokens|lm_head|wte|word_embeddings)$")
 
 
-def fingerprint(modules: Sequence[Module]) -> ShapeFingerprint:
-    observed = [
-        signatures.ObservedModule(m.name, m.in_features, m.out_features) for m in modules if m.kind != OTHER
-    ]
+class Adapted(signatures.Observed, Protocol):
+    """A module with its kind: `formats.Module` or `inspect.ModuleReport`."""
+
+    @property
+    def kind(self) -> str: ...
+
+
+def fingerprint(modules: Sequence[Adapted]) -> ShapeFingerprint:
+    observed = [m for m in modules if m.kind != OTHER]
     if not observed:
         return ShapeFingerprint(None, (), NO_MODULES)
     found = signatures.match(observed)

@@ -12,7 +12,6 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
 
 from bot.core.header import TensorInfo
 from bot.vocab import Format, ModuleKind
@@ -46,31 +45,49 @@ _LYCORIS_ROLES = (
     "b_norm",
 )
 
-# (pattern, family, role) — first match wins, so the specific suffixes come before the generic ones.
-# The named group `module` is the module path; `role` (when present) overrides the fixed role.
-_SUFFIXES: tuple[tuple[re.Pattern[str], str, str | None], ...] = tuple(
-    (re.compile(pattern), family, role)
-    for pattern, family, role in (
+# (pattern, family, role, literals) — first match wins, so the specific suffixes come before the generic ones.
+# The named group `module` is the module path; `role` (when present) overrides the fixed role. A pattern can
+# only match a name holding one of its literals: that substring test skips most patterns without running
+# them, which is most of the work when a header holds 200,000 tensors.
+_SUFFIXES: tuple[tuple[re.Pattern[str], str, str | None, re.Pattern[str]], ...] = tuple(
+    (re.compile(pattern), family, role, re.compile("|".join(map(re.escape, literals))))
+    for pattern, family, role, literals in (
         # PEFT / diffusers A-B (the adapter name is normally stripped on save; tolerate one left in).
-        (r"^(?P<module>.+)\.lora_(?P<role>A|B)(?:\.[^.]+)?\.weight$", AB, None),
-        (r"^(?P<module>.+)\.lora_B(?:\.[^.]+)?\.bias$", AB, "bias"),
-        (r"^(?P<module>.+)\.lora_embedding_(?P<role>A|B)(?:\.[^.]+)?$", AB, None),
-        (r"^(?P<module>.+)\.lora_magnitude_vector(?:\.[^.]+)?(?:\.weight)?$", AB, "magnitude"),
+        (r"^(?P<module>.+)\.lora_(?P<role>A|B)(?:\.[^.]+)?\.weight$", AB, None, (".lora_A", ".lora_B")),
+        (r"^(?P<module>.+)\.lora_B(?:\.[^.]+)?\.bias$", AB, "bias", (".lora_B",)),
+        (r"^(?P<module>.+)\.lora_embedding_(?P<role>A|B)(?:\.[^.]+)?$", AB, None, (".lora_embedding_",)),
+        (
+            r"^(?P<module>.+)\.lora_magnitude_vector(?:\.[^.]+)?(?:\.weight)?$",
+            AB,
+            "magnitude",
+            (".lora_magnitude_vector",),
+        ),
         # Legacy attention processors (FaceChain, old diffusers scripts; XLabs Flux uses the same shape).
         (
             r"^(?P<module>.+)\.processor\.(?P<proj>\w+?)_lora(?P<idx>\d*)\.(?P<role>down|up)\.weight$",
             LEGACY,
             None,
+            (".processor.",),
         ),
         # diffusers "lora.down/up" (SD/SDXL training scripts) and the old text-encoder lora_linear_layer.
-        (r"^(?P<module>.+)\.lora(?:_linear_layer)?\.(?P<role>down|up)\.weight$", DIFFUSERS, None),
+        (
+            r"^(?P<module>.+)\.lora(?:_linear_layer)?\.(?P<role>down|up)\.weight$",
+            DIFFUSERS,
+            None,
+            (".lora.", ".lora_linear_layer."),
+        ),
         # kohya sd-scripts and LyCORIS LoCon.
-        (r"^(?P<module>.+)\.lora_(?P<role>down|up|mid)\.weight$", KOHYA, None),
-        (r"^(?P<module>.+)\.lora_(?P<role>down|up)\.(?P<idx>\d+)\.weight$", KOHYA, None),
-        (r"^(?P<module>.+)\.alpha$", KOHYA, "alpha"),
-        (rf"^(?P<module>.+)\.(?P<role>{'|'.join(_LYCORIS_ROLES)})$", LYCORIS, None),
+        (r"^(?P<module>.+)\.lora_(?P<role>down|up|mid)\.weight$", KOHYA, None, (".lora_",)),
+        (r"^(?P<module>.+)\.lora_(?P<role>down|up)\.(?P<idx>\d+)\.weight$", KOHYA, None, (".lora_",)),
+        (r"^(?P<module>.+)\.alpha$", KOHYA, "alpha", (".alpha",)),
+        (
+            rf"^(?P<module>.+)\.(?P<role>{'|'.join(_LYCORIS_ROLES)})$",
+            LYCORIS,
+            None,
+            tuple(f".{role}" for role in _LYCORIS_ROLES),
+        ),
         # ControlLoRA: `<path>.down` / `<path>.up`, no `.weight`.
-        (r"^(?P<module>.+)\.(?P<role>down|up)$", CONTROL, None),
+        (r"^(?P<module>.+)\.(?P<role>down|up)$", CONTROL, None, (".down", ".up")),
     )
 )
 
@@ -92,37 +109,42 @@ def _axis(factor: TensorInfo | None, axis: int) -> int | None:
     return factor.shape[axis] if factor is not None and len(factor.shape) >= 2 else None
 
 
-@dataclass(frozen=True)
+_PLAIN_LORA_ROLES = frozenset({"down", "up", "alpha", "bias", "magnitude"})
+
+
+def _kind_of(roles: Iterable[str]) -> ModuleKind:
+    roles = set(roles)
+    if roles <= _PLAIN_LORA_ROLES:  # nearly every module: the rules below give LORA for these
+        return LORA
+    if any(r.startswith("hada_") for r in roles):
+        return LOHA
+    if any(r.startswith("lokr_") for r in roles):
+        return LOKR
+    # A module left with only its alpha, bias or magnitude is a LoRA module that lost its factors.
+    if "down" in roles or "up" in roles or roles <= {"alpha", "bias", "magnitude", "mid"}:
+        return LORA_TUCKER if "mid" in roles else LORA
+    return OTHER
+
+
+@dataclass(frozen=True, slots=True)
 class Module:
     """One adapted layer and its tensors by role (down, up, mid, alpha, bias, magnitude, hada_w1_a, …)."""
 
     name: str
     family: str
     tensors: Mapping[str, TensorInfo]
+    # Settled once from `tensors`: every check and report asks for them, and a 200,000-module header asks
+    # millions of times.
+    kind: ModuleKind = field(init=False, compare=False, repr=False)
+    down: TensorInfo | None = field(init=False, compare=False, repr=False)
+    up: TensorInfo | None = field(init=False, compare=False, repr=False)
+    alpha_tensor: TensorInfo | None = field(init=False, compare=False, repr=False)
 
-    @cached_property  # every other property asks for it, several times per module and report
-    def kind(self) -> str:
-        roles = self.tensors.keys()
-        if any(r.startswith("hada_") for r in roles):
-            return LOHA
-        if any(r.startswith("lokr_") for r in roles):
-            return LOKR
-        # A module left with only its alpha, bias or magnitude is a LoRA module that lost its factors.
-        if "down" in roles or "up" in roles or roles <= {"alpha", "bias", "magnitude", "mid"}:
-            return LORA_TUCKER if "mid" in roles else LORA
-        return OTHER
-
-    @property
-    def down(self) -> TensorInfo | None:
-        return self.tensors.get("down")
-
-    @property
-    def up(self) -> TensorInfo | None:
-        return self.tensors.get("up")
-
-    @property
-    def alpha_tensor(self) -> TensorInfo | None:
-        return self.tensors.get("alpha")
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", _kind_of(self.tensors))
+        object.__setattr__(self, "down", self.tensors.get("down"))
+        object.__setattr__(self, "up", self.tensors.get("up"))
+        object.__setattr__(self, "alpha_tensor", self.tensors.get("alpha"))
 
     @property
     def is_paired(self) -> bool:
@@ -265,18 +287,44 @@ def parse_keys(
     )
 
 
+# The suffixes nearly every key ends with, answered by string tests alone: (suffix, family, role, module
+# endings under which an earlier pattern in _SUFFIXES would match instead). A name outside these goes through
+# the patterns; tests/test_fuzz.py checks both ways give the same answer for any name.
+_COMMON_SUFFIXES = (
+    (".lora_A.weight", AB, "down", ()),
+    (".lora_B.weight", AB, "up", ()),
+    (".lora_down.weight", KOHYA, "down", (".lora_A", ".lora_B", ".lora_magnitude_vector")),
+    (".lora_up.weight", KOHYA, "up", (".lora_A", ".lora_B", ".lora_magnitude_vector")),
+    (".alpha", KOHYA, "alpha", (".lora_embedding_A", ".lora_embedding_B", ".lora_magnitude_vector")),
+)
+_COMMON_ENDINGS = tuple(suffix for suffix, *_ in _COMMON_SUFFIXES)
+
+
 def _match_suffix(name: str) -> tuple[str, str, str] | None:
-    for pattern, family, fixed_role in _SUFFIXES:
+    # A name with a newline never matches (`.` in the patterns stops at one); let the patterns say so.
+    if name.endswith(_COMMON_ENDINGS) and "\n" not in name:
+        for suffix, family, role, shadowed_by in _COMMON_SUFFIXES:
+            if name.endswith(suffix):
+                module = name[: -len(suffix)]
+                if module and not module.endswith(shadowed_by):
+                    return module, family, role
+                break
+    return _match_suffix_by_patterns(name)
+
+
+def _match_suffix_by_patterns(name: str) -> tuple[str, str, str] | None:
+    for pattern, family, fixed_role, literals in _SUFFIXES:
+        if literals.search(name) is None:
+            continue
         found = pattern.match(name)
         if not found:
             continue
-        groups = found.groupdict()
-        module = groups["module"]
-        role = fixed_role or _ROLE_ALIASES.get(groups["role"], groups["role"])
+        module = found["module"]
+        role = fixed_role or _ROLE_ALIASES.get(found["role"], found["role"])
         if family == LEGACY:
-            module = f"{module}.{groups['proj']}{groups['idx'] or ''}"
-        elif groups.get("idx"):
-            module = f"{module}.{groups['idx']}"
+            module = f"{module}.{found['proj']}{found['idx']}"
+        elif "idx" in pattern.groupindex and found["idx"]:
+            module = f"{module}.{found['idx']}"
         return module, family, role
     return None
 

@@ -31,7 +31,7 @@ from bot.core.formats import (
 )
 from bot.core.header import SafetensorsHeader
 from bot.core.peft_config import ConfigError, PeftConfig, config_from_mapping, lora_scale, parse_peft_config
-from bot.core.signatures import ObservedModule, misfit_against
+from bot.core.signatures import misfit_against
 from bot.core.trainer_metadata import as_int, diffusers_adapter_metadata, network_args
 from bot.vocab import FlagCode, Format, Severity
 
@@ -253,9 +253,7 @@ def _inspect_header(evidence: FileEvidence, header: SafetensorsHeader) -> FileIn
     alphas = Counter(r.alpha for r in lora_reports if r.alpha is not None)
     alpha = most_common(alphas)
     alpha_declared = any(r.alpha_declared for r in reports)
-    base = resolve(
-        fingerprint(parsed.modules), declarations(config.raw if config else None, card_data, metadata)
-    )
+    base = resolve(fingerprint(reports), declarations(config.raw if config else None, card_data, metadata))
 
     found += _structure_flags(parsed, evidence, config)
     found += _rank_flags(parsed, reports, config, metadata, diffusers_configs, ranks)
@@ -272,7 +270,7 @@ def _inspect_header(evidence: FileEvidence, header: SafetensorsHeader) -> FileIn
         )
     else:  # with a refused key, "no alpha declared" may be false: the key may declare it
         found += _alpha_flags(alpha_declared, ranks, rank, parsed.format)
-    found += _base_model_flags(base, parsed.modules)
+    found += _base_model_flags(base, reports)
     return FileInspection(
         path=evidence.path,
         format=parsed.format,
@@ -315,6 +313,8 @@ def _diffusers_configs(diffusers_meta: Mapping) -> dict[str, PeftConfig]:
 
 def _diffusers_config_for(configs: Mapping[str, PeftConfig], module: str) -> tuple[PeftConfig | None, str]:
     """The component's config and the module's path inside that component (what patterns match against)."""
+    if not configs:
+        return None, module
     component, _, inner = module.partition(".")
     if component in configs and inner:
         return configs[component], inner
@@ -526,8 +526,8 @@ def _rank_flags(
 
 def _metadata_rank_flags(lora, metadata: Mapping[str, str]) -> list[Flag]:
     found = []
-    linear = Counter(r.rank for m, r in lora if not m.uses_conv_dim)
-    conv = Counter(r.rank for m, r in lora if m.uses_conv_dim)
+    linear = Counter(r.rank for _, r in lora if not r.conv_dim)
+    conv = Counter(r.rank for _, r in lora if r.conv_dim)
     checks = (
         ("ss_network_dim", as_int(metadata.get("ss_network_dim", "")), linear),
         ("ss_network_args conv_dim", as_int(network_args(metadata).get("conv_dim", "")), conv),
@@ -598,15 +598,14 @@ def _alpha_flags(alpha_declared: bool, ranks: Counter, rank: int | None, file_fo
     ]
 
 
-def _base_model_flags(base: BaseModel, modules: Sequence[Module]) -> list[Flag]:
+def _base_model_flags(base: BaseModel, modules: Sequence[ModuleReport]) -> list[Flag]:
     found = []
-    observed = [ObservedModule(m.name, m.in_features, m.out_features) for m in modules]
     for conflict in base.conflicts:
         declared = FAMILY_NAMES.get(conflict.family, conflict.family)
         if "shapes" in base.source:
             fits = FAMILY_NAMES.get(base.family, base.family) if base.family else "other bases"
             candidates = f" ({', '.join(base.candidates[:6])})" if base.candidates else ""
-            misfit = misfit_against(observed, conflict.family, conflict.repo_id)
+            misfit = misfit_against(modules, conflict.family, conflict.repo_id)
             message = (
                 f"{conflict.source} is {conflict.value!r} ({declared}) but the shapes fit {fits}{candidates}"
                 + (f"; {misfit}" if misfit else "")

@@ -41,6 +41,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
+from typing import Protocol
 
 from bot.core import signature_data as _data
 
@@ -55,10 +56,22 @@ DENOISER, TEXT_ENCODER, TEXT_ENCODER_2, TEXT_ENCODER_3, MODEL = (
 FAMILIES: Mapping[str, str] = MappingProxyType(dict(_data.FAMILIES))
 
 
+class Observed(Protocol):
+    """A module as the adapter file names it (the key without its `.lora_A.weight`-style suffix) and the
+    widths its factors show; None where a factor does not give one (LoHa/LoKr). The engine's own module
+    records (`formats.Module`, `inspect.ModuleReport`) are passed as they are: a header can hold 200,000."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def in_features(self) -> int | None: ...
+    @property
+    def out_features(self) -> int | None: ...
+
+
 @dataclass(frozen=True)
 class ObservedModule:
-    """A module as the adapter file names it (the key without its `.lora_A.weight`-style suffix) and the
-    widths its factors show; None where a factor does not give one (LoHa/LoKr)."""
+    """An `Observed` made from plain values (`lora-bot check`, the tests)."""
 
     name: str
     in_features: int | None
@@ -123,12 +136,12 @@ _HIDDEN = {key: hidden for key, (_source, hidden, _namings, _rows) in _data.TABL
 
 # ------------------------------------------------------------------------------------ precomputed indexes
 
-_NUMBER = re.compile(r"(?<![^_])\d+(?![^_])")  # a whole `_`-separated segment of digits
+_NUMBER = re.compile(r"(?<![^_])(\d+)(?![^_])")  # a whole `_`-separated segment of digits
 
 
 def _folded_template(path: str) -> tuple[str, tuple[int, ...]]:
-    folded = path.replace(".", "_")
-    return _NUMBER.sub("{}", folded), tuple(int(n) for n in _NUMBER.findall(folded))
+    parts = _NUMBER.split(path.replace(".", "_"))  # text, digits, text, …: one pass finds both
+    return "{}".join(parts[::2]), tuple(map(int, parts[1::2]))
 
 
 def _block_list(folded_template: str) -> str:
@@ -197,6 +210,7 @@ _PREFIXES = (
     ("model.diffusion_model.", DENOISER),
     ("diffusion_model.", DENOISER),
 )
+_ANY_PREFIX = tuple(prefix for prefix, _ in _PREFIXES)
 # transformers 4.x spellings of multimodal LLM paths → the 5.x ones the tables hold (Gemma 3 moved its towers
 # under `model.` in 4.52).
 _LLM_RENAMES = (
@@ -212,7 +226,7 @@ def _readings(name: str) -> list[tuple[str, str]]:
     # PEFT's prefix, or one a trainer left behind a component prefix (`transformer.base_model.model.…`).
     name = name[len(_PEFT) :] if name.startswith(_PEFT) else name.replace("." + _PEFT, ".", 1)
     readings: list[tuple[str, str]] = []
-    for prefix, component in _PREFIXES:
+    for prefix, component in _PREFIXES if name.startswith(_ANY_PREFIX) else ():
         if name.startswith(prefix):
             readings.append((component, name[len(prefix) :]))
             if prefix == "transformer.":  # GPT-2 / Falcon / Bloom trunks are `transformer.h.N`
@@ -223,23 +237,30 @@ def _readings(name: str) -> list[tuple[str, str]]:
         if not name.startswith("model."):  # a bare decoder (LlamaModel) has no `model.`
             readings.append((MODEL, "model." + name))
         readings += [(MODEL, new + name[len(old) :]) for old, new in _LLM_RENAMES if name.startswith(old)]
+    # (Every path is the name or a part of it behind a prefix with neither word: the `in` tests only skip work.)
     # Legacy attention-processor LoRAs name the output projection `to_out` (diffusers: `to_out.0`).
-    readings += [(c, p + ".0") for c, p in readings if p.endswith("to_out")]
+    if "to_out" in name:
+        readings += [(c, p + ".0") for c, p in readings if p.endswith("to_out")]
     # CLIP text encoders: transformers 4.x (what trainers wrote for years) nests them as `text_model.…`;
     # transformers 5 flattens CLIPTextModel, while the WithProjection class keeps the prefix.
-    readings += [
-        (c, p[len(prefix) :])
-        for c, p in readings
-        if c.startswith(TEXT_ENCODER)
-        for prefix in ("text_model.", "text_model_")
-        if p.startswith(prefix)
-    ]
+    if "text_model" in name:
+        readings += [
+            (c, p[len(prefix) :])
+            for c, p in readings
+            if c.startswith(TEXT_ENCODER)
+            for prefix in ("text_model.", "text_model_")
+            if p.startswith(prefix)
+        ]
     return readings
 
 
 def _folded_readings(name: str) -> list[tuple[str, str, tuple[int, ...]]]:
+    readings = _readings(name)
+    if len(readings) == 1:  # a prefixed name (`lora_unet_…`, `transformer.…`): most modules
+        component, path = readings[0]
+        return [(component, *_folded_template(path))]
     seen, result = set(), []
-    for component, path in _readings(name):
+    for component, path in readings:
         template, indices = _folded_template(path)
         if (component, template, indices) not in seen:
             seen.add((component, template, indices))
@@ -273,7 +294,7 @@ def normalise(module_name: str) -> tuple[str, str]:
 _Place = tuple[str, str, tuple[int, ...]]
 
 
-def _module_bits(module: ObservedModule, cache: dict) -> tuple[int, _Place | None]:
+def _module_bits(module: Observed, cache: dict) -> tuple[int, _Place | None]:
     """The entries a module fits, as a bitmask, and where it fitted."""
     fan_in, fan_out = module.in_features, module.out_features
     bits, place = 0, None
@@ -372,7 +393,7 @@ def _entry_names(positions: Sequence[int]) -> str:
     return ", ".join(ENTRIES[p].label for p in positions)
 
 
-def match(modules: Sequence[ObservedModule]) -> SignatureMatch:
+def match(modules: Sequence[Observed]) -> SignatureMatch:
     """The base entries every module fits (names and widths), the family they share and their repo ids."""
     total = len(modules)
     if not total:
@@ -427,7 +448,7 @@ def _complete_fit(
 
 
 def _partial_fit(
-    modules: Sequence[ObservedModule], per_module: Sequence[tuple[int, _Place | None]], total: int
+    modules: Sequence[Observed], per_module: Sequence[tuple[int, _Place | None]], total: int
 ) -> SignatureMatch:
     counts: Counter[int] = Counter()
     for bits, count in Counter(bits for bits, _ in per_module).items():
@@ -453,7 +474,7 @@ def _partial_fit(
     return SignatureMatch(None, (), evidence, fitted, total, (entry.label,))
 
 
-def misfit_against(modules: Sequence[ObservedModule], family: str, repo_id: str | None = None) -> str | None:
+def misfit_against(modules: Sequence[Observed], family: str, repo_id: str | None = None) -> str | None:
     """Why the modules are not the declared base's, as a person can check it: the first module whose layer
     exists in that base (the entry listing `repo_id`, else any of `family`) with other widths, e.g.
     `…attn2.to_k is 768→640 here but 2048→640 in SDXL base`."""
