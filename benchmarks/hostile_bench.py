@@ -3,7 +3,7 @@
 The corpus is the malformed and adversarial files of tests/test_hostile_files.py (imported, so the benchmark
 and the tests cannot drift apart), plus two legal adapters: the densest header just under
 MAX_ADAPTER_HEADER_BYTES (one tiny tensor per ~125 bytes, the most work a header under the cap can ask for),
-and the largest real kind, a PEFT LoRA on every expert of a 512-expert MoE (Qwen3-Next-80B-A3B's shapes).
+and the largest real kind under the cap, a PEFT LoRA on every linear layer of DeepSeek-V3, each expert included.
 Each case is written to its own folder (with its adapter_config.json when it has one) and measured twice:
 
 - local: `python -m bot inspect FOLDER/adapter_model.safetensors --json`;
@@ -83,49 +83,63 @@ def build_corpus(root: Path) -> list[tuple[str, Path]]:
         cases.append((name, folder))
     folder = root / LEGAL_NAME
     folder.mkdir()
-    legal = folder / "adapter_model.safetensors"
-    # write_header_file's target is an estimate (it undershoots by ~9%): scale it until the header is within
-    # 0.5% under the cap, the largest header an adapter may have.
-    target = MAX_ADAPTER_HEADER_BYTES
-    header_bytes = write_header_file(legal, target)
-    while not MAX_ADAPTER_HEADER_BYTES * 0.995 <= header_bytes <= MAX_ADAPTER_HEADER_BYTES:
-        target = int(target * MAX_ADAPTER_HEADER_BYTES * 0.9975 / header_bytes)
-        header_bytes = write_header_file(legal, target)
+    header_bytes = write_densest_header(folder / "adapter_model.safetensors")
     print(f"{LEGAL_NAME}: {header_bytes:,} header bytes (cap {MAX_ADAPTER_HEADER_BYTES:,})")
     cases.append((LEGAL_NAME, folder))
     folder = root / MOE_NAME
     folder.mkdir()
-    moe = folder / "adapter_model.safetensors"
-    tensors, header_bytes = write_moe_lora(moe)
+    tensors, header_bytes = write_moe_lora(folder / "adapter_model.safetensors")
     print(f"{MOE_NAME}: {tensors:,} tensors, {header_bytes:,} header bytes")
     cases.append((MOE_NAME, folder))
     return cases
 
 
-def write_moe_lora(path: Path, layers: int = 48, experts: int = 512, hidden: int = 2048, inner: int = 512):
-    """A rank-8 PEFT LoRA on every expert's gate/up/down projection, attention included; the data section is
-    sparse (only the header is read). Returns (tensors, header bytes)."""
-    rank, offset, document = 8, 0, {}
+def write_densest_header(path: Path, cap: int = MAX_ADAPTER_HEADER_BYTES) -> int:
+    """The largest header an adapter may have, made of the most tensors it can hold: within 0.5% under `cap`.
+    Returns the header's size. (write_header_file's target is an estimate that undershoots by ~9%.)"""
+    target = cap
+    header_bytes = write_header_file(path, target)
+    while not cap * 0.995 <= header_bytes <= cap:
+        target = int(target * cap * 0.9975 / header_bytes)
+        header_bytes = write_header_file(path, target)
+    return header_bytes
 
-    def add(name: str, shape: list[int]) -> None:
+
+def write_moe_lora(
+    path: Path, dense_layers: int = 3, moe_layers: int = 58, experts: int = 256
+) -> tuple[int, int]:
+    """A rank-4 PEFT LoRA on every linear layer of DeepSeek-V3 (MLA attention, 256 routed experts and one
+    shared expert per MoE layer): the largest kind of adapter the Hub holds whose header is under the cap.
+    The data section is sparse (only the header is read). Returns (tensors, header bytes)."""
+    rank, hidden, dense_inner, inner, offset, document = 4, 7168, 18432, 2048, 0, {}
+
+    def add(module: str, fan_in: int, fan_out: int) -> None:
         nonlocal offset
-        size = shape[0] * shape[1] * 2
-        document[name] = {"dtype": "BF16", "shape": shape, "data_offsets": [offset, offset + size]}
-        offset += size
+        for factor, shape in (("lora_A", [rank, fan_in]), ("lora_B", [fan_out, rank])):
+            size = shape[0] * shape[1] * 2
+            entry = {"dtype": "BF16", "shape": shape, "data_offsets": [offset, offset + size]}
+            document[f"{module}.{factor}.weight"] = entry
+            offset += size
 
-    for layer in range(layers):
+    def mlp(prefix: str, width: int) -> None:
+        add(f"{prefix}.gate_proj", hidden, width)
+        add(f"{prefix}.up_proj", hidden, width)
+        add(f"{prefix}.down_proj", width, hidden)
+
+    for layer in range(dense_layers + moe_layers):
         prefix = f"base_model.model.model.layers.{layer}"
-        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            add(f"{prefix}.self_attn.{proj}.lora_A.weight", [rank, hidden])
-            add(f"{prefix}.self_attn.{proj}.lora_B.weight", [hidden, rank])
+        attention = f"{prefix}.self_attn"
+        add(f"{attention}.q_a_proj", hidden, 1536)
+        add(f"{attention}.q_b_proj", 1536, 24576)
+        add(f"{attention}.kv_a_proj_with_mqa", hidden, 576)
+        add(f"{attention}.kv_b_proj", 512, 32768)
+        add(f"{attention}.o_proj", 16384, hidden)
+        if layer < dense_layers:
+            mlp(f"{prefix}.mlp", dense_inner)
+            continue
         for expert in range(experts):
-            for proj, (fan_in, fan_out) in (
-                ("gate_proj", (hidden, inner)),
-                ("up_proj", (hidden, inner)),
-                ("down_proj", (inner, hidden)),
-            ):
-                add(f"{prefix}.mlp.experts.{expert}.{proj}.lora_A.weight", [rank, fan_in])
-                add(f"{prefix}.mlp.experts.{expert}.{proj}.lora_B.weight", [fan_out, rank])
+            mlp(f"{prefix}.mlp.experts.{expert}", inner)
+        mlp(f"{prefix}.mlp.shared_experts", inner)
     blob = json.dumps(document, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)
     with path.open("wb") as handle:

@@ -247,48 +247,17 @@ def _reject_constant(name: str) -> None:
     raise HeaderError(f"header is not valid JSON: {name} is not a JSON value")
 
 
-# Every JSON string, and whether a colon follows it (then it is a key). Each match starts at a string's real
-# opening quote and consumes the whole string, so the scan never restarts inside one (a scan that did would
-# read escaped quotes as string ends, and cost quadratic time on a long string full of them): in text
-# json.loads accepted, the matches are exactly the document's strings, one pass.
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"\s*(:)?')
-
-
-def _pair_count(document: dict) -> int:
-    """Key-value pairs in the document's object and the objects directly in it (tensor entries and
-    `__metadata__`). A header with deeper objects is invalid anyway; its key count is higher, so it takes the
-    slow path and is refused there."""
-    return len(document) + sum(map(len, filter(_is_dict, document.values())))
-
-
-_is_dict = dict.__instancecheck__  # json.loads makes plain dicts; a C-level filter, as this runs per tensor
-
-
 def _load_json(text: str) -> dict:
     if text.startswith("\ufeff"):
         raise HeaderError("header starts with a byte-order mark (BOM); it must start with '{'")
     if not text.lstrip().startswith("{"):
         raise HeaderError("header is not a JSON object (it must start with '{')")
     surrogates = "\\u" in text and _SURROGATE_ESCAPE.search(text) is not None
-    if surrogates:
-        document = _decode_json(text, {"object_pairs_hook": _checked_object})
-    else:
-        # json.loads keeps the last of two equal keys. A hook that checks every object costs a Python call per
-        # tensor (a second of a 32 MB header), so the plain parse is checked as a whole instead: a key written
-        # twice leaves fewer pairs parsed than keys written. Only then is it parsed again, to name the key.
-        document = _decode_json(text, {})
-        if type(document) is not dict or _STRING.findall(text).count(":") != _pair_count(document):
-            document = _decode_json(text, {"object_pairs_hook": _unique_object})
-    if not isinstance(document, dict):
-        raise HeaderError("header is not a JSON object")
-    return document
-
-
-def _decode_json(text: str, hooks: dict) -> object:
+    hooks: dict = {"object_pairs_hook": _checked_object if surrogates else _unique_object}
     if not _INT_DIGITS_CAPPED:
         hooks["parse_int"] = _parse_int
     try:
-        return json.loads(text, parse_constant=_reject_constant, **hooks)
+        document = json.loads(text, parse_constant=_reject_constant, **hooks)
     except json.JSONDecodeError as error:
         at_byte = len(text[: error.pos].encode("utf-8"))
         raise HeaderError(
@@ -302,6 +271,9 @@ def _decode_json(text: str, hooks: dict) -> object:
         digits = re.search(r"has (\d+) digits", str(error))
         count = f"{int(digits[1]):,}-digit" if digits else "very long"
         raise HeaderError(f"header holds a {count} integer; shapes and offsets are 64-bit") from None
+    if not isinstance(document, dict):
+        raise HeaderError("header is not a JSON object")
+    return document
 
 
 def _metadata(value: object) -> dict[str, str]:

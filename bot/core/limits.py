@@ -21,14 +21,15 @@ class Limit:
 
 # The safetensors reference implementation refuses headers above 100 MB; so do we, before allocating.
 MAX_HEADER_BYTES = 100_000_000
-# A LoRA adapter's header is far smaller: the largest real ones (kohya files with a big ss_tag_frequency, a
-# LoRA on every expert of a 256-expert MoE: ~90,000 tensors, ~13 MB; of a 512-expert one: ~150,000, ~21 MB)
-# stay under this. Inspecting costs ~15 µs per tensor, and the densest legal header (one tiny tensor per
-# ~125 bytes) at this cap takes under 4 s and ~250 MB (benchmarks/hostile_bench.py); 100 MB would be ~15 s
-# per scan worker. An adapter's header over this cap is refused before it is read, as "not inspected" (a
-# limit of the bot, not a defect of the file: never a corrupt-header claim); base-model shards, which are
-# parsed but not analysed, keep the format's limit.
-MAX_ADAPTER_HEADER_BYTES = 24_000_000
+# A LoRA adapter's header is far smaller. The largest real ones are kohya files with a big ss_tag_frequency
+# and LoRAs on every expert of a MoE: DeepSeek-V3's 256 experts make ~90,000 tensors and 13 MB. Inspecting
+# costs ~20 µs per tensor, and the densest legal header (one tiny tensor per ~125 bytes) at this cap takes
+# about 3 s and 200 MB (benchmarks/hostile_bench.py), inside the 5 s a file may cost a scan worker. A LoRA on
+# every expert of a 384- or 512-expert MoE (Kimi K2, Qwen3-Next: ~140,000-150,000 tensors, ~21 MB) is over
+# it. An adapter's header over this cap is refused before it is read, as "not inspected" (a limit of the
+# bot, not a defect of the file: never a corrupt-header claim); base-model shards, which are parsed but not
+# analysed, keep the format's limit.
+MAX_ADAPTER_HEADER_BYTES = 16_000_000
 # adapter_config.json and README.md are read whole or not at all. Real configs with a long rank_pattern reach a
 # few MB; a card over this is refused (never cut: a cut card or config is a false claim or a damaged file).
 MAX_TEXT_BYTES = 16_000_000

@@ -210,7 +210,9 @@ _PREFIXES = (
     ("model.diffusion_model.", DENOISER),
     ("diffusion_model.", DENOISER),
 )
-_ANY_PREFIX = tuple(prefix for prefix, _ in _PREFIXES)
+# The first of _PREFIXES a name starts with, in one match (alternatives are tried in order).
+_PREFIX = re.compile("|".join(re.escape(prefix) for prefix, _ in _PREFIXES))
+_COMPONENT_OF_PREFIX = dict(_PREFIXES)
 # transformers 4.x spellings of multimodal LLM paths → the 5.x ones the tables hold (Gemma 3 moved its towers
 # under `model.` in 4.52).
 _LLM_RENAMES = (
@@ -226,12 +228,12 @@ def _readings(name: str) -> list[tuple[str, str]]:
     # PEFT's prefix, or one a trainer left behind a component prefix (`transformer.base_model.model.…`).
     name = name[len(_PEFT) :] if name.startswith(_PEFT) else name.replace("." + _PEFT, ".", 1)
     readings: list[tuple[str, str]] = []
-    for prefix, component in _PREFIXES if name.startswith(_ANY_PREFIX) else ():
-        if name.startswith(prefix):
-            readings.append((component, name[len(prefix) :]))
-            if prefix == "transformer.":  # GPT-2 / Falcon / Bloom trunks are `transformer.h.N`
-                readings.append((MODEL, name))
-            break
+    prefixed = _PREFIX.match(name)
+    if prefixed:
+        prefix = prefixed[0]
+        readings.append((_COMPONENT_OF_PREFIX[prefix], name[len(prefix) :]))
+        if prefix == "transformer.":  # GPT-2 / Falcon / Bloom trunks are `transformer.h.N`
+            readings.append((MODEL, name))
     else:
         readings += [(MODEL, name), (DENOISER, name)]
         if not name.startswith("model."):  # a bare decoder (LlamaModel) has no `model.`
