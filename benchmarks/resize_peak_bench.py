@@ -6,7 +6,10 @@ in its own process; wall time and peak RSS come from `/usr/bin/time -f "%e %M"` 
 exec'd from `time`, so its peak is not inherited from this parent). The "before" tree is `git archive` of
 bot/ at `--before`.
 
-    python benchmarks/resize_peak_bench.py [--before 9e3022f] [--columns 3900000]
+    python benchmarks/resize_peak_bench.py [--before 9e3022f] [--columns 3900000] [--energy F]
+
+`--energy F` resizes to an energy fraction instead of rank 16: a first pass computes every module's spectrum
+before the second writes the file.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ def write_adapter(path: Path, columns: int) -> int:
     return offset
 
 
-def run(tree: Path, adapter: Path, output: Path) -> tuple[float, int]:
+def run(tree: Path, adapter: Path, output: Path, target: list[str]) -> tuple[float, int]:
     times = output.with_suffix(".time")
     done = subprocess.run(
         [
@@ -63,8 +66,7 @@ def run(tree: Path, adapter: Path, output: Path) -> tuple[float, int]:
             "bot",
             "resize",
             str(adapter),
-            "--rank",
-            str(TARGET),
+            *target,
             "-o",
             str(output),
             "--force",
@@ -86,7 +88,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", default="9e3022f", help="git commit of the resizer to compare with")
     parser.add_argument("--columns", type=int, default=3_900_000, help="in-features of the down factor")
+    parser.add_argument("--energy", type=float, help="resize to this energy fraction instead of rank 16")
     args = parser.parse_args()
+    target = ["--energy", str(args.energy)] if args.energy else ["--rank", str(TARGET)]
     with tempfile.TemporaryDirectory() as folder:
         before = Path(folder) / "before"
         before.mkdir()
@@ -98,10 +102,11 @@ def main() -> None:
         data_bytes = write_adapter(adapter, args.columns)
         factor = 4 * RANK * args.columns
         print(
-            f"one module, down [{RANK}, {args.columns:,}] F32 = {factor / 1e6:.0f} MB, rank {RANK} → {TARGET}"
+            f"one module, down [{RANK}, {args.columns:,}] F32 = {factor / 1e6:.0f} MB, rank {RANK} → "
+            + (f"energy {args.energy}" if args.energy else str(TARGET))
         )
-        old_wall, old_rss = run(before, adapter, Path(folder) / "out-before.safetensors")
-        new_wall, new_rss = run(ROOT, adapter, Path(folder) / "out-after.safetensors")
+        old_wall, old_rss = run(before, adapter, Path(folder) / "out-before.safetensors", target)
+        new_wall, new_rss = run(ROOT, adapter, Path(folder) / "out-after.safetensors", target)
         for label, rss, wall in (
             (f"before ({args.before})", old_rss, old_wall),
             ("after (this tree)", new_rss, new_wall),

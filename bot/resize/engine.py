@@ -364,8 +364,8 @@ def _spectra(adapter: Adapter) -> dict[str, torch.Tensor]:
     spectra = {}
     with adapter.weights.open("rb") as handle:
         for module, spec in zip(adapter.modules, adapter.specs, strict=True):
-            down, up = _load_pair(handle, adapter.header, module)
-            spectra[module.name] = singular_values(down, up, adapter.scale(spec))
+            down, up = _load_pair(handle, adapter.header, module)  # read again by the second pass
+            spectra[module.name] = singular_values(down, up, adapter.scale(spec), overwrite_down=True)
     return spectra
 
 

@@ -173,30 +173,42 @@ def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
 def _core_svd(down2: torch.Tensor, up2: torch.Tensor, overwrite_down: bool = False):
     """SVD of B·A from its factors: B·A = (Q_b·U)·diag(σ)·(Q_a·V)ᵀ. Costs O((out+in)·r² + r³).
 
-    With `overwrite_down`, Q_a is computed in down2's own memory (down2ᵀ of a row-major down2 is the
-    column-major matrix LAPACK works on in place), so a huge factor is not held twice.
+    With `overwrite_down`, Q_a is computed in down2's own memory, so a huge factor is not held twice.
     """
     q_up, r_up = torch.linalg.qr(up2)  # [out, p], [p, r]
-    if overwrite_down and down2.is_contiguous() and down2.shape[1] >= down2.shape[0]:
-        q_down = down2.T  # [in, r]: becomes Q_a
-        tau = q_down.new_empty(q_down.shape[1])
-        torch.geqrf(q_down, out=(q_down, tau))
-        r_down = q_down[: q_down.shape[1]].triu()  # a copy, taken before Q_a overwrites it
-        torch.linalg.householder_product(q_down, tau, out=q_down)
+    in_place = _qr_in_place(down2) if overwrite_down else None
+    if in_place is not None:
+        q_down, tau, r_down = in_place
+        torch.linalg.householder_product(q_down, tau, out=q_down)  # [in, r]: Q_a, in down2's memory
     else:
         q_down, r_down = torch.linalg.qr(down2.T)  # [in, q], [q, r]
     u, sigma, vh = torch.linalg.svd(r_up @ r_down.T, full_matrices=False)
     return q_up, u, sigma, vh, q_down
 
 
-def singular_values(down: torch.Tensor, up: torch.Tensor, scale: float) -> torch.Tensor:
-    """The singular values of scale·B·A, descending, in float64 (energy sums need the headroom)."""
+def _qr_in_place(down2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """QR of down2ᵀ in down2's own memory (down2ᵀ of a row-major down2 is the column-major matrix LAPACK works
+    on in place): (Householder-packed Q_a, its tau, R as a copy). None where that cannot be done in place."""
+    if not (down2.is_contiguous() and down2.shape[1] >= down2.shape[0]):
+        return None
+    packed = down2.T  # [in, r]
+    tau = packed.new_empty(packed.shape[1])
+    torch.geqrf(packed, out=(packed, tau))
+    return packed, tau, packed[: packed.shape[1]].triu()  # R copied before anything overwrites it
+
+
+def singular_values(
+    down: torch.Tensor, up: torch.Tensor, scale: float, overwrite_down: bool = False
+) -> torch.Tensor:
+    """The singular values of scale·B·A, descending, in float64 (energy sums need the headroom). With
+    `overwrite_down`, a down factor the caller will not use again is factorised in its own memory."""
     dtype = _compute_dtype(down)
     down2, up2 = flatten_factors(down.to(dtype), up.to(dtype))
     if down2.shape[0] == 0:
         return torch.zeros(0, dtype=torch.float64)
     r_up = torch.linalg.qr(up2, mode="r").R
-    r_down = torch.linalg.qr(down2.T, mode="r").R
+    in_place = _qr_in_place(down2) if overwrite_down else None
+    r_down = in_place[2] if in_place is not None else torch.linalg.qr(down2.T, mode="r").R
     return torch.linalg.svdvals(r_up @ r_down.T).to(torch.float64) * abs(scale)
 
 
