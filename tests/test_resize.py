@@ -763,3 +763,16 @@ def test_control_characters_in_names_are_escaped_in_the_text_report(tmp_path, ca
     assert "lora_unet_x\\x1b[2J\\x0d\\x07_proj_in" in out and "evil\\x1b[31m\\x07" in out
     code, _, err = run(capsys, source, "--rank", 2)  # the output exists now: a one-line refusal, escaped too
     assert code == 2 and not any(c in err for c in "\x1b\r\x07") and len(err.strip().splitlines()) == 1
+
+
+def test_energy_first_pass_in_the_factors_own_memory_finds_the_same_spectrum():
+    # The first pass of `--energy` factorises the down factor it read in place; the ranks it picks depend on
+    # these values, so in place and on a copy must agree (conv factors and a down wider than tall included).
+    from bot.resize.math import singular_values
+
+    generator = torch.Generator().manual_seed(3)
+    for down_shape, up_shape in (((8, 300), (40, 8)), ((4, 6, 3, 3), (10, 4, 1, 1)), ((16, 5), (7, 16))):
+        down, up = torch.randn(down_shape, generator=generator), torch.randn(up_shape, generator=generator)
+        on_copy = singular_values(down.clone(), up, 0.5)
+        in_place = singular_values(down.clone(), up, 0.5, overwrite_down=True)
+        assert torch.allclose(on_copy, in_place, rtol=1e-5, atol=1e-6)
