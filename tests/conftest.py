@@ -35,6 +35,17 @@ def sample_dir(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _module_working_directory(tmp_path_factory):
+    """A module-scoped fixture (one sandbox scan shared by a module's tests) is made before any test's own
+    folder exists. It runs here, never in the checkout, where two test workers would share one census store
+    and read each other's runs."""
+    previous = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("module-cwd"))
+    yield
+    os.chdir(previous)
+
+
 @pytest.fixture(autouse=True)
 def _own_working_directory(tmp_path, monkeypatch):
     """Each test runs in its own folder: the scan's default census store (.lora-bot/census.sqlite, relative

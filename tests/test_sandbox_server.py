@@ -715,3 +715,13 @@ def test_serve_main_rejects_bad_arguments_with_one_line(argv, capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert len(captured.err.strip().splitlines()) == 1 and "error" in captured.err
+
+
+def test_the_request_log_is_in_arrival_order_even_when_answers_finish_out_of_order():
+    # A client has its answer before the server logs it, so its next request can finish logging first; the
+    # log must still read in the order the client made its requests (tests count reads by their position).
+    hub = SandboxHub()
+    first, second = hub.begin_request(), hub.begin_request()
+    hub.record_request({"path": "/second", "arrival": second})
+    hub.record_request({"path": "/first", "arrival": first})
+    assert [entry["path"] for entry in hub.requests] == ["/first", "/second"]

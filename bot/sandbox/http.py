@@ -240,7 +240,7 @@ class ServedHub(Protocol):
 
     def user_for_token(self, token: str | None) -> str | None: ...
 
-    def begin_request(self) -> None: ...
+    def begin_request(self) -> int: ...
 
     def record_request(self, entry: dict) -> None: ...
 
@@ -306,7 +306,7 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         hub = self.server.hub
-        hub.begin_request()
+        arrival = hub.begin_request()
         raw_path, _, query_string = self.path.partition("?")
         route, params, path_known = hub.routes.match(self.command, raw_path)
         route_name = route.name if route else "unknown"
@@ -355,6 +355,7 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
                     "route": route_name,
                     "user": request.user,
                     "fault": fault.kind if fault else None,
+                    "arrival": arrival,
                 }
             )
 

@@ -63,6 +63,7 @@ class SandboxHub:
         self.webhooks: WebhookSender | None = None
         self._requests: list[dict] = []
         self._in_flight = 0
+        self._arrivals = 0
         self._log_changed = threading.Condition()
         self._server: SandboxHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -210,13 +211,21 @@ class SandboxHub:
     def user_for_token(self, token: str | None) -> str | None:
         return self.users.get(token, self.user) if token else None
 
-    def begin_request(self) -> None:
+    def begin_request(self) -> int:
+        """Counts a request in flight; returns its place in arrival order (its `arrival` in the log)."""
         with self._log_changed:
             self._in_flight += 1
+            self._arrivals += 1
+            return self._arrivals
 
     def record_request(self, entry: dict) -> None:
         with self._log_changed:
-            self._requests.append(entry)
+            # A client has its response before the server logs it, and its next request can be logged
+            # first; kept in arrival order, one client's requests read in the order it made them.
+            at = len(self._requests)
+            while at and self._requests[at - 1]["arrival"] > entry["arrival"]:
+                at -= 1
+            self._requests.insert(at, entry)
             if self.request_log is not None:
                 with open(self.request_log, "a", encoding="utf-8") as log:
                     log.write(json.dumps(entry) + "\n")
