@@ -316,3 +316,28 @@ def test_the_streamed_report_is_the_report_json(sample_dir, tmp_path):
             ScanOptions(endpoint=hub.endpoint, dry_run=True, repos=("demo/none",), store=str(tmp_path / "e")),
         )
         assert "".join(iter_scan_report_json(empty)) == json.dumps(scan_report(empty), indent=2)
+
+
+def test_runs_started_together_all_open_a_new_store(tmp_path):
+    # Two scans started at once (two live runs, the Action beside a cron job) may both find the store new.
+    # Setting it up takes a lock SQLite does not wait for; a run that lost that race must not fail.
+    import threading
+
+    from bot.census.store import CensusStore, StoreError
+
+    failures = []
+
+    def open_store(path):
+        try:
+            CensusStore(path).close()
+        except StoreError as error:
+            failures.append(str(error))
+
+    for trial in range(50):
+        path = tmp_path / str(trial) / "census.sqlite"
+        runs = [threading.Thread(target=open_store, args=(path,)) for _ in range(12)]
+        for run in runs:
+            run.start()
+        for run in runs:
+            run.join()
+    assert failures == []

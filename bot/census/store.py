@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -53,6 +54,12 @@ class StoreError(Exception):
     """The store file cannot be used (not SQLite, another schema, unwritable); the message says which."""
 
 
+# Opening: attempts at setting up a store another run is setting up too (~2.5 s in all), and how long a
+# statement waits for another run's transaction.
+_OPEN_ATTEMPTS = 20
+_BUSY_SECONDS = 30.0
+
+
 class CensusStore:
     """One SQLite connection shared by the scan's threads behind a lock; each `save` is one transaction."""
 
@@ -61,19 +68,39 @@ class CensusStore:
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")  # a reader (export) never blocks the scan
-            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a killed process
-            self._db.executescript(_SCHEMA)
-            version = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if version is None:
-                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            elif version[0] != str(SCHEMA_VERSION):
-                raise StoreError(
-                    f"{self.path}: census store schema {version[0]}, this lora-bot reads {SCHEMA_VERSION}"
-                )
+            self._db = self._open()
         except (sqlite3.Error, OSError) as error:
             raise StoreError(f"cannot use the census store {self.path}: {error}") from None
+
+    def _open(self) -> sqlite3.Connection:
+        """A connection to a store set up for this schema. Two runs started together (two live scans, the
+        Action beside a cron job) may both find the file new: switching it to WAL takes a lock SQLite does not
+        wait for, so the loser tries again once the winner has set the store up."""
+        for attempt in range(_OPEN_ATTEMPTS):
+            db = sqlite3.connect(
+                self.path, check_same_thread=False, isolation_level=None, timeout=_BUSY_SECONDS
+            )
+            try:
+                db.execute("PRAGMA journal_mode=WAL")  # a reader (export) never blocks the scan
+                db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a killed process
+                db.executescript(_SCHEMA)
+                version = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+                if version is None:
+                    db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+                elif version[0] != str(SCHEMA_VERSION):
+                    raise StoreError(
+                        f"{self.path}: census store schema {version[0]}, this lora-bot reads {SCHEMA_VERSION}"
+                    )
+                return db
+            except sqlite3.OperationalError as error:
+                db.close()
+                if "locked" not in str(error) or attempt == _OPEN_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+            except BaseException:
+                db.close()
+                raise
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def close(self) -> None:
         with self._lock:
