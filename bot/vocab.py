@@ -41,6 +41,7 @@ class FlagCode(StrEnum):
     DORA_PRESENT = "dora-present"
     NON_LORA_ADAPTER = "non-lora-adapter"
     CORRUPT_HEADER = "corrupt-header"
+    NOT_INSPECTED = "not-inspected"
     PICKLE_ONLY = "pickle-only"
     NOT_AN_ADAPTER = "not-an-adapter"
     CONFIG_INVALID = "config-invalid"

@@ -462,6 +462,21 @@ def test_header_over_the_limit_is_refused_even_when_the_file_holds_it(capsys, tm
     assert "100,000,001" in message and "limit" in message and status == 1
 
 
+def test_a_legal_header_over_lora_bots_cap_is_not_inspected_and_not_called_corrupt(capsys, tmp_path, good):
+    # Valid for safetensors (spaces may pad the JSON, and the format allows 100 MB), but over what lora-bot
+    # reads for an adapter: a limit of the bot, so no claim about the file and no failing exit.
+    from bot.core.limits import MAX_ADAPTER_HEADER_BYTES
+
+    path = tmp_path / "moe-every-expert.safetensors"
+    path.write_bytes(pack(good.text + " " * (MAX_ADAPTER_HEADER_BYTES - len(good.text) + 8), good.data))
+    status, report, _ = inspect_json(capsys, path)
+    (entry,) = report["files"]
+    assert corrupt_messages(entry) == [] and status == 0
+    ((code, severity, message),) = [(f["code"], f["severity"], f["message"]) for f in entry["flags"]]
+    assert (code, severity) == ("not-inspected", "info")
+    assert f"{MAX_ADAPTER_HEADER_BYTES:,}-byte cap" in message and "not a defect of the file" in message
+
+
 def test_a_directory_where_a_file_is_expected_is_a_finding(tmp_path):
     folder = tmp_path / "adapter.safetensors"
     folder.mkdir()

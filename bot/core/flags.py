@@ -152,6 +152,15 @@ _CODES = (
         "first problem found; re-uploading the original file usually fixes it.",
     ),
     FlagDoc(
+        FlagCode.NOT_INSPECTED,
+        INFO,
+        "lora-bot did not read this file: it is over one of lora-bot's own limits",
+        "The file's safetensors header is larger than lora-bot reads for a LoRA adapter "
+        "(MAX_ADAPTER_HEADER_BYTES in the README's Limits table), so it was not inspected. This is a limit "
+        "of lora-bot, not a defect of the file: the format allows headers up to 100 MB, and nothing is said "
+        "or proposed about the file. Only LoRAs on every expert of the largest MoE models come near it.",
+    ),
+    FlagDoc(
         FlagCode.PICKLE_ONLY,
         ERROR,
         "the weights exist only as a pickle file (.bin/.pt/.ckpt/.pth)",

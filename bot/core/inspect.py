@@ -42,6 +42,9 @@ class FileEvidence:
     size: int | None = None
     header: SafetensorsHeader | None = None
     header_error: str | None = None  # set when the header could not be read or validated
+    not_inspected: str | None = (
+        None  # why lora-bot did not read it: a limit of the bot, not a defect of the file
+    )
     scalars: Mapping[str, float] = field(default_factory=dict)  # `.alpha` values by tensor name
     adapter_config_text: str | None = None
     card_text: str | None = None
@@ -191,6 +194,8 @@ def inspect_evidence(evidence: FileEvidence) -> FileInspection:
                 )
             ],
         )
+    if evidence.not_inspected is not None:
+        return _empty(evidence, [flag(FlagCode.NOT_INSPECTED, f"{evidence.path}: {evidence.not_inspected}")])
     if evidence.header is None:
         reason = evidence.header_error or "the header could not be read"
         return _empty(evidence, [flag(FlagCode.CORRUPT_HEADER, f"{evidence.path}: {reason}")])

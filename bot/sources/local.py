@@ -34,7 +34,9 @@ def file_evidence(
     try:
         header = read_local_header(path)
         scalars = read_local_scalars(path, header, scalar_names(header))
-    except (HeaderError, HeaderTooLarge) as error:
+    except HeaderTooLarge as error:  # lora-bot's cap, not the format's: never a corrupt-header claim
+        return FileEvidence(path=label, size=size, not_inspected=str(error), **context)
+    except HeaderError as error:
         return FileEvidence(path=label, size=size, header_error=str(error), **context)
     except OSError as error:
         return FileEvidence(
