@@ -54,9 +54,9 @@ class StoreError(Exception):
     """The store file cannot be used (not SQLite, another schema, unwritable); the message says which."""
 
 
-# Opening: attempts at setting up a store another run is setting up too (~2.5 s in all), and how long a
-# statement waits for another run's transaction.
-_OPEN_ATTEMPTS = 20
+# Opening: attempts at setting up a store another run is setting up too, and the pause between them (about
+# 2.4 s in all); how long a statement waits for another run's transaction.
+_OPEN_ATTEMPTS, _OPEN_PAUSE_SECONDS = 20, 0.125
 _BUSY_SECONDS = 30.0
 
 
@@ -76,31 +76,35 @@ class CensusStore:
         """A connection to a store set up for this schema. Two runs started together (two live scans, the
         Action beside a cron job) may both find the file new: switching it to WAL takes a lock SQLite does not
         wait for, so the loser tries again once the winner has set the store up."""
-        for attempt in range(_OPEN_ATTEMPTS):
+        attempt = 0
+        while True:
             db = sqlite3.connect(
                 self.path, check_same_thread=False, isolation_level=None, timeout=_BUSY_SECONDS
             )
             try:
-                db.execute("PRAGMA journal_mode=WAL")  # a reader (export) never blocks the scan
-                db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a killed process
-                db.executescript(_SCHEMA)
-                version = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-                if version is None:
-                    db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-                elif version[0] != str(SCHEMA_VERSION):
-                    raise StoreError(
-                        f"{self.path}: census store schema {version[0]}, this lora-bot reads {SCHEMA_VERSION}"
-                    )
+                self._set_up(db)
                 return db
             except sqlite3.OperationalError as error:
                 db.close()
-                if "locked" not in str(error) or attempt == _OPEN_ATTEMPTS - 1:
+                attempt += 1
+                if "locked" not in str(error) or attempt == _OPEN_ATTEMPTS:
                     raise
-                time.sleep(0.05 * (attempt + 1))
+                time.sleep(_OPEN_PAUSE_SECONDS)
             except BaseException:
                 db.close()
                 raise
-        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _set_up(self, db: sqlite3.Connection) -> None:
+        db.execute("PRAGMA journal_mode=WAL")  # a reader (export) never blocks the scan
+        db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a killed process
+        db.executescript(_SCHEMA)
+        version = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if version is None:
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif version[0] != str(SCHEMA_VERSION):
+            raise StoreError(
+                f"{self.path}: census store schema {version[0]}, this lora-bot reads {SCHEMA_VERSION}"
+            )
 
     def close(self) -> None:
         with self._lock:
