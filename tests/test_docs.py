@@ -13,14 +13,19 @@ ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
+def readme_table(name: str) -> str:
+    """The README's text between `<!-- NAME:start -->` and `<!-- NAME:end -->`, where a generated table sits."""
+    return README.split(f"<!-- {name}:start -->\n", 1)[1].split(f"\n<!-- {name}:end -->", 1)[0]
+
+
 def test_flag_table_is_the_registry():
-    table = README.split("<!-- flag-table:start -->\n", 1)[1].split("\n<!-- flag-table:end -->", 1)[0]
+    table = readme_table("flag-table")
     assert table == flag_table_markdown()
     assert all(f"`{code}`" in table for code in CODES)
 
 
 def test_status_table_is_the_vocabulary():
-    table = README.split("<!-- status-table:start -->\n", 1)[1].split("\n<!-- status-table:end -->", 1)[0]
+    table = readme_table("status-table")
     assert table == status_table_markdown()
     assert all(f"`{status}`" in table for status in Status)
 
@@ -28,7 +33,7 @@ def test_status_table_is_the_vocabulary():
 def test_limits_table_is_the_limits_module():
     from bot.core.limits import LIMITS, limits_table_markdown
 
-    table = README.split("<!-- limits-table:start -->\n", 1)[1].split("\n<!-- limits-table:end -->", 1)[0]
+    table = readme_table("limits-table")
     assert table == limits_table_markdown()
     assert all(f"`{limit.name}`" in table for limit in LIMITS)
 
@@ -36,7 +41,7 @@ def test_limits_table_is_the_limits_module():
 def test_families_table_is_the_signature_data():
     from bot.core.signatures import recognised_markdown
 
-    table = README.split("<!-- families-table:start -->\n", 1)[1].split("\n<!-- families-table:end -->", 1)[0]
+    table = readme_table("families-table")
     assert table == recognised_markdown()
 
 

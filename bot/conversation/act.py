@@ -67,16 +67,7 @@ class Responder:
         self, repo_id: str, thread: BotThread, request: CommandRequest, text: str, record: dict, close: bool
     ) -> Outcome:
         body = f"{text}\n\n{render_record({'comment': request.comment_id, 'command': request.command, **record})}"
-        done = Outcome(
-            repo_id,
-            ProposalKind.COMMAND,
-            Status.REPLIED,
-            f"@lora-bot {request.command} from {request.author}",
-            (),
-            url=thread.url,
-            number=thread.number,
-            detail=text.splitlines()[0],
-        )
+        done = _command_outcome(repo_id, request, thread, Status.REPLIED, text.splitlines()[0])
         if self.dry_run:
             log.info("DRY-RUN %s: would answer %s on #%d", repo_id, request.command, thread.number)
             return replace(done, status=Status.WOULD_REPLY)
@@ -179,7 +170,9 @@ def _before_publishing(
             try:
                 responder.close(repo_id, thread.number, None)
             except Exception as error:  # noqa: BLE001 — nothing recreated; answered next run
-                outcomes.append(_failed(repo_id, request, thread, error))
+                outcomes.append(
+                    _command_outcome(repo_id, request, thread, Status.FAILED, describe_error(error))
+                )
                 answered.add(request.comment_id)
     return outcomes, answered
 
@@ -223,16 +216,19 @@ def _opted_out(repo: RepoInspection, threads: dict[int, BotThread], pending, res
     return outcomes
 
 
-def _failed(repo_id: str, request: CommandRequest, thread: BotThread, error: BaseException) -> Outcome:
+def _command_outcome(
+    repo_id: str, request: CommandRequest, thread: BotThread, status: Status, detail: str
+) -> Outcome:
+    """What became of an owner's command, as the report lists it."""
     return Outcome(
         repo_id,
         ProposalKind.COMMAND,
-        Status.FAILED,
+        status,
         f"@lora-bot {request.command} from {request.author}",
         (),
         url=thread.url,
         number=thread.number,
-        detail=describe_error(error),
+        detail=detail,
     )
 
 

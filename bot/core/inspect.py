@@ -42,9 +42,8 @@ class FileEvidence:
     size: int | None = None
     header: SafetensorsHeader | None = None
     header_error: str | None = None  # set when the header could not be read or validated
-    not_inspected: str | None = (
-        None  # why lora-bot did not read it: a limit of the bot, not a defect of the file
-    )
+    # Why lora-bot did not read it (its header is over the bot's cap): a limit of the bot, not a defect of the file.
+    not_inspected: str | None = None
     scalars: Mapping[str, float] = field(default_factory=dict)  # `.alpha` values by tensor name
     adapter_config_text: str | None = None
     card_text: str | None = None

@@ -257,12 +257,8 @@ def _readings(name: str) -> list[tuple[str, str]]:
 
 
 def _folded_readings(name: str) -> list[tuple[str, str, tuple[int, ...]]]:
-    readings = _readings(name)
-    if len(readings) == 1:  # a prefixed name (`lora_unet_…`, `transformer.…`): most modules
-        component, path = readings[0]
-        return [(component, *_folded_template(path))]
     seen, result = set(), []
-    for component, path in readings:
+    for component, path in _readings(name):
         template, indices = _folded_template(path)
         if (component, template, indices) not in seen:
             seen.add((component, template, indices))
